@@ -1,0 +1,231 @@
+// Forward and backward of the decoder with optional LoRA on any of the seven projections.
+#include "engine/model.h"
+
+#include <omp.h>
+
+#include <cmath>
+#include <cstring>
+#include <limits>
+#include <random>
+
+#include "cpu/ops.h"
+
+namespace claas {
+
+int ModelConfig::moduleIn(int m) const {
+  switch (m) {
+    case kO: return heads * headDim;
+    case kDown: return intermediate;
+    default: return hidden;
+  }
+}
+
+int ModelConfig::moduleOut(int m) const {
+  switch (m) {
+    case kQ: return heads * headDim;
+    case kK:
+    case kV: return kvHeads * headDim;
+    case kGate:
+    case kUp: return intermediate;
+    default: return hidden;
+  }
+}
+
+LoraLayout make_lora_layout(const ModelConfig& cfg, int rank, float alpha, const bool* target) {
+  LoraLayout L;
+  L.layers = cfg.layers;
+  L.rank = rank;
+  L.alpha = alpha;
+  L.scale = alpha / static_cast<float>(rank);
+  const size_t none = std::numeric_limits<size_t>::max();
+  L.offA.assign(static_cast<size_t>(cfg.layers) * kModuleCount, none);
+  L.offB.assign(static_cast<size_t>(cfg.layers) * kModuleCount, none);
+  for (int m = 0; m < kModuleCount; ++m) L.target[m] = target[m];
+  for (int l = 0; l < cfg.layers; ++l) {
+    for (int m = 0; m < kModuleCount; ++m) {
+      if (!target[m]) continue;
+      const size_t i = static_cast<size_t>(l) * kModuleCount + m;
+      L.offA[i] = L.total;
+      L.total += static_cast<size_t>(rank) * cfg.moduleIn(m);
+      L.offB[i] = L.total;
+      L.total += static_cast<size_t>(cfg.moduleOut(m)) * rank;
+    }
+  }
+  return L;
+}
+
+void init_lora(Adapter& adapter, const ModelConfig& cfg, uint64_t seed) {
+  const LoraLayout& L = adapter.layout;
+  std::mt19937_64 rng(seed);
+  adapter.params.assign(L.total, 0.0f);
+  for (int l = 0; l < L.layers; ++l) {
+    for (int m = 0; m < kModuleCount; ++m) {
+      if (!L.target[m]) continue;
+      const int in = cfg.moduleIn(m);
+      const float bound = 1.0f / std::sqrt(static_cast<float>(in));
+      std::uniform_real_distribution<float> dist(-bound, bound);
+      float* A = adapter.params.data() + L.offA[static_cast<size_t>(l) * kModuleCount + m];
+      for (size_t i = 0; i < static_cast<size_t>(L.rank) * in; ++i) A[i] = dist(rng);
+    }
+  }
+}
+
+namespace {
+
+// Projection m of layer l with its LoRA branch (when the view targets it).
+void project(const Model& model, const LoraView& lora, int l, int m, float* y, float* u, const float* x, int T) {
+  const ModelConfig& c = model.cfg;
+  const LayerWeights& w = model.layers[l];
+  const int I = c.moduleIn(m), O = c.moduleOut(m);
+  cpu::linear(y, x, w.W[m], m <= kO ? w.b[m] : nullptr, T, I, O);
+  if (lora.params && lora.layout->target[m]) {
+    const size_t i = static_cast<size_t>(l) * kModuleCount + m;
+    cpu::lora(y, u, x, lora.params + lora.layout->offA[i], lora.params + lora.layout->offB[i], T, I, O,
+              lora.layout->rank, lora.layout->scale);
+  }
+}
+
+// Input gradient of projection m (accumulated into dx) plus its LoRA gradients.
+void project_backward(const Model& model, const LoraView& lora, float* grads, int l, int m, float* dx,
+                      const float* dy, const float* x, const float* u, int T, bool accumulate,
+                      std::vector<float>& scratch) {
+  const ModelConfig& c = model.cfg;
+  const int I = c.moduleIn(m), O = c.moduleOut(m);
+  cpu::linear_backward_input(dx, dy, model.layers[l].W[m], T, I, O, accumulate);
+  if (lora.params && lora.layout->target[m]) {
+    const LoraLayout& L = *lora.layout;
+    const size_t i = static_cast<size_t>(l) * kModuleCount + m;
+    scratch.resize(static_cast<size_t>(T) * L.rank);
+    cpu::lora_backward(dx, grads + L.offA[i], grads + L.offB[i], dy, x, u, lora.params + L.offA[i],
+                       lora.params + L.offB[i], T, I, O, L.rank, L.scale, scratch.data());
+  }
+}
+
+void sized(std::vector<float>& v, size_t n) {
+  if (v.size() != n) v.resize(n);
+}
+
+}  // namespace
+
+void forward(const Model& model, const LoraView& lora, const int32_t* ids, int T, Activations& acts, bool keep) {
+  omp_set_num_threads(model.threads);
+  const ModelConfig& c = model.cfg;
+  const int H = c.hidden, N = c.heads, M = c.kvHeads, D = c.headDim, F = c.intermediate;
+  const size_t TH = static_cast<size_t>(T) * H;
+  acts.T = T;
+  acts.layers.resize(keep ? c.layers : 1);
+  sized(acts.cos, static_cast<size_t>(T) * D / 2);
+  sized(acts.sin, static_cast<size_t>(T) * D / 2);
+  cpu::rope_tables(acts.cos.data(), acts.sin.data(), T, D, c.ropeTheta);
+
+  std::vector<float> x(TH);
+  cpu::embedding(x.data(), model.embed, ids, T, H);
+  std::vector<float> tmp;
+  for (int l = 0; l < c.layers; ++l) {
+    LayerActs& a = acts.layers[keep ? l : 0];
+    const LayerWeights& w = model.layers[l];
+    a.x = x;
+    sized(a.xn1, TH);
+    sized(a.rstd1, T);
+    cpu::rmsnorm(a.xn1.data(), a.rstd1.data(), a.x.data(), w.inNorm, T, H, c.rmsEps);
+    const int R = lora.params ? lora.layout->rank : 0;
+    for (int m = 0; m < kModuleCount; ++m) sized(a.loraU[m], lora.params && lora.layout->target[m] ? static_cast<size_t>(T) * R : 0);
+    sized(a.q, static_cast<size_t>(T) * N * D);
+    sized(a.k, static_cast<size_t>(T) * M * D);
+    sized(a.v, static_cast<size_t>(T) * M * D);
+    project(model, lora, l, kQ, a.q.data(), a.loraU[kQ].data(), a.xn1.data(), T);
+    project(model, lora, l, kK, a.k.data(), a.loraU[kK].data(), a.xn1.data(), T);
+    project(model, lora, l, kV, a.v.data(), a.loraU[kV].data(), a.xn1.data(), T);
+    if (c.qkNorm) {
+      a.qRaw = a.q;
+      a.kRaw = a.k;
+      sized(a.rstdQ, static_cast<size_t>(T) * N);
+      sized(a.rstdK, static_cast<size_t>(T) * M);
+      cpu::rmsnorm(a.q.data(), a.rstdQ.data(), a.qRaw.data(), w.qNorm, T * N, D, c.rmsEps);
+      cpu::rmsnorm(a.k.data(), a.rstdK.data(), a.kRaw.data(), w.kNorm, T * M, D, c.rmsEps);
+    }
+    cpu::rope(a.q.data(), acts.cos.data(), acts.sin.data(), T, N, D);
+    cpu::rope(a.k.data(), acts.cos.data(), acts.sin.data(), T, M, D);
+    sized(a.attn, static_cast<size_t>(T) * N * D);
+    sized(a.lse, static_cast<size_t>(N) * T);
+    cpu::attention(a.attn.data(), a.lse.data(), a.q.data(), a.k.data(), a.v.data(), T, N, M, D);
+
+    sized(a.h1, TH);
+    project(model, lora, l, kO, a.h1.data(), a.loraU[kO].data(), a.attn.data(), T);
+    for (size_t i = 0; i < TH; ++i) a.h1[i] += a.x[i];
+    sized(a.xn2, TH);
+    sized(a.rstd2, T);
+    cpu::rmsnorm(a.xn2.data(), a.rstd2.data(), a.h1.data(), w.postNorm, T, H, c.rmsEps);
+    sized(a.g, static_cast<size_t>(T) * F);
+    sized(a.u, static_cast<size_t>(T) * F);
+    sized(a.act, static_cast<size_t>(T) * F);
+    project(model, lora, l, kGate, a.g.data(), a.loraU[kGate].data(), a.xn2.data(), T);
+    project(model, lora, l, kUp, a.u.data(), a.loraU[kUp].data(), a.xn2.data(), T);
+    cpu::swiglu(a.act.data(), a.g.data(), a.u.data(), static_cast<size_t>(T) * F);
+    project(model, lora, l, kDown, x.data(), a.loraU[kDown].data(), a.act.data(), T);
+    for (size_t i = 0; i < TH; ++i) x[i] += a.h1[i];
+  }
+  acts.xLast = std::move(x);
+  sized(acts.rstdF, T);
+  sized(acts.xf, TH);
+  cpu::rmsnorm(acts.xf.data(), acts.rstdF.data(), acts.xLast.data(), model.finalNorm, T, H, c.rmsEps);
+}
+
+void lm_head(const Model& model, float* logits_RV, const float* xf_TH, int row0, int R) {
+  const ModelConfig& c = model.cfg;
+  cpu::linear(logits_RV, xf_TH + static_cast<size_t>(row0) * c.hidden, model.lmHead, nullptr, R, c.hidden, c.vocab);
+}
+
+void backward(const Model& model, const LoraView& lora, float* grads, Activations& acts, const float* dxf_TH) {
+  omp_set_num_threads(model.threads);
+  const ModelConfig& c = model.cfg;
+  const int T = acts.T, H = c.hidden, N = c.heads, M = c.kvHeads, D = c.headDim, F = c.intermediate;
+  const size_t TH = static_cast<size_t>(T) * H;
+  std::vector<float> dx(TH), dh1(TH), dxn(TH), dact(static_cast<size_t>(T) * F), dg(dact.size()),
+      du(dact.size()), dattn(static_cast<size_t>(T) * N * D), dq(dattn.size()), dk(static_cast<size_t>(T) * M * D),
+      dv(dk.size()), dqRaw, dkRaw, scratch, attnScratch(2 * static_cast<size_t>(N) * T * D);
+  cpu::rmsnorm_backward(dx.data(), dxf_TH, acts.xLast.data(), acts.rstdF.data(), model.finalNorm, T, H, false);
+
+  for (int l = c.layers - 1; l >= 0; --l) {
+    LayerActs& a = acts.layers[l];
+    const LayerWeights& w = model.layers[l];
+    // MLP: x_out = h1 + down(swiglu(gate(xn2), up(xn2)))
+    project_backward(model, lora, grads, l, kDown, dact.data(), dx.data(), a.act.data(), a.loraU[kDown].data(), T,
+                     false, scratch);
+    cpu::swiglu_backward(dg.data(), du.data(), dact.data(), a.g.data(), a.u.data(), static_cast<size_t>(T) * F);
+    project_backward(model, lora, grads, l, kGate, dxn.data(), dg.data(), a.xn2.data(), a.loraU[kGate].data(), T,
+                     false, scratch);
+    project_backward(model, lora, grads, l, kUp, dxn.data(), du.data(), a.xn2.data(), a.loraU[kUp].data(), T, true,
+                     scratch);
+    dh1 = dx;
+    cpu::rmsnorm_backward(dh1.data(), dxn.data(), a.h1.data(), a.rstd2.data(), w.postNorm, T, H, true);
+
+    // Attention: h1 = x + o(attn(rope(norm(q)), rope(norm(k)), v))
+    project_backward(model, lora, grads, l, kO, dattn.data(), dh1.data(), a.attn.data(), a.loraU[kO].data(), T,
+                     false, scratch);
+    cpu::attention_backward(dq.data(), dk.data(), dv.data(), dattn.data(), a.q.data(), a.k.data(), a.v.data(),
+                            a.attn.data(), a.lse.data(), T, N, M, D, attnScratch.data());
+    cpu::rope_backward(dq.data(), acts.cos.data(), acts.sin.data(), T, N, D);
+    cpu::rope_backward(dk.data(), acts.cos.data(), acts.sin.data(), T, M, D);
+    const float* dqIn = dq.data();
+    const float* dkIn = dk.data();
+    if (c.qkNorm) {
+      sized(dqRaw, dq.size());
+      sized(dkRaw, dk.size());
+      cpu::rmsnorm_backward(dqRaw.data(), dq.data(), a.qRaw.data(), a.rstdQ.data(), w.qNorm, T * N, D, false);
+      cpu::rmsnorm_backward(dkRaw.data(), dk.data(), a.kRaw.data(), a.rstdK.data(), w.kNorm, T * M, D, false);
+      dqIn = dqRaw.data();
+      dkIn = dkRaw.data();
+    }
+    project_backward(model, lora, grads, l, kQ, dxn.data(), dqIn, a.xn1.data(), a.loraU[kQ].data(), T, false,
+                     scratch);
+    project_backward(model, lora, grads, l, kK, dxn.data(), dkIn, a.xn1.data(), a.loraU[kK].data(), T, true,
+                     scratch);
+    project_backward(model, lora, grads, l, kV, dxn.data(), dv.data(), a.xn1.data(), a.loraU[kV].data(), T, true,
+                     scratch);
+    dx = dh1;
+    cpu::rmsnorm_backward(dx.data(), dxn.data(), a.x.data(), a.rstd1.data(), w.inNorm, T, H, true);
+  }
+}
+
+}  // namespace claas

@@ -1,0 +1,263 @@
+// The engine facade: open a model folder, create / load / save LoRA adapters, score sequences and run
+// SDPO steps. Every heavy call runs in the addon off the event loop; calls are serialized so an
+// adapter is never read while a step updates it.
+import { availableParallelism } from 'node:os';
+import { resolve } from 'node:path';
+import { fromNative, InputError } from '../errors.js';
+import { readModelConfig, type ModelConfig } from '../model/config.js';
+import { weightSpecs } from '../model/weights.js';
+import { pickBackend, type BackendName, type BackendRequest } from './backend.js';
+import { LORA_MODULES, peftKey, type LoraModule } from './lora-modules.js';
+import { nativeAddon, type NativeAdapter, type NativeModel, type NativeSample } from './native.js';
+import { loadAdapterFiles, readAdapterConfig, saveAdapterFiles, validateTargets, type LoraShape, type LoraTensorSlot } from './peft.js';
+import { resolveSdpoOptions, type SdpoOptions } from './sdpo-options.js';
+
+export interface EngineOpenOptions {
+  backend?: BackendRequest;
+  /** Worker threads for GEMMs and kernels (default: all cores). */
+  threads?: number;
+}
+
+export interface CreateAdapterOptions {
+  rank?: number;
+  alpha?: number;
+  targetModules?: readonly string[];
+  /** Seed of the A initialization (default: random). */
+  seed?: number;
+}
+
+export interface SdpoSample {
+  /** Student prompt x: chat template of the conversation with the generation prompt. */
+  promptIds: ArrayLike<number>;
+  /** Teacher prompt x~: the same with the hindsight block in the last user message. */
+  teacherPromptIds: ArrayLike<number>;
+  /** Sampled response ids, including the end-of-turn token. */
+  responseIds: ArrayLike<number>;
+  /** Sampling-time log-probabilities of the response ids, when recorded. */
+  oldLogprobs?: ArrayLike<number> | null;
+}
+
+export interface SdpoStepResult {
+  loss: number;
+  distillLoss: number;
+  klToBase: number;
+  meanIsWeight: number;
+  clipFraction: number;
+  gradNorm: number;
+  teacherStudentKl: number;
+  tokens: number;
+  stepLosses: number[];
+  timings: { teacherMs: number; baseMs: number; studentForwardMs: number; backwardMs: number; optimizerMs: number; totalMs: number };
+  options: SdpoOptions;
+}
+
+/** Slots of every LoRA tensor in the flat buffer, in the engine's layer-major, module order. */
+export function loraSlots(config: ModelConfig, shape: LoraShape): { slots: LoraTensorSlot[]; total: number } {
+  const dims: Record<LoraModule, [number, number]> = {
+    q_proj: [config.hiddenSize, config.numHeads * config.headDim],
+    k_proj: [config.hiddenSize, config.numKvHeads * config.headDim],
+    v_proj: [config.hiddenSize, config.numKvHeads * config.headDim],
+    o_proj: [config.numHeads * config.headDim, config.hiddenSize],
+    gate_proj: [config.hiddenSize, config.intermediateSize],
+    up_proj: [config.hiddenSize, config.intermediateSize],
+    down_proj: [config.intermediateSize, config.hiddenSize],
+  };
+  const slots: LoraTensorSlot[] = [];
+  let total = 0;
+  for (let l = 0; l < config.numLayers; l++) {
+    for (const m of LORA_MODULES) {
+      if (!shape.targetModules.includes(m)) continue;
+      const [inF, outF] = dims[m];
+      slots.push({ key: peftKey(l, m, 'A'), offset: total, shape: [shape.rank, inF] });
+      total += shape.rank * inF;
+      slots.push({ key: peftKey(l, m, 'B'), offset: total, shape: [outF, shape.rank] });
+      total += outF * shape.rank;
+    }
+  }
+  return { slots, total };
+}
+
+/** A LoRA adapter resident in the engine, with its optimizer state and EMA copy. */
+export class Adapter {
+  constructor(
+    readonly native: NativeAdapter,
+    readonly shape: LoraShape,
+    readonly slots: readonly LoraTensorSlot[],
+  ) {}
+
+  get rank(): number {
+    return this.shape.rank;
+  }
+  get alpha(): number {
+    return this.shape.alpha;
+  }
+  get targetModules(): readonly LoraModule[] {
+    return this.shape.targetModules;
+  }
+
+  /** Copies of the weights, EMA, AdamW moments, last gradient and step count. */
+  state() {
+    return this.native.state();
+  }
+
+  /** Named copies (PEFT keys) of one of the flat buffers. */
+  tensors(which: 'params' | 'ema' | 'grads' = 'params'): Map<string, Float32Array> {
+    const flat = this.native.state()[which];
+    return new Map(this.slots.map((s) => [s.key, flat.slice(s.offset, s.offset + s.shape[0] * s.shape[1])]));
+  }
+}
+
+function ids(name: string, values: ArrayLike<number>, vocab: number, allowEmpty = false): Int32Array {
+  if (!values || typeof values.length !== 'number') throw new InputError(`${name} must be an array of token ids`);
+  if (values.length === 0 && !allowEmpty) throw new InputError(`${name} is empty`);
+  const out = new Int32Array(values.length);
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i]!;
+    if (!Number.isInteger(v) || v < 0 || v >= vocab) throw new InputError(`${name}[${i}] = ${String(v)} is not a token id in [0, ${vocab})`);
+    out[i] = v;
+  }
+  return out;
+}
+
+export class Engine {
+  private queue: Promise<unknown> = Promise.resolve();
+
+  private constructor(
+    readonly modelDir: string,
+    readonly config: ModelConfig,
+    readonly backend: BackendName,
+    readonly threads: number,
+    private readonly model: NativeModel,
+  ) {}
+
+  /** Opens a Hugging Face model folder (config.json + safetensors, fp32 / fp16 / bf16). */
+  static async open(modelDir: string, options: EngineOpenOptions = {}): Promise<Engine> {
+    const dir = resolve(modelDir);
+    const choice = pickBackend(options.backend ?? 'auto');
+    const threads = options.threads ?? availableParallelism();
+    if (!Number.isInteger(threads) || threads < 1) throw new InputError(`threads must be a positive integer (got ${String(threads)})`);
+    const config = readModelConfig(dir);
+    const tensors = weightSpecs(dir, config);
+    const c = config;
+    try {
+      const model = await nativeAddon().loadModel({
+        config: {
+          vocab: c.vocabSize,
+          hidden: c.hiddenSize,
+          layers: c.numLayers,
+          heads: c.numHeads,
+          kvHeads: c.numKvHeads,
+          headDim: c.headDim,
+          intermediate: c.intermediateSize,
+          ropeTheta: c.ropeTheta,
+          rmsEps: c.rmsNormEps,
+          tieEmbeddings: c.tieWordEmbeddings,
+          qkNorm: c.qkNorm,
+          bias: [c.bias.q, c.bias.k, c.bias.v, c.bias.o],
+        },
+        threads,
+        tensors,
+      });
+      return new Engine(dir, config, choice.backend, threads, model);
+    } catch (err) {
+      throw fromNative(err);
+    }
+  }
+
+  private run<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(fn, fn);
+    this.queue = next.catch(() => undefined);
+    return next.catch((err: unknown) => {
+      throw fromNative(err);
+    });
+  }
+
+  private checkAdapter(adapter: Adapter | null | undefined): void {
+    if (adapter && !(adapter instanceof Adapter)) throw new InputError('adapter must be an Adapter of this engine');
+  }
+
+  /** A fresh adapter: A Kaiming-uniform like PEFT, B = 0 (so it starts as the base model). */
+  createAdapter(options: CreateAdapterOptions = {}): Adapter {
+    const rank = options.rank ?? 32;
+    const alpha = options.alpha ?? 64;
+    if (!Number.isInteger(rank) || rank < 1 || rank > 4096) throw new InputError(`rank must be an integer in [1, 4096] (got ${String(rank)})`);
+    if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha <= 0) throw new InputError(`alpha must be a positive number (got ${String(alpha)})`);
+    const shape: LoraShape = { rank, alpha, targetModules: validateTargets(options.targetModules ?? [...LORA_MODULES]) };
+    const seed = options.seed ?? Math.floor(Math.random() * 2 ** 32);
+    const native = this.model.createAdapter({ rank, alpha, targets: LORA_MODULES.map((m) => shape.targetModules.includes(m)), seed });
+    return new Adapter(native, shape, loraSlots(this.config, shape).slots);
+  }
+
+  /** Loads a PEFT adapter folder (with optimizer and EMA state when saved by CLaaS). */
+  async loadAdapter(dir: string): Promise<Adapter> {
+    const shape = readAdapterConfig(dir);
+    const { slots, total } = loraSlots(this.config, shape);
+    const state = loadAdapterFiles(dir, slots, total);
+    try {
+      const native = this.model.createAdapter({
+        rank: shape.rank,
+        alpha: shape.alpha,
+        targets: LORA_MODULES.map((m) => shape.targetModules.includes(m)),
+        params: state.params,
+        ema: state.ema,
+        m: state.m,
+        v: state.v,
+        step: state.step,
+      });
+      return new Adapter(native, shape, slots);
+    } catch (err) {
+      throw fromNative(err);
+    }
+  }
+
+  /** Writes the adapter to a new directory (temp path, then rename); never overwrites. */
+  saveAdapter(adapter: Adapter, dir: string): Promise<void> {
+    this.checkAdapter(adapter);
+    return this.run(async () => {
+      const s = adapter.native.state();
+      saveAdapterFiles(resolve(dir), adapter.shape, adapter.slots, { params: s.params, ema: s.ema, m: s.m, v: s.v, step: s.step }, this.modelDir);
+    });
+  }
+
+  /** Logits [T, V] (row-major) of every position, with the adapter (or its EMA copy) or the base model. */
+  logits(tokenIds: ArrayLike<number>, adapter: Adapter | null = null, options: { ema?: boolean } = {}): Promise<Float32Array> {
+    this.checkAdapter(adapter);
+    const input = ids('tokenIds', tokenIds, this.config.vocabSize);
+    return this.run(() => this.model.forward(input, adapter?.native ?? null, options.ema === true));
+  }
+
+  /** log p(ids[t] | ids[<t]) for t in [start, ids.length). */
+  logprobs(tokenIds: ArrayLike<number>, adapter: Adapter | null, start: number): Promise<Float32Array> {
+    this.checkAdapter(adapter);
+    const input = ids('tokenIds', tokenIds, this.config.vocabSize);
+    if (!Number.isInteger(start) || start < 1 || start >= input.length) throw new InputError(`start must be an integer in [1, ${input.length})`);
+    return this.run(() => this.model.tokenLogprobs(input, adapter?.native ?? null, start));
+  }
+
+  /** One SDPO update of the adapter over a batch (sdpo.md), in place. */
+  async sdpoStep(adapter: Adapter, batch: readonly SdpoSample[], options: Partial<SdpoOptions> = {}): Promise<SdpoStepResult> {
+    if (!(adapter instanceof Adapter)) throw new InputError('sdpoStep needs an Adapter of this engine');
+    if (!Array.isArray(batch) || batch.length === 0) throw new InputError('the batch is empty');
+    const resolved = resolveSdpoOptions(options, this.config.vocabSize);
+    const V = this.config.vocabSize;
+    const samples: NativeSample[] = batch.map((s, i) => {
+      const sample: NativeSample = {
+        prompt: ids(`batch[${i}].promptIds`, s.promptIds, V),
+        teacherPrompt: ids(`batch[${i}].teacherPromptIds`, s.teacherPromptIds, V),
+        response: ids(`batch[${i}].responseIds`, s.responseIds, V),
+      };
+      if (s.oldLogprobs !== undefined && s.oldLogprobs !== null) {
+        if (s.oldLogprobs.length !== sample.response.length) throw new InputError(`batch[${i}].oldLogprobs has ${s.oldLogprobs.length} values for ${sample.response.length} response tokens`);
+        const old = Float32Array.from(s.oldLogprobs);
+        if (!old.every((x) => Number.isFinite(x) && x <= 0)) throw new InputError(`batch[${i}].oldLogprobs must be finite log-probabilities (<= 0)`);
+        sample.oldLogprobs = old;
+      }
+      return sample;
+    });
+    return this.run(async () => {
+      const t0 = performance.now();
+      const r = await this.model.sdpoStep(adapter.native, samples, resolved.native);
+      return { ...r, timings: { ...r.timings, totalMs: performance.now() - t0 }, options: resolved.options };
+    });
+  }
+}
