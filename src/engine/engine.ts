@@ -3,13 +3,13 @@
 // adapter is never read while a step updates it.
 import { availableParallelism } from 'node:os';
 import { resolve } from 'node:path';
-import { fromNative, InputError } from '../errors.js';
+import { fromNative, InputError, ShapeError } from '../errors.js';
 import { readModelConfig, type ModelConfig } from '../model/config.js';
 import { weightSpecs } from '../model/weights.js';
 import { pickBackend, type BackendName, type BackendRequest } from './backend.js';
 import { LORA_MODULES, peftKey, type LoraModule } from './lora-modules.js';
 import { nativeAddon, type NativeAdapter, type NativeModel, type NativeSample } from './native.js';
-import { loadAdapterFiles, readAdapterConfig, saveAdapterFiles, validateTargets, type LoraShape, type LoraTensorSlot } from './peft.js';
+import { loadAdapterFiles, readAdapterConfig, saveAdapterFiles, validateTargets, type AdapterFileState, type LoraShape, type LoraTensorSlot } from './peft.js';
 import { resolveSdpoOptions, type SdpoOptions } from './sdpo-options.js';
 
 export interface EngineOpenOptions {
@@ -188,30 +188,40 @@ export class Engine {
     return new Adapter(native, shape, loraSlots(this.config, shape).slots);
   }
 
-  /** Loads a PEFT adapter folder (with optimizer and EMA state when saved by CLaaS). */
-  async loadAdapter(dir: string): Promise<Adapter> {
-    const shape = readAdapterConfig(dir);
-    const { slots, total } = loraSlots(this.config, shape);
-    const state = loadAdapterFiles(dir, slots, total);
+  /** An adapter from explicit state (weights, optionally EMA copy, AdamW moments and step count). */
+  restoreAdapter(shape: LoraShape, state: AdapterFileState): Adapter {
+    const checked: LoraShape = { rank: shape.rank, alpha: shape.alpha, targetModules: validateTargets(shape.targetModules) };
+    const { slots, total } = loraSlots(this.config, checked);
+    for (const key of ['params', 'ema', 'm', 'v'] as const) {
+      const a = state[key];
+      if (a !== undefined && a.length !== total) throw new ShapeError(`adapter ${key} has ${a.length} values, the layout needs ${total}`);
+    }
     try {
       const native = this.model.createAdapter({
-        rank: shape.rank,
-        alpha: shape.alpha,
-        targets: LORA_MODULES.map((m) => shape.targetModules.includes(m)),
+        rank: checked.rank,
+        alpha: checked.alpha,
+        targets: LORA_MODULES.map((m) => checked.targetModules.includes(m)),
         params: state.params,
         ema: state.ema,
         m: state.m,
         v: state.v,
         step: state.step,
       });
-      return new Adapter(native, shape, slots);
+      return new Adapter(native, checked, slots);
     } catch (err) {
       throw fromNative(err);
     }
   }
 
+  /** Loads a PEFT adapter folder (with optimizer and EMA state when saved by CLaaS). */
+  async loadAdapter(dir: string): Promise<Adapter> {
+    const shape = readAdapterConfig(dir);
+    const { slots, total } = loraSlots(this.config, shape);
+    return this.restoreAdapter(shape, loadAdapterFiles(dir, slots, total));
+  }
+
   /** Writes the adapter to a new directory (temp path, then rename); never overwrites. */
-  saveAdapter(adapter: Adapter, dir: string): Promise<void> {
+  async saveAdapter(adapter: Adapter, dir: string): Promise<void> {
     this.checkAdapter(adapter);
     return this.run(async () => {
       const s = adapter.native.state();
@@ -220,14 +230,14 @@ export class Engine {
   }
 
   /** Logits [T, V] (row-major) of every position, with the adapter (or its EMA copy) or the base model. */
-  logits(tokenIds: ArrayLike<number>, adapter: Adapter | null = null, options: { ema?: boolean } = {}): Promise<Float32Array> {
+  async logits(tokenIds: ArrayLike<number>, adapter: Adapter | null = null, options: { ema?: boolean } = {}): Promise<Float32Array> {
     this.checkAdapter(adapter);
     const input = ids('tokenIds', tokenIds, this.config.vocabSize);
     return this.run(() => this.model.forward(input, adapter?.native ?? null, options.ema === true));
   }
 
   /** log p(ids[t] | ids[<t]) for t in [start, ids.length). */
-  logprobs(tokenIds: ArrayLike<number>, adapter: Adapter | null, start: number): Promise<Float32Array> {
+  async logprobs(tokenIds: ArrayLike<number>, adapter: Adapter | null, start: number): Promise<Float32Array> {
     this.checkAdapter(adapter);
     const input = ids('tokenIds', tokenIds, this.config.vocabSize);
     if (!Number.isInteger(start) || start < 1 || start >= input.length) throw new InputError(`start must be an integer in [1, ${input.length})`);

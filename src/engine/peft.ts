@@ -6,7 +6,7 @@ import { basename, dirname, join } from 'node:path';
 import { randomBytes } from 'node:crypto';
 import { AdapterError, ShapeError } from '../errors.js';
 import { readSafetensors, writeSafetensors, type TensorToWrite } from '../model/safetensors.js';
-import { isLoraModule, LORA_MODULES, peftKey, type LoraModule } from './lora-modules.js';
+import { isLoraModule, LORA_MODULES, type LoraModule } from './lora-modules.js';
 
 export interface LoraShape {
   rank: number;
