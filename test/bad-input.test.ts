@@ -5,7 +5,7 @@ import { copyFileSync, mkdirSync, readFileSync, rmSync, writeFileSync } from 'no
 import { join } from 'node:path';
 import { Engine } from '../src/engine/engine.js';
 import { AdapterError, ConfigError, InputError, ShapeError, WeightsError } from '../src/errors.js';
-import { tempDir, writeTinyModel } from './helpers/tiny-model.js';
+import { tempDir, writeRandomModel } from '../src/model/random-model.js';
 
 function copyModel(src: string): string {
   const dir = join(tempDir(), 'model');
@@ -14,7 +14,7 @@ function copyModel(src: string): string {
   return dir;
 }
 
-const good = writeTinyModel({ seed: 21 });
+const good = writeRandomModel({ seed: 21 });
 
 function editConfig(dir: string, edit: (c: Record<string, unknown>) => void): void {
   const c = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;

@@ -4,7 +4,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Engine, type SdpoSample } from '../src/engine/engine.js';
-import { rng, normal, writeTinyModel } from './helpers/tiny-model.js';
+import { rng, normal, writeRandomModel } from '../src/model/random-model.js';
 
 const batch: SdpoSample[] = [
   { promptIds: [3, 17, 29, 5, 11], teacherPromptIds: [3, 17, 40, 41, 42, 29, 5, 11], responseIds: [8, 2, 33, 1] },
@@ -13,7 +13,7 @@ const batch: SdpoSample[] = [
 
 test('analytic LoRA gradients match central finite differences', async (t) => {
   let worst = 0;
-  const engine = await Engine.open(writeTinyModel({ seed: 7 }), { threads: 2 });
+  const engine = await Engine.open(writeRandomModel({ seed: 7 }), { threads: 2 });
   const shape = { rank: 4, alpha: 8, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const };
   const probe = engine.createAdapter({ ...shape, targetModules: [...shape.targetModules], seed: 1 });
   const n = probe.state().params.length;

@@ -4,6 +4,8 @@
 #include <napi.h>
 #include <cblas.h>
 
+#include <malloc.h>
+
 #include <functional>
 #include <memory>
 #include <string>
@@ -510,6 +512,10 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
 }  // namespace claas
 
 Napi::Object Init(Napi::Env env, Napi::Object exports) {
+  // Activations are large, short-lived vectors. By default glibc serves them with mmap and returns
+  // them with munmap, so every forward pays page faults again; keep them in the heap instead.
+  mallopt(M_MMAP_THRESHOLD, 512 * 1024 * 1024);
+  mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024);
   claas::AdapterWrap::Register(env);
   claas::ModelWrap::Register(env);
   exports.Set("loadModel", Napi::Function::New(env, claas::LoadModel));

@@ -1,10 +1,11 @@
-// Writes tiny random Qwen3-shaped model folders for tests (no download, deterministic from a seed).
+// Writes small random Qwen3-shaped model folders (config.json + model.safetensors), deterministic from a
+// seed: the models tests and benchmarks build for themselves, with no download.
 import { mkdirSync, mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { writeSafetensors, type TensorToWrite } from '../../src/model/safetensors.js';
+import { writeSafetensors, type TensorToWrite } from './safetensors.js';
 
-export interface TinyModelOptions {
+export interface RandomModelOptions {
   vocab?: number;
   hidden?: number;
   layers?: number;
@@ -38,7 +39,7 @@ export function tempDir(prefix = 'claas-test-'): string {
 }
 
 /** Writes config.json + model.safetensors into a new folder and returns its path. */
-export function writeTinyModel(opts: TinyModelOptions = {}, dir = join(tempDir(), 'model')): string {
+export function writeRandomModel(opts: RandomModelOptions = {}, dir = join(tempDir(), 'model')): string {
   const o = { vocab: 64, hidden: 32, layers: 2, heads: 4, kvHeads: 2, headDim: 16, intermediate: 48, tied: true, seed: 1, std: 0.2, ...opts };
   const rand = rng(o.seed);
   const tensors: TensorToWrite[] = [];
