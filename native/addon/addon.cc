@@ -12,6 +12,7 @@
 
 #include "cpu/ops.h"
 #include "engine/errors.h"
+#include "engine/generate.h"
 #include "engine/model.h"
 #include "engine/sdpo_step.h"
 
@@ -203,6 +204,24 @@ class AdapterWrap : public Napi::ObjectWrap<AdapterWrap> {
 Napi::FunctionReference AdapterWrap::ctor;
 
 // ---------------------------------------------------------------------------------------------
+class SequenceWrap : public Napi::ObjectWrap<SequenceWrap> {
+ public:
+  static Napi::FunctionReference ctor;
+  static void Register(Napi::Env env) {
+    Napi::Function f = DefineClass(env, "NativeSequence", {InstanceAccessor("length", &SequenceWrap::Length, nullptr)});
+    ctor = Napi::Persistent(f);
+    ctor.SuppressDestruct();
+  }
+  explicit SequenceWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SequenceWrap>(info) {}
+  std::shared_ptr<Sequence> seq;
+  std::shared_ptr<Model> model;
+
+ private:
+  Napi::Value Length(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), seq->cache.length); }
+};
+Napi::FunctionReference SequenceWrap::ctor;
+
+// ---------------------------------------------------------------------------------------------
 class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
  public:
   static Napi::FunctionReference ctor;
@@ -211,7 +230,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                                    {InstanceMethod("createAdapter", &ModelWrap::CreateAdapter),
                                     InstanceMethod("forward", &ModelWrap::Forward),
                                     InstanceMethod("tokenLogprobs", &ModelWrap::TokenLogprobs),
-                                    InstanceMethod("sdpoStep", &ModelWrap::SdpoStep)});
+                                    InstanceMethod("sdpoStep", &ModelWrap::SdpoStep),
+                                    InstanceMethod("createSequence", &ModelWrap::CreateSequence),
+                                    InstanceMethod("decode", &ModelWrap::Decode)});
     ctor = Napi::Persistent(f);
     ctor.SuppressDestruct();
   }
@@ -315,6 +336,78 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
             for (int r = 0; r < R; ++r) (*out)[r] = logp[static_cast<size_t>(r) * V + (*ids)[start + r]];
           },
           [out](Napi::Env e) -> Napi::Value { return to_js(e, *out); });
+    });
+  }
+
+  // createSequence(seed) -> NativeSequence: an empty KV cache and its sampling RNG.
+  Napi::Value CreateSequence(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      if (!info[0].IsNumber()) fail("E_INPUT", "createSequence expects a numeric seed");
+      auto seq = std::make_shared<Sequence>();
+      seq->rng.seed(static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue()));
+      Napi::Object o = SequenceWrap::ctor.New({});
+      SequenceWrap* w = SequenceWrap::Unwrap(o);
+      w->seq = seq;
+      w->model = model;
+      return o;
+    });
+  }
+
+  // decode([{seq, ids: Int32Array, temperature, topP, topK, topLogprobs}], adapter|null)
+  //   -> Promise<[{id, logprob, topIds: Int32Array, topLogprobs: Float32Array}]>
+  Napi::Value Decode(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      if (!info[0].IsArray()) fail("E_INPUT", "decode expects an array of entries");
+      Napi::Array arr = info[0].As<Napi::Array>();
+      auto adapter = adapter_arg(info[1]);
+      auto entries = std::make_shared<std::vector<DecodeEntry>>();
+      auto keep = std::make_shared<std::vector<std::shared_ptr<Sequence>>>();
+      for (uint32_t i = 0; i < arr.Length(); ++i) {
+        Napi::Object e = arr.Get(i).As<Napi::Object>();
+        Napi::Value sv = e.Get("seq");
+        if (!sv.IsObject() || !sv.As<Napi::Object>().InstanceOf(SequenceWrap::ctor.Value())) fail("E_INPUT", "entry.seq must be a NativeSequence");
+        SequenceWrap* sw = SequenceWrap::Unwrap(sv.As<Napi::Object>());
+        if (sw->model != model) fail("E_INPUT", "sequence belongs to another model");
+        for (const auto& k : *keep) {
+          if (k == sw->seq) fail("E_INPUT", "a sequence appears twice in one decode call");
+        }
+        DecodeEntry d;
+        d.seq = sw->seq.get();
+        d.ids = get_ids(e.Get("ids"), model->cfg.vocab, "ids");
+        if (d.ids.empty()) fail("E_INPUT", "entry.ids is empty");
+        d.sampling.temperature = static_cast<float>(get_num(e, "temperature"));
+        d.sampling.topP = static_cast<float>(get_num(e, "topP"));
+        d.sampling.topK = get_int(e, "topK");
+        d.sampling.topLogprobs = get_int(e, "topLogprobs");
+        keep->push_back(sw->seq);
+        entries->push_back(std::move(d));
+      }
+      auto m = model;
+      return run_async(
+          env,
+          [m, adapter, entries, keep]() {
+            set_threads(m->threads);
+            LoraView view;
+            if (adapter) view = LoraView{&adapter->layout, adapter->params.data()};
+            decode_step(*m, view, *entries);
+          },
+          [entries](Napi::Env e) -> Napi::Value {
+            Napi::Array out = Napi::Array::New(e, entries->size());
+            for (uint32_t i = 0; i < entries->size(); ++i) {
+              const cpu::SampledToken& t = (*entries)[i].out;
+              Napi::Object o = Napi::Object::New(e);
+              o.Set("id", t.id);
+              o.Set("logprob", t.logprob);
+              Napi::Int32Array ids = Napi::Int32Array::New(e, t.topIds.size());
+              std::copy(t.topIds.begin(), t.topIds.end(), ids.Data());
+              o.Set("topIds", ids);
+              o.Set("topLogprobs", to_js(e, t.topLogprobs));
+              out.Set(i, o);
+            }
+            return out;
+          });
     });
   }
 
@@ -517,6 +610,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   mallopt(M_MMAP_THRESHOLD, 512 * 1024 * 1024);
   mallopt(M_TRIM_THRESHOLD, 1024 * 1024 * 1024);
   claas::AdapterWrap::Register(env);
+  claas::SequenceWrap::Register(env);
   claas::ModelWrap::Register(env);
   exports.Set("loadModel", Napi::Function::New(env, claas::LoadModel));
   return exports;

@@ -16,34 +16,35 @@ namespace {
 
 constexpr int kBlock = 64;
 
-// P[r, j] for rows i0..i0+R of head n, keys 0..Tk: scale * q k^T, masked above the diagonal.
+// S[r, j] for query rows i0..i0+R of head n (at positions q0 + row), keys 0..Tk: scale * q k^T,
+// masked above the diagonal.
 void scores(float* S, const float* q_TND, const float* k_TMD, int i0, int R, int Tk, int n, int m, int N, int NKV,
-            int D, float scale) {
+            int D, float scale, int q0) {
   cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, Tk, D, scale, q_TND + (static_cast<size_t>(i0) * N + n) * D,
               N * D, k_TMD + static_cast<size_t>(m) * D, NKV * D, 0.0f, S, Tk);
   for (int r = 0; r < R; ++r) {
-    for (int j = i0 + r + 1; j < Tk; ++j) S[static_cast<size_t>(r) * Tk + j] = -INFINITY;
+    for (int j = q0 + i0 + r + 1; j < Tk; ++j) S[static_cast<size_t>(r) * Tk + j] = -INFINITY;
   }
 }
 
 }  // namespace
 
 void attention(float* out_TND, float* lse_NT, const float* q_TND, const float* k_TMD, const float* v_TMD, int T,
-               int N, int NKV, int D) {
+               int N, int NKV, int D, int q0) {
   const int group = N / NKV;
   const float scale = 1.0f / std::sqrt(static_cast<float>(D));
   const int blocks = (T + kBlock - 1) / kBlock;
 #pragma omp parallel
   {
-    std::vector<float> S(static_cast<size_t>(kBlock) * T);
+    std::vector<float> S(static_cast<size_t>(kBlock) * (q0 + T));
 #pragma omp for collapse(2) schedule(dynamic, 1)
     for (int n = 0; n < N; ++n) {
       for (int b = 0; b < blocks; ++b) {
-        const int m = n / group, i0 = b * kBlock, R = std::min(kBlock, T - i0), Tk = i0 + R;
-        scores(S.data(), q_TND, k_TMD, i0, R, Tk, n, m, N, NKV, D, scale);
+        const int m = n / group, i0 = b * kBlock, R = std::min(kBlock, T - i0), Tk = q0 + i0 + R;
+        scores(S.data(), q_TND, k_TMD, i0, R, Tk, n, m, N, NKV, D, scale, q0);
         for (int r = 0; r < R; ++r) {
           float* row = S.data() + static_cast<size_t>(r) * Tk;
-          const int len = i0 + r + 1;
+          const int len = q0 + i0 + r + 1;
           float mx = -INFINITY;
           for (int j = 0; j < len; ++j) mx = row[j] > mx ? row[j] : mx;
           float sum = 0.0f;
@@ -85,7 +86,7 @@ void attention_backward(float* dq_TND, float* dk_TMD, float* dv_TMD, const float
         const int i0 = b * kBlock, R = std::min(kBlock, T - i0), Tk = i0 + R;
         const float* dO = dout_TND + (static_cast<size_t>(i0) * N + n) * D;
         const float* Q = q_TND + (static_cast<size_t>(i0) * N + n) * D;
-        scores(P.data(), q_TND, k_TMD, i0, R, Tk, n, m, N, NKV, D, scale);
+        scores(P.data(), q_TND, k_TMD, i0, R, Tk, n, m, N, NKV, D, scale, 0);
         // dP = dO V^T
         cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasTrans, R, Tk, D, 1.0f, dO, N * D,
                     v_TMD + static_cast<size_t>(m) * D, NKV * D, 0.0f, dP.data(), Tk);

@@ -29,14 +29,15 @@ void lora_backward(float* dx_TI, float* dA_RI, float* dB_OR, const float* dy_TO,
                    const float* u_TR, const float* A_RI, const float* B_OR, int T, int I, int O, int R,
                    float scale, float* scratch_TR);
 
-// rope.cc — rotate-half RoPE in place on x[T, N, D] at positions 0..T-1.
-void rope_tables(float* cos_TD2, float* sin_TD2, int T, int D, double theta);
+// rope.cc — rotate-half RoPE in place on x[T, N, D]; row t is at position positions_T[t].
+void rope_tables(float* cos_TD2, float* sin_TD2, const int32_t* positions_T, int T, int D, double theta);
 void rope(float* x_TND, const float* cos_TD2, const float* sin_TD2, int T, int N, int D);
 void rope_backward(float* dx_TND, const float* cos_TD2, const float* sin_TD2, int T, int N, int D);
 
-// attention.cc — causal GQA attention; q [T, N, D], k/v [T, NKV, D], out [T, N, D]; lse_NT kept.
+// attention.cc — causal GQA attention; q [T, N, D] for positions q0..q0+T-1, k/v [q0+T, NKV, D]
+// (q0 > 0 when earlier keys come from a KV cache), out [T, N, D]; lse_NT kept for the backward.
 void attention(float* out_TND, float* lse_NT, const float* q_TND, const float* k_TMD, const float* v_TMD, int T,
-               int N, int NKV, int D);
+               int N, int NKV, int D, int q0 = 0);
 // dq [T,N,D] written; dk/dv [T,NKV,D] written; scratch holds 2*N*T*D floats.
 void attention_backward(float* dq_TND, float* dk_TMD, float* dv_TMD, const float* dout_TND,
                         const float* q_TND, const float* k_TMD, const float* v_TMD, const float* out_TND,

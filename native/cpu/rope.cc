@@ -6,12 +6,12 @@
 
 namespace claas::cpu {
 
-void rope_tables(float* cos_TD2, float* sin_TD2, int T, int D, double theta) {
+void rope_tables(float* cos_TD2, float* sin_TD2, const int32_t* positions_T, int T, int D, double theta) {
   const int D2 = D / 2;
   for (int i = 0; i < D2; ++i) {
     const double invFreq = std::pow(theta, -2.0 * i / D);
     for (int t = 0; t < T; ++t) {
-      const double a = t * invFreq;
+      const double a = positions_T[t] * invFreq;
       cos_TD2[static_cast<size_t>(t) * D2 + i] = static_cast<float>(std::cos(a));
       sin_TD2[static_cast<size_t>(t) * D2 + i] = static_cast<float>(std::sin(a));
     }

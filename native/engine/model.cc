@@ -107,67 +107,79 @@ void sized(std::vector<float>& v, size_t n) {
 
 }  // namespace
 
-void forward(const Model& model, const LoraView& lora, const int32_t* ids, int T, Activations& acts, bool keep) {
-  omp_set_num_threads(model.threads);
+void layer_forward(const Model& model, const LoraView& lora, int l, float* x_TH, int T, const float* cos_TD2,
+                   const float* sin_TD2, LayerActs& a, const AttendFn& attend) {
   const ModelConfig& c = model.cfg;
   const int H = c.hidden, N = c.heads, M = c.kvHeads, D = c.headDim, F = c.intermediate;
   const size_t TH = static_cast<size_t>(T) * H;
+  const LayerWeights& w = model.layers[l];
+  a.x.assign(x_TH, x_TH + TH);
+  sized(a.xn1, TH);
+  sized(a.rstd1, T);
+  cpu::rmsnorm(a.xn1.data(), a.rstd1.data(), a.x.data(), w.inNorm, T, H, c.rmsEps);
+  const int R = lora.params ? lora.layout->rank : 0;
+  for (int m = 0; m < kModuleCount; ++m) {
+    sized(a.loraU[m], lora.params && lora.layout->target[m] ? static_cast<size_t>(T) * R : 0);
+  }
+  sized(a.q, static_cast<size_t>(T) * N * D);
+  sized(a.k, static_cast<size_t>(T) * M * D);
+  sized(a.v, static_cast<size_t>(T) * M * D);
+  project(model, lora, l, kQ, a.q.data(), a.loraU[kQ].data(), a.xn1.data(), T);
+  project(model, lora, l, kK, a.k.data(), a.loraU[kK].data(), a.xn1.data(), T);
+  project(model, lora, l, kV, a.v.data(), a.loraU[kV].data(), a.xn1.data(), T);
+  if (c.qkNorm) {
+    a.qRaw = a.q;
+    a.kRaw = a.k;
+    sized(a.rstdQ, static_cast<size_t>(T) * N);
+    sized(a.rstdK, static_cast<size_t>(T) * M);
+    cpu::rmsnorm(a.q.data(), a.rstdQ.data(), a.qRaw.data(), w.qNorm, T * N, D, c.rmsEps);
+    cpu::rmsnorm(a.k.data(), a.rstdK.data(), a.kRaw.data(), w.kNorm, T * M, D, c.rmsEps);
+  }
+  cpu::rope(a.q.data(), cos_TD2, sin_TD2, T, N, D);
+  cpu::rope(a.k.data(), cos_TD2, sin_TD2, T, M, D);
+  sized(a.attn, static_cast<size_t>(T) * N * D);
+  attend(a);
+
+  sized(a.h1, TH);
+  project(model, lora, l, kO, a.h1.data(), a.loraU[kO].data(), a.attn.data(), T);
+  for (size_t i = 0; i < TH; ++i) a.h1[i] += a.x[i];
+  sized(a.xn2, TH);
+  sized(a.rstd2, T);
+  cpu::rmsnorm(a.xn2.data(), a.rstd2.data(), a.h1.data(), w.postNorm, T, H, c.rmsEps);
+  sized(a.g, static_cast<size_t>(T) * F);
+  sized(a.u, static_cast<size_t>(T) * F);
+  sized(a.act, static_cast<size_t>(T) * F);
+  project(model, lora, l, kGate, a.g.data(), a.loraU[kGate].data(), a.xn2.data(), T);
+  project(model, lora, l, kUp, a.u.data(), a.loraU[kUp].data(), a.xn2.data(), T);
+  cpu::swiglu(a.act.data(), a.g.data(), a.u.data(), static_cast<size_t>(T) * F);
+  project(model, lora, l, kDown, x_TH, a.loraU[kDown].data(), a.act.data(), T);
+  for (size_t i = 0; i < TH; ++i) x_TH[i] += a.h1[i];
+}
+
+void forward(const Model& model, const LoraView& lora, const int32_t* ids, int T, Activations& acts, bool keep) {
+  omp_set_num_threads(model.threads);
+  const ModelConfig& c = model.cfg;
+  const int H = c.hidden, N = c.heads, M = c.kvHeads, D = c.headDim;
   acts.T = T;
   acts.layers.resize(keep ? c.layers : 1);
   sized(acts.cos, static_cast<size_t>(T) * D / 2);
   sized(acts.sin, static_cast<size_t>(T) * D / 2);
-  cpu::rope_tables(acts.cos.data(), acts.sin.data(), T, D, c.ropeTheta);
+  std::vector<int32_t> positions(T);
+  for (int t = 0; t < T; ++t) positions[t] = t;
+  cpu::rope_tables(acts.cos.data(), acts.sin.data(), positions.data(), T, D, c.ropeTheta);
 
-  std::vector<float> x(TH);
+  std::vector<float> x(static_cast<size_t>(T) * H);
   cpu::embedding(x.data(), model.embed, ids, T, H);
-  std::vector<float> tmp;
-  for (int l = 0; l < c.layers; ++l) {
-    LayerActs& a = acts.layers[keep ? l : 0];
-    const LayerWeights& w = model.layers[l];
-    a.x = x;
-    sized(a.xn1, TH);
-    sized(a.rstd1, T);
-    cpu::rmsnorm(a.xn1.data(), a.rstd1.data(), a.x.data(), w.inNorm, T, H, c.rmsEps);
-    const int R = lora.params ? lora.layout->rank : 0;
-    for (int m = 0; m < kModuleCount; ++m) sized(a.loraU[m], lora.params && lora.layout->target[m] ? static_cast<size_t>(T) * R : 0);
-    sized(a.q, static_cast<size_t>(T) * N * D);
-    sized(a.k, static_cast<size_t>(T) * M * D);
-    sized(a.v, static_cast<size_t>(T) * M * D);
-    project(model, lora, l, kQ, a.q.data(), a.loraU[kQ].data(), a.xn1.data(), T);
-    project(model, lora, l, kK, a.k.data(), a.loraU[kK].data(), a.xn1.data(), T);
-    project(model, lora, l, kV, a.v.data(), a.loraU[kV].data(), a.xn1.data(), T);
-    if (c.qkNorm) {
-      a.qRaw = a.q;
-      a.kRaw = a.k;
-      sized(a.rstdQ, static_cast<size_t>(T) * N);
-      sized(a.rstdK, static_cast<size_t>(T) * M);
-      cpu::rmsnorm(a.q.data(), a.rstdQ.data(), a.qRaw.data(), w.qNorm, T * N, D, c.rmsEps);
-      cpu::rmsnorm(a.k.data(), a.rstdK.data(), a.kRaw.data(), w.kNorm, T * M, D, c.rmsEps);
-    }
-    cpu::rope(a.q.data(), acts.cos.data(), acts.sin.data(), T, N, D);
-    cpu::rope(a.k.data(), acts.cos.data(), acts.sin.data(), T, M, D);
-    sized(a.attn, static_cast<size_t>(T) * N * D);
+  const AttendFn attend = [&](LayerActs& a) {
     sized(a.lse, static_cast<size_t>(N) * T);
     cpu::attention(a.attn.data(), a.lse.data(), a.q.data(), a.k.data(), a.v.data(), T, N, M, D);
-
-    sized(a.h1, TH);
-    project(model, lora, l, kO, a.h1.data(), a.loraU[kO].data(), a.attn.data(), T);
-    for (size_t i = 0; i < TH; ++i) a.h1[i] += a.x[i];
-    sized(a.xn2, TH);
-    sized(a.rstd2, T);
-    cpu::rmsnorm(a.xn2.data(), a.rstd2.data(), a.h1.data(), w.postNorm, T, H, c.rmsEps);
-    sized(a.g, static_cast<size_t>(T) * F);
-    sized(a.u, static_cast<size_t>(T) * F);
-    sized(a.act, static_cast<size_t>(T) * F);
-    project(model, lora, l, kGate, a.g.data(), a.loraU[kGate].data(), a.xn2.data(), T);
-    project(model, lora, l, kUp, a.u.data(), a.loraU[kUp].data(), a.xn2.data(), T);
-    cpu::swiglu(a.act.data(), a.g.data(), a.u.data(), static_cast<size_t>(T) * F);
-    project(model, lora, l, kDown, x.data(), a.loraU[kDown].data(), a.act.data(), T);
-    for (size_t i = 0; i < TH; ++i) x[i] += a.h1[i];
+  };
+  for (int l = 0; l < c.layers; ++l) {
+    layer_forward(model, lora, l, x.data(), T, acts.cos.data(), acts.sin.data(), acts.layers[keep ? l : 0], attend);
   }
   acts.xLast = std::move(x);
   sized(acts.rstdF, T);
-  sized(acts.xf, TH);
+  sized(acts.xf, acts.xLast.size());
   cpu::rmsnorm(acts.xf.data(), acts.rstdF.data(), acts.xLast.data(), model.finalNorm, T, H, c.rmsEps);
 }
 

@@ -3,6 +3,7 @@
 #pragma once
 #include <cstddef>
 #include <cstdint>
+#include <functional>
 #include <memory>
 #include <string>
 #include <vector>
@@ -84,6 +85,13 @@ struct Activations {
   std::vector<LayerActs> layers;  // one per layer when kept for a backward, else one reused
   std::vector<float> xLast, rstdF, xf, cos, sin;
 };
+
+// Fills a.attn [T, N*D] from a.q (after RoPE), a.k and a.v.
+using AttendFn = std::function<void(LayerActs& a)>;
+
+// One decoder layer on the residual stream x_TH in place; a keeps what a backward would need.
+void layer_forward(const Model& model, const LoraView& lora, int l, float* x_TH, int T, const float* cos_TD2,
+                   const float* sin_TD2, LayerActs& a, const AttendFn& attend);
 
 // Runs the decoder on ids[0..T); leaves the final normalized hidden states in acts.xf [T, H].
 void forward(const Model& model, const LoraView& lora, const int32_t* ids, int T, Activations& acts, bool keep);

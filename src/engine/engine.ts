@@ -8,7 +8,7 @@ import { readModelConfig, type ModelConfig } from '../model/config.js';
 import { weightSpecs } from '../model/weights.js';
 import { pickBackend, type BackendName, type BackendRequest } from './backend.js';
 import { LORA_MODULES, peftKey, type LoraModule } from './lora-modules.js';
-import { nativeAddon, type NativeAdapter, type NativeModel, type NativeSample } from './native.js';
+import { nativeAddon, type NativeAdapter, type NativeModel, type NativeSample, type NativeSampled, type NativeSequence } from './native.js';
 import { loadAdapterFiles, readAdapterConfig, saveAdapterFiles, validateTargets, type AdapterFileState, type LoraShape, type LoraTensorSlot } from './peft.js';
 import { resolveSdpoOptions, type SdpoOptions } from './sdpo-options.js';
 
@@ -76,6 +76,34 @@ export function loraSlots(config: ModelConfig, shape: LoraShape): { slots: LoraT
   }
   return { slots, total };
 }
+
+export interface SamplingParams {
+  /** 0 = greedy. */
+  temperature: number;
+  topP: number;
+  /** 0 = no limit. */
+  topK: number;
+  /** Alternatives to report per token (0-20). */
+  topLogprobs: number;
+}
+
+/** A generation in progress: its KV cache and sampling RNG live in the engine. */
+export class Sequence {
+  constructor(readonly native: NativeSequence) {}
+  /** Tokens in the cache. */
+  get length(): number {
+    return this.native.length;
+  }
+}
+
+export interface DecodeEntry {
+  sequence: Sequence;
+  /** New tokens: the prompt (or a chunk of it) first, then each sampled token. */
+  ids: ArrayLike<number>;
+  sampling: SamplingParams;
+}
+
+export type SampledToken = NativeSampled;
 
 /** A LoRA adapter resident in the engine, with its optimizer state and EMA copy. */
 export class Adapter {
@@ -242,6 +270,37 @@ export class Engine {
     const input = ids('tokenIds', tokenIds, this.config.vocabSize);
     if (!Number.isInteger(start) || start < 1 || start >= input.length) throw new InputError(`start must be an integer in [1, ${input.length})`);
     return this.run(() => this.model.tokenLogprobs(input, adapter?.native ?? null, start));
+  }
+
+  /** A new, empty sequence for generation; `seed` fixes its sampling. */
+  createSequence(seed = Math.floor(Math.random() * 2 ** 32)): Sequence {
+    if (!Number.isInteger(seed) || seed < 0) throw new InputError(`seed must be a non-negative integer (got ${String(seed)})`);
+    return new Sequence(this.model.createSequence(seed));
+  }
+
+  /**
+   * Appends each entry's new tokens to its sequence in one batched pass (all entries share the
+   * adapter) and samples each sequence's next token. Log-probabilities are the model's own
+   * (before temperature).
+   */
+  async decode(entries: readonly DecodeEntry[], adapter: Adapter | null = null): Promise<SampledToken[]> {
+    this.checkAdapter(adapter);
+    if (entries.length === 0) return [];
+    const V = this.config.vocabSize;
+    const native = entries.map((e, i) => {
+      if (!(e.sequence instanceof Sequence)) throw new InputError(`entries[${i}].sequence must be a Sequence`);
+      const s = e.sampling;
+      if (!(s.temperature >= 0 && s.temperature <= 100)) throw new InputError(`temperature must be in [0, 100] (got ${String(s.temperature)})`);
+      if (!(s.topP > 0 && s.topP <= 1)) throw new InputError(`topP must be in (0, 1] (got ${String(s.topP)})`);
+      if (!Number.isInteger(s.topK) || s.topK < 0) throw new InputError(`topK must be a non-negative integer (got ${String(s.topK)})`);
+      if (!Number.isInteger(s.topLogprobs) || s.topLogprobs < 0 || s.topLogprobs > 20) throw new InputError(`topLogprobs must be an integer in [0, 20]`);
+      const newIds = ids(`entries[${i}].ids`, e.ids, V);
+      if (e.sequence.length + newIds.length > this.config.maxPositionEmbeddings) {
+        throw new InputError(`sequence would exceed the model's ${this.config.maxPositionEmbeddings} positions`);
+      }
+      return { seq: e.sequence.native, ids: newIds, temperature: s.temperature, topP: s.topP, topK: s.topK, topLogprobs: s.topLogprobs };
+    });
+    return this.run(() => this.model.decode(native, adapter?.native ?? null));
   }
 
   /** One SDPO update of the adapter over a batch (sdpo.md), in place. */

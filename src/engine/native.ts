@@ -82,6 +82,27 @@ export interface NativeStepResult {
   timings: { teacherMs: number; baseMs: number; studentForwardMs: number; backwardMs: number; optimizerMs: number };
 }
 
+/** A sequence's KV cache and sampling RNG. */
+export interface NativeSequence {
+  readonly length: number;
+}
+
+export interface NativeDecodeEntry {
+  seq: NativeSequence;
+  ids: Int32Array;
+  temperature: number;
+  topP: number;
+  topK: number;
+  topLogprobs: number;
+}
+
+export interface NativeSampled {
+  id: number;
+  logprob: number;
+  topIds: Int32Array;
+  topLogprobs: Float32Array;
+}
+
 export interface NativeModel {
   createAdapter(options: {
     rank: number;
@@ -97,6 +118,8 @@ export interface NativeModel {
   forward(ids: Int32Array, adapter: NativeAdapter | null, useEma: boolean): Promise<Float32Array>;
   tokenLogprobs(ids: Int32Array, adapter: NativeAdapter | null, start: number): Promise<Float32Array>;
   sdpoStep(adapter: NativeAdapter, samples: NativeSample[], options: NativeStepOptions): Promise<NativeStepResult>;
+  createSequence(seed: number): NativeSequence;
+  decode(entries: NativeDecodeEntry[], adapter: NativeAdapter | null): Promise<NativeSampled[]>;
 }
 
 export interface NativeAddon {

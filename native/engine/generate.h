@@ -1,0 +1,40 @@
+// Generation: per-sequence KV caches and a batched forward over new tokens of several sequences
+// (prefill chunks and single decode tokens mixed in one pass), then sampling.
+#pragma once
+#include <cstdint>
+#include <random>
+#include <vector>
+
+#include "cpu/sample.h"
+#include "engine/model.h"
+
+namespace claas {
+
+struct KvCache {
+  int length = 0;    // tokens stored
+  int capacity = 0;  // tokens that fit before the next growth
+  std::vector<float> k, v;  // [layers][capacity][kvHeads * headDim], RoPE already applied to k
+
+  // Grows (doubling, contents kept) so that `needed` tokens fit.
+  void ensure(const ModelConfig& cfg, int needed);
+  float* kLayer(const ModelConfig& cfg, int l) { return k.data() + static_cast<size_t>(l) * capacity * cfg.kvHeads * cfg.headDim; }
+  float* vLayer(const ModelConfig& cfg, int l) { return v.data() + static_cast<size_t>(l) * capacity * cfg.kvHeads * cfg.headDim; }
+};
+
+struct Sequence {
+  KvCache cache;
+  std::mt19937_64 rng;
+};
+
+struct DecodeEntry {
+  Sequence* seq;
+  std::vector<int32_t> ids;  // new tokens to append (a prompt chunk, or the last sampled token)
+  cpu::SamplingParams sampling;
+  cpu::SampledToken out;     // filled by decode_step
+};
+
+// Appends every entry's new tokens to its cache in one batched pass (all entries share the LoRA view),
+// then samples the next token of each entry from the logits of its last new token.
+void decode_step(const Model& model, const LoraView& lora, std::vector<DecodeEntry>& entries);
+
+}  // namespace claas
