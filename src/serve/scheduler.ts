@@ -1,0 +1,135 @@
+// Continuous batching for the embedded engine: every active generation advances by one engine call
+// per round. New requests are prefilled (in chunks, so a long prompt does not stall the others) in
+// the same batched call that decodes one token for each running request; requests on different
+// adapters go in separate calls. Requests wait only for the current round, never for each other.
+import type { Adapter, Engine, SampledToken, SamplingParams, Sequence } from '../engine/engine.js';
+import { InputError } from '../errors.js';
+
+export interface GenerationRequest {
+  promptIds: readonly number[];
+  adapter: Adapter | null;
+  maxTokens: number;
+  sampling: SamplingParams;
+  seed: number;
+  /** Token ids that end the generation (included in the output, like the end-of-turn token). */
+  stopTokenIds: readonly number[];
+  signal?: AbortSignal;
+  /** Called for each sampled token; return false to stop (e.g. a stop sequence was seen). */
+  onToken?: (token: SampledToken, index: number) => boolean | void;
+}
+
+export type FinishReason = 'stop' | 'length' | 'abort';
+
+export interface GenerationResult {
+  tokens: SampledToken[];
+  finishReason: FinishReason;
+  promptTokens: number;
+}
+
+interface Active {
+  req: GenerationRequest;
+  seq: Sequence;
+  /** Prompt tokens not yet in the cache. */
+  pending: number[];
+  tokens: SampledToken[];
+  resolve: (r: GenerationResult) => void;
+  reject: (e: unknown) => void;
+}
+
+export interface SchedulerOptions {
+  /** Prompt tokens per sequence per round. */
+  prefillChunk?: number;
+  /** Most sequences advanced in one engine call. */
+  maxBatch?: number;
+}
+
+export class Scheduler {
+  private readonly active = new Set<Active>();
+  private running = false;
+  private readonly prefillChunk: number;
+  private readonly maxBatch: number;
+  /** Rounds run and tokens produced, for /metrics. */
+  readonly stats = { rounds: 0, generatedTokens: 0, promptTokens: 0, batchedSequences: 0 };
+
+  constructor(private readonly engine: Engine, options: SchedulerOptions = {}) {
+    this.prefillChunk = options.prefillChunk ?? 512;
+    this.maxBatch = options.maxBatch ?? 64;
+  }
+
+  /** Generations in progress. */
+  get size(): number {
+    return this.active.size;
+  }
+
+  generate(req: GenerationRequest): Promise<GenerationResult> {
+    if (req.promptIds.length === 0) return Promise.reject(new InputError('the prompt is empty'));
+    if (!Number.isInteger(req.maxTokens) || req.maxTokens < 1) return Promise.reject(new InputError('maxTokens must be a positive integer'));
+    return new Promise<GenerationResult>((resolve, reject) => {
+      const a: Active = { req, seq: this.engine.createSequence(req.seed), pending: [...req.promptIds], tokens: [], resolve, reject };
+      this.active.add(a);
+      this.stats.promptTokens += req.promptIds.length;
+      void this.loop();
+    });
+  }
+
+  private finish(a: Active, reason: FinishReason): void {
+    this.active.delete(a);
+    a.resolve({ tokens: a.tokens, finishReason: reason, promptTokens: a.req.promptIds.length });
+  }
+
+  private async loop(): Promise<void> {
+    if (this.running) return;
+    this.running = true;
+    try {
+      while (this.active.size > 0) {
+        for (const a of [...this.active]) {
+          if (a.req.signal?.aborted) this.finish(a, 'abort');
+        }
+        const groups = new Map<Adapter | null, Active[]>();
+        for (const a of this.active) {
+          const g = groups.get(a.req.adapter) ?? [];
+          if (g.length < this.maxBatch) g.push(a);
+          groups.set(a.req.adapter, g);
+        }
+        for (const [adapter, group] of groups) await this.round(adapter, group);
+      }
+    } finally {
+      this.running = false;
+    }
+  }
+
+  private async round(adapter: Adapter | null, group: Active[]): Promise<void> {
+    const entries = group.map((a) => {
+      const ids = a.pending.length > 0 ? a.pending.splice(0, this.prefillChunk) : [a.tokens.at(-1)!.id];
+      return { sequence: a.seq, ids, sampling: a.req.sampling };
+    });
+    let results: SampledToken[];
+    try {
+      results = await this.engine.decode(entries, adapter);
+    } catch (err) {
+      for (const a of group) {
+        this.active.delete(a);
+        a.reject(err);
+      }
+      return;
+    }
+    this.stats.rounds++;
+    this.stats.batchedSequences += group.length;
+    group.forEach((a, i) => {
+      if (!this.active.has(a) || a.pending.length > 0) return; // still prefilling: the sample is not used
+      const t = results[i]!;
+      a.tokens.push(t);
+      this.stats.generatedTokens++;
+      let keepGoing = true;
+      try {
+        keepGoing = a.req.onToken?.(t, a.tokens.length - 1) !== false;
+      } catch (err) {
+        this.active.delete(a);
+        a.reject(err);
+        return;
+      }
+      if (a.req.stopTokenIds.includes(t.id) || !keepGoing) this.finish(a, 'stop');
+      else if (a.tokens.length >= a.req.maxTokens) this.finish(a, 'length');
+    });
+  }
+}

@@ -1,0 +1,41 @@
+// The embedded scheduler batches concurrent generations and gives each the tokens it would get alone.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Engine } from '../src/engine/engine.js';
+import { writeRandomModel } from '../src/model/random-model.js';
+import { Scheduler } from '../src/serve/scheduler.js';
+
+const greedy = { temperature: 0, topP: 1, topK: 0, topLogprobs: 0 };
+
+test('concurrent generations are batched and match generating alone', async () => {
+  const engine = await Engine.open(writeRandomModel({ seed: 51 }), { threads: 2 });
+  const prompts = Array.from({ length: 8 }, (_, i) => Array.from({ length: 3 + i * 5 }, (_, j) => (i * 7 + j * 3) % 60));
+  const request = (p: number[]) => ({ promptIds: p, adapter: null, maxTokens: 10, sampling: greedy, seed: 1, stopTokenIds: [] });
+
+  const alone = [];
+  for (const p of prompts) alone.push((await new Scheduler(engine).generate(request(p))).tokens.map((t) => t.id));
+
+  const scheduler = new Scheduler(engine, { prefillChunk: 8 });
+  const together = await Promise.all(prompts.map((p) => scheduler.generate(request(p))));
+  assert.deepEqual(together.map((r) => r.tokens.map((t) => t.id)), alone);
+  assert.ok(together.every((r) => r.finishReason === 'length' && r.tokens.length === 10));
+  const perRound = scheduler.stats.batchedSequences / scheduler.stats.rounds;
+  assert.ok(perRound > 4, `sequences per engine call: ${perRound.toFixed(2)}`);
+});
+
+test('stop tokens, a false from onToken and an abort end a generation', async () => {
+  const engine = await Engine.open(writeRandomModel({ seed: 52 }), { threads: 1 });
+  const scheduler = new Scheduler(engine);
+  const base = { promptIds: [1, 2, 3], adapter: null, maxTokens: 20, sampling: greedy, seed: 1, stopTokenIds: [] as number[] };
+  const full = await scheduler.generate(base);
+  const third = full.tokens[2]!.id;
+  const firstIndex = full.tokens.findIndex((t) => t.id === third);
+  const stopped = await scheduler.generate({ ...base, stopTokenIds: [third] });
+  assert.equal(stopped.finishReason, 'stop');
+  assert.equal(stopped.tokens.length, firstIndex + 1);
+  const byCallback = await scheduler.generate({ ...base, onToken: (_t, i) => i < 4 });
+  assert.equal(byCallback.tokens.length, 5);
+  const ac = new AbortController();
+  const aborted = scheduler.generate({ ...base, signal: ac.signal, onToken: (_t, i) => { if (i === 1) ac.abort(); } });
+  assert.equal((await aborted).finishReason, 'abort');
+});
