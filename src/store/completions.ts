@@ -1,0 +1,90 @@
+// Completion records: what was asked, the exact prompt and sampled token ids with their
+// log-probabilities, and which adapter version answered. Feedback names a record by its id.
+import type { Db } from './db.js';
+
+export interface CompletionChoiceRecord {
+  index: number;
+  outputIds: number[];
+  outputLogprobs: number[];
+  text: string;
+  finishReason: string;
+}
+
+export interface CompletionRecord {
+  id: string;
+  createdAt: number;
+  model: string;
+  adapter: string | null;
+  adapterVersion: string | null;
+  /** The request as received (messages, tools, sampling parameters). */
+  request: unknown;
+  promptIds: number[];
+  enableThinking: boolean;
+  choices: CompletionChoiceRecord[];
+}
+
+const i32 = (a: readonly number[]) => Buffer.from(Int32Array.from(a).buffer);
+const f32 = (a: readonly number[]) => Buffer.from(Float32Array.from(a).buffer);
+const fromI32 = (b: Buffer) => Array.from(new Int32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength)));
+const fromF32 = (b: Buffer) => Array.from(new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength)));
+
+export class CompletionStore {
+  private readonly insertCompletion;
+  private readonly insertChoice;
+  private readonly selectCompletion;
+  private readonly selectChoices;
+
+  constructor(private readonly db: Db) {
+    this.insertCompletion = db.prepare(
+      `INSERT INTO completions (id, created_at, model, adapter, adapter_version, request_json, prompt_ids, enable_thinking)
+       VALUES (@id, @createdAt, @model, @adapter, @adapterVersion, @request, @promptIds, @enableThinking)`,
+    );
+    this.insertChoice = db.prepare(
+      `INSERT INTO completion_choices (completion_id, idx, output_ids, output_logprobs, text, finish_reason, finished_at)
+       VALUES (?, ?, ?, ?, ?, ?, ?)`,
+    );
+    this.selectCompletion = db.prepare('SELECT * FROM completions WHERE id = ?');
+    this.selectChoices = db.prepare('SELECT * FROM completion_choices WHERE completion_id = ? ORDER BY idx');
+  }
+
+  /** Stores the whole record in one transaction (called before the reply is returned). */
+  save(r: CompletionRecord): void {
+    this.db.transaction(() => {
+      this.insertCompletion.run({
+        id: r.id,
+        createdAt: r.createdAt,
+        model: r.model,
+        adapter: r.adapter,
+        adapterVersion: r.adapterVersion,
+        request: JSON.stringify(r.request),
+        promptIds: i32(r.promptIds),
+        enableThinking: r.enableThinking ? 1 : 0,
+      });
+      const now = Date.now();
+      for (const c of r.choices) this.insertChoice.run(r.id, c.index, i32(c.outputIds), f32(c.outputLogprobs), c.text, c.finishReason, now);
+    })();
+  }
+
+  get(id: string): CompletionRecord | undefined {
+    const row = this.selectCompletion.get(id) as Record<string, unknown> | undefined;
+    if (!row) return undefined;
+    const choices = (this.selectChoices.all(id) as Record<string, unknown>[]).map((c) => ({
+      index: c.idx as number,
+      outputIds: fromI32(c.output_ids as Buffer),
+      outputLogprobs: fromF32(c.output_logprobs as Buffer),
+      text: c.text as string,
+      finishReason: c.finish_reason as string,
+    }));
+    return {
+      id: row.id as string,
+      createdAt: row.created_at as number,
+      model: row.model as string,
+      adapter: (row.adapter as string | null) ?? null,
+      adapterVersion: (row.adapter_version as string | null) ?? null,
+      request: JSON.parse(row.request_json as string),
+      promptIds: fromI32(row.prompt_ids as Buffer),
+      enableThinking: row.enable_thinking === 1,
+      choices,
+    };
+  }
+}

@@ -1,0 +1,34 @@
+// Completion records survive a reopen of the database with their exact token ids and log-probabilities.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { openDb } from '../src/store/db.js';
+import { CompletionStore } from '../src/store/completions.js';
+import { tempDir } from '../src/model/random-model.js';
+
+test('a completion record round-trips through SQLite (WAL) across a reopen', () => {
+  const file = join(tempDir(), 'state', 'claas.db');
+  const record = {
+    id: 'chatcmpl-abc',
+    createdAt: 1_700_000_000_000,
+    model: 'me/style',
+    adapter: 'me/style',
+    adapterVersion: 'v3',
+    request: { messages: [{ role: 'user', content: 'hi' }], temperature: 0.7 },
+    promptIds: [151644, 872, 198, 6023],
+    enableThinking: false,
+    choices: [
+      { index: 0, outputIds: [9707, 0, 151645], outputLogprobs: [-0.25, -1.5, -0.0009765625], text: 'Hi!', finishReason: 'stop' },
+      { index: 1, outputIds: [13048], outputLogprobs: [-3.75], text: 'Hey', finishReason: 'length' },
+    ],
+  };
+  const db = openDb(file);
+  assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
+  new CompletionStore(db).save(record);
+  db.close();
+  const again = openDb(file);
+  assert.deepEqual(new CompletionStore(again).get('chatcmpl-abc'), record);
+  assert.equal(new CompletionStore(again).get('nope'), undefined);
+  assert.throws(() => new CompletionStore(again).save(record), /UNIQUE/);
+  again.close();
+});
