@@ -44,6 +44,13 @@ export class InputError extends ClaasError {
   }
 }
 
+/** A named model, adapter or record does not exist. */
+export class NotFoundError extends ClaasError {
+  constructor(message: string) {
+    super('E_NOT_FOUND', message);
+  }
+}
+
 /** Anything else the native engine reported. */
 export class EngineError extends ClaasError {}
 

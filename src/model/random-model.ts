@@ -16,6 +16,10 @@ export interface RandomModelOptions {
   tied?: boolean;
   seed?: number;
   std?: number;
+  eosTokenId?: number;
+  /** Untied only: std of the LM head, and which token rows it may favour (others are zero). */
+  lmHeadStd?: number;
+  lmHeadRows?: (tokenId: number) => boolean;
 }
 
 /** Mulberry32: a small seeded PRNG, good enough for test weights. */
@@ -66,7 +70,15 @@ export function writeRandomModel(opts: RandomModelOptions = {}, dir = join(tempD
     add(`${p}.mlp.down_proj.weight`, [o.hidden, o.intermediate], 'normal');
   }
   add('model.norm.weight', [o.hidden], 'norm');
-  if (!o.tied) add('lm_head.weight', [o.vocab, o.hidden], 'normal');
+  if (!o.tied) {
+    add('lm_head.weight', [o.vocab, o.hidden], 'normal');
+    const head = tensors.at(-1)!.data;
+    const scale = (o.lmHeadStd ?? o.std) / o.std;
+    for (let v = 0; v < o.vocab; v++) {
+      const keep = o.lmHeadRows ? o.lmHeadRows(v) : true;
+      for (let h = 0; h < o.hidden; h++) head[v * o.hidden + h]! *= keep ? scale : 0;
+    }
+  }
   mkdirSync(dir, { recursive: true });
   writeSafetensors(join(dir, 'model.safetensors'), tensors, { format: 'pt' });
   writeFileSync(
@@ -91,8 +103,8 @@ export function writeRandomModel(opts: RandomModelOptions = {}, dir = join(tempD
         attention_bias: false,
         use_sliding_window: false,
         torch_dtype: 'float32',
-        bos_token_id: 0,
-        eos_token_id: 1,
+        bos_token_id: null,
+        eos_token_id: o.eosTokenId ?? null,
       },
       null,
       2,

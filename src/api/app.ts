@@ -1,0 +1,39 @@
+// The Fastify app: built separately from listen() so tests drive it through inject or a socket.
+import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
+import swagger from '@fastify/swagger';
+import swaggerUi from '@fastify/swagger-ui';
+import type { InferenceService } from '../serve/inference.js';
+import { chatRoutes } from './chat.js';
+import { completionRoutes } from './completions.js';
+import { registerErrorHandlers } from './errors.js';
+import { healthRoutes, type RequestCounters } from './health.js';
+import { modelRoutes } from './models.js';
+
+export interface AppOptions {
+  logger?: FastifyServerOptions['logger'];
+  /** Largest accepted request body in bytes (default 4 MiB; OpenClaw's turns are ~50 KB). */
+  bodyLimit?: number;
+}
+
+export async function buildApp(service: InferenceService, options: AppOptions = {}): Promise<FastifyInstance> {
+  const app = Fastify({
+    logger: options.logger ?? false,
+    bodyLimit: options.bodyLimit ?? 4 * 1024 * 1024,
+    ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
+  });
+  registerErrorHandlers(app);
+  const counters: RequestCounters = { requests: new Map() };
+  app.addHook('onResponse', async (request, reply) => {
+    const key = `${request.routeOptions.url ?? 'unknown'} ${reply.statusCode}`;
+    counters.requests.set(key, (counters.requests.get(key) ?? 0) + 1);
+  });
+  await app.register(swagger, {
+    openapi: { info: { title: 'CLaaS', description: 'OpenAI-compatible serving of a continually learning assistant.', version: '0.1.0' } },
+  });
+  await app.register(swaggerUi, { routePrefix: '/docs' });
+  await app.register(chatRoutes(service));
+  await app.register(completionRoutes(service));
+  await app.register(modelRoutes(service));
+  await app.register(healthRoutes(service, counters));
+  return app;
+}

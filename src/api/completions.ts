@@ -1,0 +1,70 @@
+// POST /v1/completions: raw text completions (no chat template), streamed or not.
+import type { FastifyPluginAsync } from 'fastify';
+import { newCompletionId, type InferenceService, type TokenLogprob } from '../serve/inference.js';
+import { completionBodySchema, errorSchema } from './schemas.js';
+import { SseWriter } from './sse.js';
+import { samplingFromBody, type SamplingBody } from './sampling.js';
+
+interface CompletionBody extends SamplingBody {
+  prompt: string | number[];
+  logprobs?: number | null;
+}
+
+function legacyLogprobs(tokens: TokenLogprob[], offset0: number) {
+  let offset = offset0;
+  const textOffset: number[] = [];
+  for (const t of tokens) {
+    textOffset.push(offset);
+    offset += t.token.length;
+  }
+  return {
+    tokens: tokens.map((t) => t.token),
+    token_logprobs: tokens.map((t) => t.logprob),
+    top_logprobs: tokens.map((t) => Object.fromEntries(t.top.map((a) => [a.token, a.logprob]))),
+    text_offset: textOffset,
+  };
+}
+
+export const completionRoutes = (service: InferenceService): FastifyPluginAsync =>
+  async (app) => {
+    app.post<{ Body: CompletionBody }>(
+      '/v1/completions',
+      { schema: { body: completionBodySchema, response: { '4xx': errorSchema } } },
+      async (request, reply) => {
+        const body = request.body;
+        const logprobs = body.logprobs ?? undefined;
+        const abort = new AbortController();
+        // The response closing before it was finished means the client went away.
+        reply.raw.on('close', () => {
+          if (!reply.raw.writableFinished) abort.abort();
+        });
+        const id = newCompletionId('cmpl');
+        const req = { ...samplingFromBody(body, body.max_tokens ?? 16), prompt: body.prompt, logprobs, id, signal: abort.signal };
+        if (!body.stream) {
+          const out = await service.complete(req);
+          return {
+            id: out.id,
+            object: 'text_completion',
+            created: out.created,
+            model: out.model,
+            choices: out.choices.map((c) => ({ index: c.index, text: c.text, logprobs: logprobs !== undefined ? legacyLogprobs(c.tokens, 0) : null, finish_reason: c.finishReason })),
+            usage: out.usage,
+          };
+        }
+        const sse = new SseWriter(reply);
+        const created = Math.floor(Date.now() / 1000);
+        const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) => ({ id, object: 'text_completion', created, model: body.model, choices, ...extra });
+        const offsets = new Map<number, number>();
+        const out = await service.complete(req, (index, delta, tokens) => {
+          const text = delta.content ?? '';
+          const at = offsets.get(index) ?? 0;
+          offsets.set(index, at + text.length);
+          sse.send(chunk([{ index, text, logprobs: logprobs !== undefined ? legacyLogprobs(tokens, at) : null, finish_reason: null }]));
+        });
+        for (const c of out.choices) sse.send(chunk([{ index: c.index, text: '', logprobs: null, finish_reason: c.finishReason }]));
+        if (body.stream_options?.include_usage) sse.send(chunk([], { usage: out.usage }));
+        sse.end();
+        return reply;
+      },
+    );
+  };

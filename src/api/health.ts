@@ -1,0 +1,49 @@
+// GET /healthz (liveness and what is served) and GET /metrics (Prometheus text format).
+import type { FastifyPluginAsync } from 'fastify';
+import type { InferenceService } from '../serve/inference.js';
+
+export interface RequestCounters {
+  requests: Map<string, number>;
+}
+
+export const healthRoutes = (service: InferenceService, counters: RequestCounters): FastifyPluginAsync =>
+  async (app) => {
+    app.get('/healthz', { schema: { response: { 200: { type: 'object', properties: { status: { type: 'string' }, model: { type: 'string' }, backend: { type: 'string' }, active_generations: { type: 'integer' } } } } } }, async () => ({
+      status: 'ok',
+      model: service.modelName,
+      backend: service.engine.backend,
+      active_generations: service.scheduler.size,
+    }));
+
+    app.get('/metrics', { schema: { response: { 200: { type: 'string' } } } }, async (_request, reply) => {
+      const s = service.scheduler.stats;
+      const mem = process.memoryUsage();
+      const lines = [
+        '# HELP claas_http_requests_total HTTP requests by route and status.',
+        '# TYPE claas_http_requests_total counter',
+        ...[...counters.requests].map(([key, n]) => {
+          const [route, status] = key.split(' ');
+          return `claas_http_requests_total{route="${route}",status="${status}"} ${n}`;
+        }),
+        '# HELP claas_generated_tokens_total Tokens sampled.',
+        '# TYPE claas_generated_tokens_total counter',
+        `claas_generated_tokens_total ${s.generatedTokens}`,
+        '# HELP claas_prompt_tokens_total Prompt tokens received.',
+        '# TYPE claas_prompt_tokens_total counter',
+        `claas_prompt_tokens_total ${s.promptTokens}`,
+        '# HELP claas_engine_rounds_total Batched engine calls made by the scheduler.',
+        '# TYPE claas_engine_rounds_total counter',
+        `claas_engine_rounds_total ${s.rounds}`,
+        '# HELP claas_batched_sequences_total Sequences advanced, summed over engine calls.',
+        '# TYPE claas_batched_sequences_total counter',
+        `claas_batched_sequences_total ${s.batchedSequences}`,
+        '# HELP claas_active_generations Generations in progress.',
+        '# TYPE claas_active_generations gauge',
+        `claas_active_generations ${service.scheduler.size}`,
+        '# HELP process_resident_memory_bytes Resident memory.',
+        '# TYPE process_resident_memory_bytes gauge',
+        `process_resident_memory_bytes ${mem.rss}`,
+      ];
+      return reply.type('text/plain; version=0.0.4').send(lines.join('\n') + '\n');
+    });
+  };

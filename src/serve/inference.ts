@@ -1,0 +1,277 @@
+// Serving on the embedded engine: resolves the model name (base model or a resident adapter),
+// renders the conversation, generates n choices through the scheduler with stop sequences and
+// log-probabilities, parses the reply, and stores the completion record before returning.
+import { randomUUID } from 'node:crypto';
+import { basename } from 'node:path';
+import type { Adapter, Engine, SampledToken } from '../engine/engine.js';
+import { InputError, NotFoundError } from '../errors.js';
+import type { ChatMessage, ChatTemplate, ToolDefinition } from '../model/chat-template.js';
+import type { GenerationDefaults } from '../model/generation-config.js';
+import type { Tokenizer } from '../model/tokenizer.js';
+import type { CompletionStore } from '../store/completions.js';
+import { parseReply, ReplyStream, type ReplyDelta } from './reply-stream.js';
+import type { Scheduler } from './scheduler.js';
+import type { ParsedToolCall } from './tool-calls.js';
+
+export interface SamplingRequest {
+  model: string;
+  n: number;
+  maxTokens?: number;
+  temperature?: number;
+  topP?: number;
+  topK?: number;
+  seed?: number;
+  stop: string[];
+  /** Alternatives per token, or undefined when log-probabilities were not asked for. */
+  logprobs?: number;
+  /** Aborts the generation (the client went away). */
+  signal?: AbortSignal;
+  /** The completion id to use (streaming sends it before the record exists). */
+  id?: string;
+}
+
+export interface ChatRequest extends SamplingRequest {
+  messages: ChatMessage[];
+  tools?: ToolDefinition[];
+  enableThinking?: boolean;
+}
+
+export interface CompletionRequest extends SamplingRequest {
+  prompt: string | number[];
+}
+
+export interface TokenLogprob {
+  id: number;
+  token: string;
+  logprob: number;
+  top: { id: number; token: string; logprob: number }[];
+}
+
+export interface ChoiceResult {
+  index: number;
+  text: string;
+  reasoning: string | null;
+  content: string;
+  toolCalls: ParsedToolCall[];
+  finishReason: 'stop' | 'length' | 'tool_calls';
+  tokens: TokenLogprob[];
+}
+
+export interface GenerationOutcome {
+  id: string;
+  created: number;
+  model: string;
+  choices: ChoiceResult[];
+  usage: { prompt_tokens: number; completion_tokens: number; total_tokens: number };
+}
+
+/** Receives streamed deltas per choice; `tokens` are those the delta came from. */
+export type DeltaSink = (index: number, delta: ReplyDelta, tokens: TokenLogprob[]) => void;
+
+export interface ServedAdapter {
+  name: string;
+  version: string;
+  adapter: Adapter;
+}
+
+export interface InferenceOptions {
+  /** Name the base model is served under (default: the model folder's name). */
+  modelName?: string;
+  /** Default for Qwen3's enable_thinking when a request does not say (default false). */
+  enableThinking?: boolean;
+  /** Default and ceiling of max_tokens. */
+  defaultMaxTokens?: number;
+  maxTokensLimit?: number;
+}
+
+export function newCompletionId(prefix: 'chatcmpl' | 'cmpl'): string {
+  return `${prefix}-${randomUUID().replaceAll('-', '')}`;
+}
+
+export class InferenceService {
+  readonly modelName: string;
+  readonly created = Math.floor(Date.now() / 1000);
+  private readonly adapters = new Map<string, ServedAdapter>();
+  private readonly stopIds: number[];
+  private readonly enableThinking: boolean;
+  readonly defaultMaxTokens: number;
+  readonly maxTokensLimit: number;
+
+  constructor(
+    readonly engine: Engine,
+    readonly tokenizer: Tokenizer,
+    readonly template: ChatTemplate,
+    readonly defaults: GenerationDefaults,
+    readonly scheduler: Scheduler,
+    readonly store: CompletionStore,
+    options: InferenceOptions = {},
+  ) {
+    this.modelName = options.modelName ?? basename(engine.modelDir);
+    this.stopIds = [...new Set([...tokenizer.eosTokenIds, ...(defaults.eosTokenIds ?? []), ...engine.config.eosTokenIds])];
+    this.enableThinking = options.enableThinking ?? false;
+    this.defaultMaxTokens = options.defaultMaxTokens ?? defaults.maxNewTokens ?? 512;
+    this.maxTokensLimit = options.maxTokensLimit ?? 8192;
+  }
+
+  /** Makes an adapter servable under `name` (replacing an earlier version atomically). */
+  setAdapter(name: string, version: string, adapter: Adapter): void {
+    this.adapters.set(name, { name, version, adapter });
+  }
+
+  removeAdapter(name: string): boolean {
+    return this.adapters.delete(name);
+  }
+
+  listModels(): { id: string; created: number; owned_by: string; root: string; parent: string | null }[] {
+    return [
+      { id: this.modelName, created: this.created, owned_by: 'claas', root: this.modelName, parent: null },
+      ...[...this.adapters.values()].map((a) => ({ id: a.name, created: this.created, owned_by: 'claas', root: `${a.name}@${a.version}`, parent: this.modelName })),
+    ];
+  }
+
+  private resolve(model: string): { adapter: ServedAdapter | null } {
+    if (model === this.modelName) return { adapter: null };
+    const a = this.adapters.get(model);
+    if (!a) throw new NotFoundError(`The model \`${model}\` does not exist.`);
+    return { adapter: a };
+  }
+
+  private tokenText(id: number): string {
+    return this.tokenizer.decode([id]);
+  }
+
+  private logprobEntry(t: SampledToken, top: number): TokenLogprob {
+    return {
+      id: t.id,
+      token: this.tokenText(t.id),
+      logprob: t.logprob,
+      top: Array.from(t.topIds.slice(0, top), (id, i) => ({ id, token: this.tokenText(id), logprob: t.topLogprobs[i]! })),
+    };
+  }
+
+  async chat(req: ChatRequest, sink?: DeltaSink): Promise<GenerationOutcome> {
+    const { adapter } = this.resolve(req.model);
+    const enableThinking = req.enableThinking ?? this.enableThinking;
+    const prompt = this.template.render(req.messages, { tools: req.tools, addGenerationPrompt: true, enableThinking });
+    const promptIds = this.tokenizer.encode(prompt, { addSpecialTokens: false });
+    return this.run(req, promptIds, adapter, (req.tools?.length ?? 0) > 0, sink, { messages: req.messages, tools: req.tools }, enableThinking);
+  }
+
+  async complete(req: CompletionRequest, sink?: DeltaSink): Promise<GenerationOutcome> {
+    const { adapter } = this.resolve(req.model);
+    const promptIds = typeof req.prompt === 'string' ? this.tokenizer.encode(req.prompt, { addSpecialTokens: false }) : req.prompt;
+    if (promptIds.length === 0) throw new InputError('prompt is empty');
+    return this.run(req, promptIds, adapter, false, sink, { prompt: req.prompt }, false, true);
+  }
+
+  private async run(
+    req: SamplingRequest,
+    promptIds: number[],
+    served: ServedAdapter | null,
+    tools: boolean,
+    sink: DeltaSink | undefined,
+    recordRequest: Record<string, unknown>,
+    enableThinking: boolean,
+    raw = false,
+  ): Promise<GenerationOutcome> {
+    const limit = this.engine.config.maxPositionEmbeddings;
+    if (promptIds.length >= limit) throw new InputError(`the prompt has ${promptIds.length} tokens; the model's context is ${limit}`);
+    const maxTokens = Math.min(req.maxTokens ?? this.defaultMaxTokens, this.maxTokensLimit, limit - promptIds.length);
+    const temperature = req.temperature ?? this.defaults.temperature ?? 1;
+    const sampling = {
+      temperature,
+      topP: req.topP ?? this.defaults.topP ?? 1,
+      topK: req.topK ?? this.defaults.topK ?? 0,
+      topLogprobs: req.logprobs ?? 0,
+    };
+    const baseSeed = req.seed ?? Math.floor(Math.random() * 2 ** 31);
+    const maxStop = Math.max(0, ...req.stop.map((s) => s.length));
+
+    const choice = async (index: number): Promise<{ result: ChoiceResult; ids: number[]; logprobs: number[] }> => {
+      const decoder = this.tokenizer.createStreamDecoder({ skipSpecialTokens: true });
+      const stream = raw ? undefined : new ReplyStream(tools);
+      let text = '';
+      let shown = 0; // characters of `text` passed on (the rest may still turn into a stop sequence)
+      let stopped = false;
+      let pendingTokens: TokenLogprob[] = [];
+      const emit = (upTo: number) => {
+        if (!sink || upTo <= shown) return;
+        const piece = text.slice(shown, upTo);
+        shown = upTo;
+        const delta = stream ? stream.push(piece) : { content: piece };
+        if (delta.content !== undefined || delta.reasoning !== undefined) {
+          sink(index, delta, pendingTokens);
+          pendingTokens = [];
+        }
+      };
+      const result = await this.scheduler.generate({
+        promptIds,
+        adapter: served?.adapter ?? null,
+        maxTokens,
+        sampling,
+        seed: baseSeed + index,
+        stopTokenIds: this.stopIds,
+        signal: req.signal,
+        onToken: (t) => {
+          if (sink && req.logprobs !== undefined) pendingTokens.push(this.logprobEntry(t, req.logprobs));
+          text += decoder.push(t.id);
+          for (const s of req.stop) {
+            const at = text.indexOf(s, Math.max(0, shown - s.length));
+            if (at >= 0) {
+              text = text.slice(0, at);
+              stopped = true;
+              return false;
+            }
+          }
+          emit(text.length - Math.max(0, maxStop - 1));
+          return true;
+        },
+      });
+      if (!stopped) text += decoder.flush();
+      if (sink) {
+        emit(text.length);
+        const last = stream ? stream.end() : {};
+        if (last.content !== undefined || last.reasoning !== undefined || last.toolCalls || pendingTokens.length > 0) sink(index, last, pendingTokens);
+      }
+      const parsed = raw ? { content: text, reasoning: null, toolCalls: [] } : parseReply(text, tools);
+      const toolCalls = parsed.toolCalls;
+      const finishReason = toolCalls.length > 0 ? 'tool_calls' : result.finishReason === 'length' ? 'length' : 'stop';
+      return {
+        result: {
+          index,
+          text,
+          reasoning: parsed.reasoning,
+          content: parsed.content,
+          toolCalls,
+          finishReason,
+          tokens: req.logprobs !== undefined ? result.tokens.map((t) => this.logprobEntry(t, req.logprobs!)) : [],
+        },
+        ids: result.tokens.map((t) => t.id),
+        logprobs: result.tokens.map((t) => t.logprob),
+      };
+    };
+
+    const created = Math.floor(Date.now() / 1000);
+    const id = req.id ?? newCompletionId(raw ? 'cmpl' : 'chatcmpl');
+    const choices = await Promise.all(Array.from({ length: req.n }, (_, i) => choice(i)));
+    this.store.save({
+      id,
+      createdAt: Date.now(),
+      model: req.model,
+      adapter: served?.name ?? null,
+      adapterVersion: served?.version ?? null,
+      request: { ...recordRequest, model: req.model, n: req.n, max_tokens: req.maxTokens, temperature, top_p: sampling.topP, seed: req.seed, stop: req.stop },
+      promptIds,
+      enableThinking,
+      choices: choices.map((c) => ({ index: c.result.index, outputIds: c.ids, outputLogprobs: c.logprobs, text: c.result.text, finishReason: c.result.finishReason })),
+    });
+    const completionTokens = choices.reduce((s, c) => s + c.ids.length, 0);
+    return {
+      id,
+      created,
+      model: req.model,
+      choices: choices.map((c) => c.result),
+      usage: { prompt_tokens: promptIds.length, completion_tokens: completionTokens, total_tokens: promptIds.length + completionTokens },
+    };
+  }
+}

@@ -1,0 +1,43 @@
+// Opens everything serving needs from a model folder and a state directory.
+import { existsSync } from 'node:fs';
+import { join } from 'node:path';
+import { Engine, type EngineOpenOptions } from '../engine/engine.js';
+import { ChatTemplate } from '../model/chat-template.js';
+import { readGenerationConfig } from '../model/generation-config.js';
+import { writeRandomModel } from '../model/random-model.js';
+import { Tokenizer } from '../model/tokenizer.js';
+import { writeTokenizerFiles } from '../model/toy-tokenizer.js';
+import { openDb } from '../store/db.js';
+import { CompletionStore } from '../store/completions.js';
+import { InferenceService, type InferenceOptions } from './inference.js';
+import { Scheduler } from './scheduler.js';
+
+export interface OpenInferenceOptions extends EngineOpenOptions, InferenceOptions {
+  /** State directory (SQLite database, adapters); ':memory:' keeps the database in memory. */
+  dataDir: string;
+}
+
+export async function openInference(modelDir: string, options: OpenInferenceOptions): Promise<InferenceService> {
+  const engine = await Engine.open(modelDir, options);
+  const tokenizer = Tokenizer.fromDir(modelDir);
+  const template = ChatTemplate.fromDir(modelDir);
+  const db = openDb(options.dataDir === ':memory:' ? ':memory:' : join(options.dataDir, 'claas.db'));
+  return new InferenceService(engine, tokenizer, template, readGenerationConfig(modelDir), new Scheduler(engine), new CompletionStore(db), options);
+}
+
+/**
+ * A small random Qwen3 model with a real tokenizer and chat template: servable, but it knows nothing.
+ * Its LM head only favours tokens of printable text (so replies stream as readable, if random, words);
+ * it rarely ends a reply by itself.
+ */
+export function writeRandomChatModel(dir: string, seed = 1): string {
+  if (existsSync(join(dir, 'config.json'))) return dir;
+  const vocab = writeTokenizerFiles(dir);
+  const tokenizer = Tokenizer.fromDir(dir);
+  const printable = (id: number) => !tokenizer.isSpecial(id) && /^[\x20-\x7e]+$/.test(tokenizer.decode([id]));
+  writeRandomModel(
+    { vocab, hidden: 64, layers: 2, heads: 4, kvHeads: 2, headDim: 16, intermediate: 128, seed, std: 0.3, tied: false, lmHeadStd: 1, lmHeadRows: printable, eosTokenId: tokenizer.eosTokenId },
+    dir,
+  );
+  return dir;
+}
