@@ -6,10 +6,15 @@ import { parseArgs } from 'node:util';
 import { Engine } from './engine/engine.js';
 import { ClaasError } from './errors.js';
 import { writeRandomModel } from './model/random-model.js';
+import { serve } from './serve-command.js';
 
 const USAGE = `usage: claas <command> [options]
 
 commands:
+  serve         the OpenAI-compatible server on the embedded engine
+                  --model <dir>   model folder (default: a small random Qwen3 chat model written to --data)
+                  --data <dir>    state directory: SQLite database and adapters (default: ./data)
+                  --port <n> (8000)  --host <addr> (127.0.0.1)  --threads <n>
   demo          learn from one piece of feedback on a model and show the metrics of each SDPO step
                   --model <dir>   model folder (default: a small random Qwen3 model in --data)
                   --data <dir>    state directory (default: ./data)
@@ -64,11 +69,16 @@ async function main(argv: string[]): Promise<number> {
       steps: { type: 'string', default: '5' },
       threads: { type: 'string' },
       out: { type: 'string' },
+      port: { type: 'string', default: '8000' },
+      host: { type: 'string', default: '127.0.0.1' },
       seed: { type: 'string', default: '1' },
     },
   });
   const threads = values.threads === undefined ? undefined : Number(values.threads);
   switch (command) {
+    case 'serve':
+      await serve({ model: values.model, data: values.data!, port: Number(values.port), host: values.host!, threads });
+      return 0;
     case 'demo':
       await demo({ model: values.model, data: values.data!, steps: Number(values.steps), threads });
       return 0;

@@ -113,6 +113,11 @@ export class InferenceService {
     this.maxTokensLimit = options.maxTokensLimit ?? 8192;
   }
 
+  /** Closes the state database (after the last request). */
+  close(): void {
+    this.store.close();
+  }
+
   /** Makes an adapter servable under `name` (replacing an earlier version atomically). */
   setAdapter(name: string, version: string, adapter: Adapter): void {
     this.adapters.set(name, { name, version, adapter });

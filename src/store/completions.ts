@@ -47,6 +47,10 @@ export class CompletionStore {
     this.selectChoices = db.prepare('SELECT * FROM completion_choices WHERE completion_id = ? ORDER BY idx');
   }
 
+  close(): void {
+    this.db.close();
+  }
+
   /** Stores the whole record in one transaction (called before the reply is returned). */
   save(r: CompletionRecord): void {
     this.db.transaction(() => {

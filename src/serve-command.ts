@@ -1,0 +1,64 @@
+// `claas serve`: load the model (with progress), open the state directory, listen, and shut down
+// cleanly on SIGINT / SIGTERM: stop accepting, let in-flight requests finish, close the database.
+import { existsSync, statSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { buildApp } from './api/app.js';
+import { ClaasError } from './errors.js';
+import { weightFiles } from './model/weights.js';
+import { openInference, writeRandomChatModel } from './serve/open.js';
+
+export interface ServeOptions {
+  model?: string;
+  data: string;
+  port: number;
+  host: string;
+  threads?: number;
+}
+
+export async function serve(opts: ServeOptions): Promise<void> {
+  if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) throw new ClaasError('E_USAGE', `--port must be 0-65535 (got ${opts.port})`);
+  const data = resolve(opts.data);
+  let modelDir = opts.model ? resolve(opts.model) : join(data, 'models', 'random-tiny');
+  if (!opts.model) {
+    if (!existsSync(join(modelDir, 'config.json'))) {
+      console.log(`no --model given: writing a small random Qwen3 chat model to ${modelDir} (it replies with random words)`);
+      modelDir = writeRandomChatModel(modelDir);
+    } else {
+      console.log(`no --model given: serving the small random Qwen3 chat model in ${modelDir}`);
+    }
+  }
+  const files = [...new Set(weightFiles(modelDir).values())];
+  const bytes = files.reduce((s, f) => s + statSync(f).size, 0);
+  process.stdout.write(`loading ${modelDir}: ${files.length} weight file(s), ${(bytes / 2 ** 20).toFixed(1)} MiB … `);
+  const t0 = performance.now();
+  const service = await openInference(modelDir, { dataDir: data, threads: opts.threads });
+  const c = service.engine.config;
+  console.log(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s (${c.modelType}, ${c.numLayers} layers, ${service.engine.backend}, ${service.engine.threads} threads)`);
+
+  const app = await buildApp(service, { logger: { level: process.env.LOG_LEVEL ?? 'info' } });
+  const address = await app.listen({ host: opts.host, port: opts.port });
+  console.log(`serving "${service.modelName}" at ${address}/v1 (OpenAPI docs at ${address}/docs)`);
+
+  await new Promise<void>((done) => {
+    let closing = false;
+    const shutdown = (signal: string) => {
+      if (closing) return;
+      closing = true;
+      console.log(`${signal}: no new requests; finishing ${service.scheduler.size} generation(s) in flight`);
+      // Fastify's close waits for in-flight requests, streamed ones included.
+      app.close().then(
+        () => {
+          service.close();
+          console.log('stopped');
+          done();
+        },
+        (err: unknown) => {
+          console.error(err);
+          done();
+        },
+      );
+    };
+    process.once('SIGINT', () => shutdown('SIGINT'));
+    process.once('SIGTERM', () => shutdown('SIGTERM'));
+  });
+}

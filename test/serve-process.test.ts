@@ -1,0 +1,61 @@
+// `claas serve` as a real process: 32 concurrent chats all succeed, and a SIGTERM sent while they run
+// loses none of them (the server finishes in-flight requests, stores their records, then exits 0).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import OpenAI from 'openai';
+import { tempDir } from '../src/model/random-model.js';
+import { openDb } from '../src/store/db.js';
+import { CompletionStore } from '../src/store/completions.js';
+
+const cli = fileURLToPath(new URL('../src/cli.js', import.meta.url));
+
+test('32 concurrent chats succeed and SIGTERM during them loses none', async () => {
+  const data = join(tempDir(), 'data');
+  const proc = spawn(process.execPath, [cli, 'serve', '--data', data, '--port', '0', '--threads', '2'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LOG_LEVEL: 'warn' } });
+  let out = '';
+  proc.stderr.on('data', (d) => (out += d));
+  const address = await new Promise<string>((resolve, reject) => {
+    proc.stdout.on('data', (d: Buffer) => {
+      out += d;
+      const m = out.match(/serving "[^"]+" at (\S+)\/v1/);
+      if (m) resolve(m[1]!);
+    });
+    proc.on('exit', (code) => reject(new Error(`server exited early (${code}):\n${out}`)));
+  });
+  assert.match(out, /writing a small random Qwen3 chat model/);
+  assert.match(out, /loading .*done in/);
+  const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
+  const client = new OpenAI({ baseURL: `${address}/v1`, apiKey: 'x', maxRetries: 0 });
+  const requests = Array.from({ length: 32 }, async (_, i) => {
+    const body = { model: 'random-tiny', messages: [{ role: 'user' as const, content: `request ${i}` }], max_tokens: 40, temperature: 0.7, seed: i };
+    if (i % 2 === 0) {
+      const r = await client.chat.completions.create(body);
+      return { id: r.id, text: r.choices[0]!.message.content ?? '' };
+    }
+    let text = '';
+    let id = '';
+    for await (const c of await client.chat.completions.create({ ...body, stream: true })) {
+      id = c.id;
+      text += c.choices[0]?.delta.content ?? '';
+    }
+    return { id, text };
+  });
+  // Let every request get going, then ask the server to stop.
+  await new Promise((r) => setTimeout(r, 150));
+  proc.kill('SIGTERM');
+  const results = await Promise.all(requests);
+  assert.equal(await exited, 0, out);
+  const inFlight = Number(out.match(/SIGTERM: no new requests; finishing (\d+) generation/)?.[1]);
+  assert.ok(inFlight > 0, `SIGTERM arrived while generations were running (${inFlight})`);
+  const store = new CompletionStore(openDb(join(data, 'claas.db')));
+  for (const r of results) {
+    assert.ok(r.text.length > 0);
+    const record = store.get(r.id);
+    assert.ok(record, `record ${r.id} was stored`);
+    assert.equal(record.choices[0]!.outputIds.length, 40);
+  }
+  store.close();
+});
