@@ -15,7 +15,7 @@ import { BENCH_LORA, BENCH_MODEL, BENCH_OPTIONS, writeWorkload } from './step-sa
 const { values } = parseArgs({
   options: {
     threads: { type: 'string', default: '2' },
-    steps: { type: 'string', default: '10' },
+    steps: { type: 'string', default: '20' },
     python: { type: 'string', default: '/usr/bin/python3' },
   },
 });
@@ -32,7 +32,7 @@ console.log(`sample: ${work.sample.promptIds.length} prompt + ${work.sample.resp
 const engine = await Engine.open(work.modelDir, { threads });
 const adapter = engine.createAdapter({ ...BENCH_LORA, seed: 1 });
 let phases: Record<string, number> = {};
-const bench = new Bench({ iterations: steps, warmupIterations: 3, time: 0 });
+const bench = new Bench({ iterations: steps, warmupIterations: 5, time: 0 });
 bench.add('engine sdpoStep', async () => {
   const r = await engine.sdpoStep(adapter, [work.sample], BENCH_OPTIONS);
   phases = r.timings;

@@ -36,8 +36,8 @@ def main():
                theta=cfg_raw["rope_theta"], qk_norm=True, bias=dict(q=False, k=False, v=False, o=False))
     spec = json.load(open(sample_file))
     sample, lora_cfg, options = spec["sample"], spec["lora"], spec["options"]
-    opt = dict(alpha=0.5, topK=100, tail=True, sampledToken=False, isClip=2.0, beta=0.0, learningRate=1e-5,
-               maxGradNorm=1.0, weightDecay=0.01, emaRate=0.05, **options)
+    opt = {**dict(alpha=0.5, topK=100, tail=True, sampledToken=False, isClip=2.0, beta=0.0, learningRate=1e-5,
+                  maxGradNorm=1.0, weightDecay=0.01, emaRate=0.05), **options}
     shape = {"r": lora_cfg["rank"], "alpha": lora_cfg["alpha"]}
     dims = {"q_proj": (cfg["hidden"], cfg["heads"] * cfg["head_dim"]), "k_proj": (cfg["hidden"], cfg["kv_heads"] * cfg["head_dim"]),
             "v_proj": (cfg["hidden"], cfg["kv_heads"] * cfg["head_dim"]), "o_proj": (cfg["heads"] * cfg["head_dim"], cfg["hidden"]),
