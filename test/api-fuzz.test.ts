@@ -16,7 +16,7 @@ test('1,200 random request bodies: never a 5xx, and the server still answers', a
   const app = await buildApp(service, { bodyLimit: 64 * 1024 });
   const anyValue = fc.oneof(fc.constant(null), fc.boolean(), fc.integer({ min: -5, max: 40 }), fc.double({ noNaN: false }), fc.string({ maxLength: 12 }), fc.array(fc.string({ maxLength: 5 }), { maxLength: 3 }), fc.dictionary(fc.string({ maxLength: 6 }), fc.string({ maxLength: 6 }), { maxKeys: 3 }));
   // Mostly plausible values, sometimes anything: bodies reach deep into the handlers, not only the schema.
-  const mostly = <T>(good: fc.Arbitrary<T>) => fc.oneof({ arbitrary: good, weight: 6 }, { arbitrary: anyValue, weight: 1 });
+  const mostly = <T>(good: fc.Arbitrary<T>) => fc.oneof({ arbitrary: good, weight: 30 }, { arbitrary: anyValue, weight: 1 });
   const message = fc.record(
     { role: fc.oneof({ arbitrary: fc.constantFrom('system', 'user', 'assistant', 'tool', 'developer'), weight: 8 }, { arbitrary: fc.string({ maxLength: 8 }), weight: 1 }), content: fc.oneof({ arbitrary: fc.string({ maxLength: 30 }), weight: 6 }, { arbitrary: anyValue, weight: 1 }, { arbitrary: fc.constant([{ type: 'text', text: 'hi' }]), weight: 1 }), tool_calls: mostly(fc.constant([])), tool_call_id: mostly(fc.string({ maxLength: 6 })) },
     { requiredKeys: ['role'] },
