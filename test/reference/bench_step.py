@@ -13,7 +13,7 @@ t_start = time.perf_counter()
 import torch  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from sdpo_reference import MODULES, forward, lora_view, read_safetensors, sample_terms  # noqa: E402
+from sdpo_reference import MODULES, forward, load_model, lora_view, sample_terms  # noqa: E402
 
 
 def loaded_blas():
@@ -27,13 +27,7 @@ def loaded_blas():
 def main():
     model_dir, sample_file, threads, steps = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
     torch.set_num_threads(threads)
-    cfg_raw = json.load(open(os.path.join(model_dir, "config.json")))
-    w = {k: torch.from_numpy(v.copy()) for k, v in read_safetensors(os.path.join(model_dir, "model.safetensors")).items()}
-    w["embed"], w["final_norm"] = w["model.embed_tokens.weight"], w["model.norm.weight"]
-    w["lm_head"] = w["embed"] if cfg_raw["tie_word_embeddings"] else w["lm_head.weight"]
-    cfg = dict(hidden=cfg_raw["hidden_size"], heads=cfg_raw["num_attention_heads"], kv_heads=cfg_raw["num_key_value_heads"],
-               head_dim=cfg_raw["head_dim"], layers=cfg_raw["num_hidden_layers"], eps=cfg_raw["rms_norm_eps"],
-               theta=cfg_raw["rope_theta"], qk_norm=True, bias=dict(q=False, k=False, v=False, o=False))
+    cfg, w = load_model(model_dir)
     spec = json.load(open(sample_file))
     sample, lora_cfg, options = spec["sample"], spec["lora"], spec["options"]
     opt = {**dict(alpha=0.5, topK=100, tail=True, sampledToken=False, isClip=2.0, beta=0.0, learningRate=1e-5,
@@ -41,8 +35,8 @@ def main():
     shape = {"r": lora_cfg["rank"], "alpha": lora_cfg["alpha"]}
     dims = {"q_proj": (cfg["hidden"], cfg["heads"] * cfg["head_dim"]), "k_proj": (cfg["hidden"], cfg["kv_heads"] * cfg["head_dim"]),
             "v_proj": (cfg["hidden"], cfg["kv_heads"] * cfg["head_dim"]), "o_proj": (cfg["heads"] * cfg["head_dim"], cfg["hidden"]),
-            "gate_proj": (cfg["hidden"], cfg_raw["intermediate_size"]), "up_proj": (cfg["hidden"], cfg_raw["intermediate_size"]),
-            "down_proj": (cfg_raw["intermediate_size"], cfg["hidden"])}
+            "gate_proj": (cfg["hidden"], cfg["inter"]), "up_proj": (cfg["hidden"], cfg["inter"]),
+            "down_proj": (cfg["inter"], cfg["hidden"])}
     params = {}
     for l in range(cfg["layers"]):
         for m in MODULES:

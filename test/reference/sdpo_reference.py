@@ -127,6 +127,20 @@ def forward(cfg, weights, ids, lora=None):
     return x @ weights["lm_head"].T
 
 
+def load_model(model_dir, dtype=torch.float32):
+    """A single-file Qwen3 folder as (cfg, weights) for forward(); used by the benchmarks."""
+    raw = json.load(open(f"{model_dir}/config.json"))
+    w = {k: torch.from_numpy(v.copy()).to(dtype) for k, v in read_safetensors(f"{model_dir}/model.safetensors").items()}
+    w["embed"], w["final_norm"] = w["model.embed_tokens.weight"], w["model.norm.weight"]
+    w["lm_head"] = w["embed"] if raw.get("tie_word_embeddings") else w["lm_head.weight"]
+    qwen3 = raw["model_type"] == "qwen3"
+    cfg = dict(hidden=raw["hidden_size"], heads=raw["num_attention_heads"], kv_heads=raw["num_key_value_heads"],
+               head_dim=raw.get("head_dim") or raw["hidden_size"] // raw["num_attention_heads"],
+               layers=raw["num_hidden_layers"], eps=raw["rms_norm_eps"], theta=raw["rope_theta"], qk_norm=qwen3,
+               bias=dict(q=not qwen3, k=not qwen3, v=not qwen3, o=False), inter=raw["intermediate_size"])
+    return cfg, w
+
+
 def lora_view(params, shape):
     """params: dict peft_key -> tensor. Returns {layer: {'A': {(prefix, module): A}, ...}} for forward()."""
     out = {}
