@@ -162,3 +162,22 @@ test('bad requests get 4xx errors in OpenAI shape', async () => {
   assert.equal(docs.status, 200);
   assert.ok(((await docs.json()) as { paths: Record<string, unknown> }).paths['/v1/chat/completions']);
 });
+
+test('a client that goes away mid-stream stops its generation', async () => {
+  const controller = new AbortController();
+  const res = await fetch(`${base}/v1/chat/completions`, {
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify({ model, messages, max_tokens: 4000, stream: true }),
+    signal: controller.signal,
+  });
+  const reader = res.body!.getReader();
+  await reader.read();
+  assert.equal(service.scheduler.size, 1, 'the generation is running');
+  controller.abort();
+  const t0 = Date.now();
+  while (service.scheduler.size > 0 && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(service.scheduler.size, 0, 'the generation stopped when the client left');
+  const after = await client.chat.completions.create({ model, messages, max_tokens: 2 });
+  assert.equal(after.choices.length, 1);
+});

@@ -4,7 +4,7 @@ import type { FastifyPluginAsync } from 'fastify';
 import type { ChatMessage, ToolDefinition } from '../model/chat-template.js';
 import { newCompletionId, type ChoiceResult, type InferenceService, type TokenLogprob } from '../serve/inference.js';
 import { errorSchema, chatBodySchema } from './schemas.js';
-import { SseWriter } from './sse.js';
+import { abortOnDisconnect, SseWriter } from './sse.js';
 import { samplingFromBody, type SamplingBody } from './sampling.js';
 
 interface ChatBody extends SamplingBody {
@@ -54,14 +54,10 @@ export const chatRoutes = (service: InferenceService): FastifyPluginAsync =>
           enableThinking: body.chat_template_kwargs?.enable_thinking,
           logprobs: wantLogprobs ? (body.top_logprobs ?? 0) : undefined,
         };
-        const abort = new AbortController();
-        // The response closing before it was finished means the client went away.
-        reply.raw.on('close', () => {
-          if (!reply.raw.writableFinished) abort.abort();
-        });
+        const signal = abortOnDisconnect(reply);
 
         if (!body.stream) {
-          const out = await service.chat({ ...req, signal: abort.signal });
+          const out = await service.chat({ ...req, signal });
           return {
             id: out.id,
             object: 'chat.completion',
@@ -82,7 +78,7 @@ export const chatRoutes = (service: InferenceService): FastifyPluginAsync =>
         const created = Math.floor(Date.now() / 1000);
         const chunk = (choices: unknown[], extra: Record<string, unknown> = {}) => ({ id, object: 'chat.completion.chunk', created, model: body.model, choices, ...extra });
         const begun = new Set<number>();
-        const out = await service.chat({ ...req, id, signal: abort.signal }, (index, delta, tokens) => {
+        const out = await service.chat({ ...req, id, signal }, (index, delta, tokens) => {
           const d: Record<string, unknown> = {};
           if (!begun.has(index)) {
             begun.add(index);

@@ -2,7 +2,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import { newCompletionId, type InferenceService, type TokenLogprob } from '../serve/inference.js';
 import { completionBodySchema, errorSchema } from './schemas.js';
-import { SseWriter } from './sse.js';
+import { abortOnDisconnect, SseWriter } from './sse.js';
 import { samplingFromBody, type SamplingBody } from './sampling.js';
 
 interface CompletionBody extends SamplingBody {
@@ -33,13 +33,9 @@ export const completionRoutes = (service: InferenceService): FastifyPluginAsync 
       async (request, reply) => {
         const body = request.body;
         const logprobs = body.logprobs ?? undefined;
-        const abort = new AbortController();
-        // The response closing before it was finished means the client went away.
-        reply.raw.on('close', () => {
-          if (!reply.raw.writableFinished) abort.abort();
-        });
+        const signal = abortOnDisconnect(reply);
         const id = newCompletionId('cmpl');
-        const req = { ...samplingFromBody(body, body.max_tokens ?? 16), prompt: body.prompt, logprobs, id, signal: abort.signal };
+        const req = { ...samplingFromBody(body, body.max_tokens ?? 16), prompt: body.prompt, logprobs, id, signal };
         if (!body.stream) {
           const out = await service.complete(req);
           return {

@@ -2,6 +2,15 @@
 // happens before any token still gets a normal JSON error response.
 import type { FastifyReply } from 'fastify';
 
+/** A signal that fires if the response closes before it was finished: the client went away. */
+export function abortOnDisconnect(reply: FastifyReply): AbortSignal {
+  const abort = new AbortController();
+  reply.raw.on('close', () => {
+    if (!reply.raw.writableFinished) abort.abort();
+  });
+  return abort.signal;
+}
+
 export class SseWriter {
   private started = false;
   private closed = false;
