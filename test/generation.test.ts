@@ -103,3 +103,16 @@ test('decode rejects bad sampling parameters and positions beyond the model', as
   await assert.rejects(engine.decode([{ sequence: seq, ids: [], sampling: greedy }]), /empty/);
   await assert.rejects(engine.decode([{ sequence: seq, ids: [1], sampling: greedy }, { sequence: seq, ids: [2], sampling: greedy }]), /twice/);
 });
+
+test('sampling never picks ids at or above vocabLimit (padded model vocabularies)', async () => {
+  const engine = await Engine.open(writeRandomModel({ seed: 45 }), { threads: 1 });
+  const limit = 10;
+  for (const sampling of [{ ...greedy, vocabLimit: limit }, { temperature: 2, topP: 1, topK: 0, topLogprobs: 5, vocabLimit: limit }]) {
+    const seq = engine.createSequence(9);
+    let t = (await engine.decode([{ sequence: seq, ids: [40, 50, 60], sampling }]))[0]!;
+    for (let i = 0; i < 30; i++) {
+      assert.ok(t.id < limit && Array.from(t.topIds).every((id) => id < limit), `sampled ${t.id}, top ${Array.from(t.topIds)}`);
+      t = (await engine.decode([{ sequence: seq, ids: [t.id], sampling }]))[0]!;
+    }
+  }
+});

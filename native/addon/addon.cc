@@ -381,6 +381,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
         d.sampling.topP = static_cast<float>(get_num(e, "topP"));
         d.sampling.topK = get_int(e, "topK");
         d.sampling.topLogprobs = get_int(e, "topLogprobs");
+        if (e.Has("vocabLimit")) d.sampling.vocabLimit = get_int(e, "vocabLimit");
         keep->push_back(sw->seq);
         entries->push_back(std::move(d));
       }

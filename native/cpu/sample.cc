@@ -15,19 +15,20 @@ SampledToken sample(const float* logits_V, int V, const SamplingParams& p, std::
   for (int v = 0; v < V; ++v) sum += std::exp(static_cast<double>(logits_V[v] - mx));
   const float lse = mx + static_cast<float>(std::log(sum));
 
+  const int n0 = p.vocabLimit > 0 && p.vocabLimit < V ? p.vocabLimit : V;  // candidates: ids [0, n0)
   const auto better = [logits_V](int32_t a, int32_t b) { return logits_V[a] > logits_V[b] || (logits_V[a] == logits_V[b] && a < b); };
   if (p.temperature <= 0.0f) {
     int32_t best = 0;
-    for (int32_t v = 1; v < V; ++v) {
+    for (int32_t v = 1; v < n0; ++v) {
       if (better(v, best)) best = v;
     }
     out.id = best;
   } else {
     // Candidates in descending order: all of them, or the top-k.
-    std::vector<int32_t> cand(V);
+    std::vector<int32_t> cand(n0);
     std::iota(cand.begin(), cand.end(), 0);
-    int n = V;
-    if (p.topK > 0 && p.topK < V) {
+    int n = n0;
+    if (p.topK > 0 && p.topK < n0) {
       std::nth_element(cand.begin(), cand.begin() + p.topK, cand.end(), better);
       n = p.topK;
     }
@@ -65,8 +66,8 @@ SampledToken sample(const float* logits_V, int V, const SamplingParams& p, std::
   out.logprob = logits_V[out.id] - lse;
 
   if (p.topLogprobs > 0) {
-    const int k = std::min(p.topLogprobs, V);
-    std::vector<int32_t> ids(V);
+    const int k = std::min(p.topLogprobs, n0);
+    std::vector<int32_t> ids(n0);
     std::iota(ids.begin(), ids.end(), 0);
     std::partial_sort(ids.begin(), ids.begin() + k, ids.end(), better);
     for (int i = 0; i < k; ++i) {

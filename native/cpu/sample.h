@@ -12,6 +12,7 @@ struct SamplingParams {
   float topP = 1.0f;
   int topK = 0;              // 0 = no limit
   int topLogprobs = 0;       // how many alternatives to report
+  int vocabLimit = 0;        // only ids below this are sampled or reported (0 = all); models pad their vocab
 };
 
 struct SampledToken {

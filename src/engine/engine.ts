@@ -85,6 +85,8 @@ export interface SamplingParams {
   topK: number;
   /** Alternatives to report per token (0-20). */
   topLogprobs: number;
+  /** Only ids below this are sampled (the tokenizer's size; model vocabularies are often padded). */
+  vocabLimit?: number;
 }
 
 /** A generation in progress: its KV cache and sampling RNG live in the engine. */
@@ -298,7 +300,8 @@ export class Engine {
       if (e.sequence.length + newIds.length > this.config.maxPositionEmbeddings) {
         throw new InputError(`sequence would exceed the model's ${this.config.maxPositionEmbeddings} positions`);
       }
-      return { seq: e.sequence.native, ids: newIds, temperature: s.temperature, topP: s.topP, topK: s.topK, topLogprobs: s.topLogprobs };
+      if (s.vocabLimit !== undefined && !(Number.isInteger(s.vocabLimit) && s.vocabLimit >= 1)) throw new InputError('vocabLimit must be a positive integer');
+      return { seq: e.sequence.native, ids: newIds, temperature: s.temperature, topP: s.topP, topK: s.topK, topLogprobs: s.topLogprobs, vocabLimit: s.vocabLimit ?? 0 };
     });
     return this.run(() => this.model.decode(native, adapter?.native ?? null));
   }

@@ -94,6 +94,7 @@ export interface NativeDecodeEntry {
   topP: number;
   topK: number;
   topLogprobs: number;
+  vocabLimit?: number;
 }
 
 export interface NativeSampled {

@@ -188,6 +188,7 @@ export class InferenceService {
       topP: req.topP ?? this.defaults.topP ?? 1,
       topK: req.topK ?? this.defaults.topK ?? 0,
       topLogprobs: req.logprobs ?? 0,
+      vocabLimit: Math.min(this.tokenizer.vocabSize, this.engine.config.vocabSize),
     };
     const baseSeed = req.seed ?? Math.floor(Math.random() * 2 ** 31);
     const maxStop = Math.max(0, ...req.stop.map((s) => s.length));
