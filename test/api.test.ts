@@ -30,6 +30,7 @@ before(async () => {
 
 after(async () => {
   await app.close();
+  service.close();
 });
 
 test('chat: non-streamed and streamed replies agree under the same seed, and the record is stored', async () => {

@@ -2,7 +2,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { openDb } from '../src/store/db.js';
+import { openDb, prepare } from '../src/store/db.js';
 import { CompletionStore } from '../src/store/completions.js';
 import { tempDir } from '../src/model/random-model.js';
 
@@ -23,12 +23,13 @@ test('a completion record round-trips through SQLite (WAL) across a reopen', () 
     ],
   };
   const db = openDb(file);
-  assert.equal(db.pragma('journal_mode', { simple: true }), 'wal');
+  assert.equal(prepare(db, 'PRAGMA journal_mode').pluck().get(), 'wal');
   new CompletionStore(db).save(record);
   db.close();
   const again = openDb(file);
   assert.deepEqual(new CompletionStore(again).get('chatcmpl-abc'), record);
   assert.equal(new CompletionStore(again).get('nope'), undefined);
   assert.throws(() => new CompletionStore(again).save(record), /UNIQUE/);
+  assert.equal(again.inTransaction, false, 'a failed save is rolled back');
   again.close();
 });

@@ -1,6 +1,6 @@
 // Completion records: what was asked, the exact prompt and sampled token ids with their
 // log-probabilities, and which adapter version answered. Feedback names a record by its id.
-import type { Db } from './db.js';
+import { inTransaction, prepare, type Db } from './db.js';
 
 export interface CompletionChoiceRecord {
   index: number;
@@ -35,16 +35,18 @@ export class CompletionStore {
   private readonly selectChoices;
 
   constructor(private readonly db: Db) {
-    this.insertCompletion = db.prepare(
+    this.insertCompletion = prepare(
+      db,
       `INSERT INTO completions (id, created_at, model, adapter, adapter_version, request_json, prompt_ids, enable_thinking)
        VALUES (@id, @createdAt, @model, @adapter, @adapterVersion, @request, @promptIds, @enableThinking)`,
     );
-    this.insertChoice = db.prepare(
+    this.insertChoice = prepare(
+      db,
       `INSERT INTO completion_choices (completion_id, idx, output_ids, output_logprobs, text, finish_reason, finished_at)
        VALUES (?, ?, ?, ?, ?, ?, ?)`,
     );
-    this.selectCompletion = db.prepare('SELECT * FROM completions WHERE id = ?');
-    this.selectChoices = db.prepare('SELECT * FROM completion_choices WHERE completion_id = ? ORDER BY idx');
+    this.selectCompletion = prepare(db, 'SELECT * FROM completions WHERE id = ?');
+    this.selectChoices = prepare(db, 'SELECT * FROM completion_choices WHERE completion_id = ? ORDER BY idx');
   }
 
   close(): void {
@@ -53,7 +55,7 @@ export class CompletionStore {
 
   /** Stores the whole record in one transaction (called before the reply is returned). */
   save(r: CompletionRecord): void {
-    this.db.transaction(() => {
+    inTransaction(this.db, () => {
       this.insertCompletion.run({
         id: r.id,
         createdAt: r.createdAt,
@@ -66,7 +68,7 @@ export class CompletionStore {
       });
       const now = Date.now();
       for (const c of r.choices) this.insertChoice.run(r.id, c.index, i32(c.outputIds), f32(c.outputLogprobs), c.text, c.finishReason, now);
-    })();
+    });
   }
 
   get(id: string): CompletionRecord | undefined {

@@ -1,9 +1,37 @@
 // The state database: SQLite in WAL mode, schema created and migrated on open.
+//
+// better-sqlite3 on Node 24 aborts the whole process when a statement object is garbage-collected
+// (its destructor runs with no current environment). So no statement is ever left to the GC here:
+// pragmas and transactions go through exec(), and prepared statements are pinned for the life of the
+// process (a handful per database).
 import Database from 'better-sqlite3';
 import { mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 
 export type Db = Database.Database;
+export type Statement = Database.Statement;
+
+const pinned: Statement[] = [];
+
+/** Prepares a statement that is never garbage-collected (see the note above). */
+export function prepare(db: Db, sql: string): Statement {
+  const s = db.prepare(sql);
+  pinned.push(s);
+  return s;
+}
+
+/** Runs fn inside BEGIN / COMMIT, rolling back if it throws. */
+export function inTransaction<T>(db: Db, fn: () => T): T {
+  db.exec('BEGIN IMMEDIATE');
+  try {
+    const out = fn();
+    db.exec('COMMIT');
+    return out;
+  } catch (err) {
+    if (db.inTransaction) db.exec('ROLLBACK');
+    throw err;
+  }
+}
 
 const MIGRATIONS: string[] = [
   `CREATE TABLE completions (
@@ -32,15 +60,10 @@ const MIGRATIONS: string[] = [
 export function openDb(file: string): Db {
   if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
   const db = new Database(file);
-  db.pragma('journal_mode = WAL');
-  db.pragma('synchronous = NORMAL');
-  db.pragma('foreign_keys = ON');
-  const version = db.pragma('user_version', { simple: true }) as number;
+  db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;');
+  const version = prepare(db, 'PRAGMA user_version').pluck().get() as number;
   for (let v = version; v < MIGRATIONS.length; v++) {
-    db.transaction(() => {
-      db.exec(MIGRATIONS[v]!);
-      db.pragma(`user_version = ${v + 1}`);
-    })();
+    inTransaction(db, () => db.exec(`${MIGRATIONS[v]!}\nPRAGMA user_version = ${v + 1};`));
   }
   return db;
 }
