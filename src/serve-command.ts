@@ -5,7 +5,7 @@ import { join, resolve } from 'node:path';
 import { buildApp } from './api/app.js';
 import { ClaasError } from './errors.js';
 import { weightFiles } from './model/weights.js';
-import { openInference, writeRandomChatModel } from './serve/open.js';
+import { openServer, writeRandomChatModel } from './serve/open.js';
 
 export interface ServeOptions {
   model?: string;
@@ -31,11 +31,11 @@ export async function serve(opts: ServeOptions): Promise<void> {
   const bytes = files.reduce((s, f) => s + statSync(f).size, 0);
   process.stdout.write(`loading ${modelDir}: ${files.length} weight file(s), ${(bytes / 2 ** 20).toFixed(1)} MiB … `);
   const t0 = performance.now();
-  const service = await openInference(modelDir, { dataDir: data, threads: opts.threads });
+  const { service, orchestrator } = await openServer(modelDir, { dataDir: data, threads: opts.threads });
   const c = service.engine.config;
   console.log(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s (${c.modelType}, ${c.numLayers} layers, ${service.engine.backend}, ${service.engine.threads} threads)`);
 
-  const app = await buildApp(service, { logger: { level: process.env.LOG_LEVEL ?? 'info' } });
+  const app = await buildApp(service, { logger: { level: process.env.LOG_LEVEL ?? 'info' }, orchestrator });
   const address = await app.listen({ host: opts.host, port: opts.port });
   console.log(`serving "${service.modelName}" at ${address}/v1 (OpenAPI docs at ${address}/docs)`);
 
@@ -46,7 +46,10 @@ export async function serve(opts: ServeOptions): Promise<void> {
       closing = true;
       console.log(`${signal}: no new requests; finishing ${service.scheduler.size} generation(s) in flight`);
       // Fastify's close waits for in-flight requests, streamed ones included.
-      app.close().then(
+      app
+        .close()
+        .then(() => orchestrator.close())
+        .then(
         () => {
           service.close();
           console.log('stopped');

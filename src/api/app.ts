@@ -2,7 +2,10 @@
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
+import type { Orchestrator } from '../orchestrator/orchestrator.js';
 import type { InferenceService } from '../serve/inference.js';
+import { feedbackRoutes } from './feedback.js';
+import { loraRoutes } from './lora.js';
 import { chatRoutes } from './chat.js';
 import { completionRoutes } from './completions.js';
 import { registerErrorHandlers } from './errors.js';
@@ -13,6 +16,8 @@ export interface AppOptions {
   logger?: FastifyServerOptions['logger'];
   /** Largest accepted request body in bytes (default 4 MiB; OpenClaw's turns are ~50 KB). */
   bodyLimit?: number;
+  /** Adapters and feedback routes (the learning loop), when given. */
+  orchestrator?: Orchestrator;
 }
 
 export async function buildApp(service: InferenceService, options: AppOptions = {}): Promise<FastifyInstance> {
@@ -35,5 +40,9 @@ export async function buildApp(service: InferenceService, options: AppOptions = 
   await app.register(completionRoutes(service));
   await app.register(modelRoutes(service));
   await app.register(healthRoutes(service, counters));
+  if (options.orchestrator) {
+    await app.register(loraRoutes(options.orchestrator.registry));
+    await app.register(feedbackRoutes(options.orchestrator));
+  }
   return app;
 }

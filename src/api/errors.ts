@@ -22,7 +22,10 @@ export function toHttpError(err: unknown): { status: number; body: OpenAiError }
   if (e?.code === 'FST_ERR_CTP_EMPTY_JSON_BODY' || e?.code === 'FST_ERR_CTP_INVALID_JSON_BODY' || e instanceof SyntaxError) {
     return { status: 400, body: openAiError(`We could not parse the JSON body of your request: ${e.message}`) };
   }
-  if (err instanceof NotFoundError) return { status: 404, body: openAiError(err.message, 'invalid_request_error', 'model', 'model_not_found') };
+  if (err instanceof NotFoundError) {
+    const model = /^The model /.test(err.message);
+    return { status: 404, body: openAiError(err.message, 'invalid_request_error', model ? 'model' : null, model ? 'model_not_found' : 'not_found') };
+  }
   if (err instanceof InputError || err instanceof AdapterError || err instanceof ShapeError) return { status: 400, body: openAiError(err.message) };
   if (typeof e?.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) return { status: e.statusCode, body: openAiError(e.message) };
   const code = err instanceof ClaasError ? err.code : null;

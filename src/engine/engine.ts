@@ -243,6 +243,12 @@ export class Engine {
     }
   }
 
+  /** An independent copy (weights, optimizer state, EMA): train it while the original keeps serving. */
+  async cloneAdapter(adapter: Adapter): Promise<Adapter> {
+    this.checkAdapter(adapter);
+    return this.run(async () => new Adapter(adapter.native.clone(), adapter.shape, adapter.slots));
+  }
+
   /** Loads a PEFT adapter folder (with optimizer and EMA state when saved by CLaaS). */
   async loadAdapter(dir: string): Promise<Adapter> {
     const shape = readAdapterConfig(dir);

@@ -92,7 +92,7 @@ export class InferenceService {
   readonly modelName: string;
   readonly created = Math.floor(Date.now() / 1000);
   private readonly adapters = new Map<string, ServedAdapter>();
-  private readonly stopIds: number[];
+  readonly stopTokenIds: number[];
   private readonly enableThinking: boolean;
   readonly defaultMaxTokens: number;
   readonly maxTokensLimit: number;
@@ -107,7 +107,7 @@ export class InferenceService {
     options: InferenceOptions = {},
   ) {
     this.modelName = options.modelName ?? basename(engine.modelDir);
-    this.stopIds = [...new Set([...tokenizer.eosTokenIds, ...(defaults.eosTokenIds ?? []), ...engine.config.eosTokenIds])];
+    this.stopTokenIds = [...new Set([...tokenizer.eosTokenIds, ...(defaults.eosTokenIds ?? []), ...engine.config.eosTokenIds])];
     this.enableThinking = options.enableThinking ?? false;
     this.defaultMaxTokens = options.defaultMaxTokens ?? defaults.maxNewTokens ?? 512;
     this.maxTokensLimit = options.maxTokensLimit ?? 8192;
@@ -121,6 +121,11 @@ export class InferenceService {
   /** Makes an adapter servable under `name` (replacing an earlier version atomically). */
   setAdapter(name: string, version: string, adapter: Adapter): void {
     this.adapters.set(name, { name, version, adapter });
+  }
+
+  /** The adapter served under `name`, if any. */
+  servedAdapter(name: string): Adapter | undefined {
+    return this.adapters.get(name)?.adapter;
   }
 
   removeAdapter(name: string): boolean {
@@ -216,7 +221,7 @@ export class InferenceService {
         maxTokens,
         sampling,
         seed: baseSeed + index,
-        stopTokenIds: this.stopIds,
+        stopTokenIds: this.stopTokenIds,
         signal: req.signal,
         onToken: (t) => {
           if (sink && req.logprobs !== undefined) pendingTokens.push(this.logprobEntry(t, req.logprobs));

@@ -9,6 +9,10 @@ import { Tokenizer } from '../model/tokenizer.js';
 import { writeTokenizerFiles } from '../model/toy-tokenizer.js';
 import { openDb } from '../store/db.js';
 import { CompletionStore } from '../store/completions.js';
+import { AdapterRegistry } from '../orchestrator/adapters.js';
+import { CollapseGuard, DEFAULT_GUARD, type GuardConfig } from '../orchestrator/collapse-guard.js';
+import { FeedbackJobs } from '../orchestrator/feedback-jobs.js';
+import { DEFAULT_ORCHESTRATOR, Orchestrator, type OrchestratorConfig } from '../orchestrator/orchestrator.js';
 import { InferenceService, type InferenceOptions } from './inference.js';
 import { Scheduler } from './scheduler.js';
 
@@ -23,6 +27,28 @@ export async function openInference(modelDir: string, options: OpenInferenceOpti
   const template = ChatTemplate.fromDir(modelDir);
   const db = openDb(options.dataDir === ':memory:' ? ':memory:' : join(options.dataDir, 'claas.db'));
   return new InferenceService(engine, tokenizer, template, readGenerationConfig(modelDir), new Scheduler(engine), new CompletionStore(db), options);
+}
+
+export interface OpenServerOptions extends OpenInferenceOptions {
+  guard?: Partial<GuardConfig>;
+  orchestrator?: Partial<OrchestratorConfig>;
+}
+
+/**
+ * Serving plus the learning loop: adapters and their versions under <dataDir>/adapters, durable
+ * feedback jobs, the collapse guard and the orchestrator. Adapters are restored at their current
+ * versions and interrupted jobs resume.
+ */
+export async function openServer(modelDir: string, options: OpenServerOptions): Promise<{ service: InferenceService; orchestrator: Orchestrator }> {
+  if (options.dataDir === ':memory:') throw new Error('the learning loop needs a data directory on disk');
+  const service = await openInference(modelDir, options);
+  const db = service.store.db;
+  const registry = new AdapterRegistry(db, service.engine, service, join(options.dataDir, 'adapters'));
+  await registry.restore();
+  const guard = new CollapseGuard(service.engine, service.template, service.tokenizer, { ...DEFAULT_GUARD, ...options.guard }, service.stopTokenIds);
+  const orchestrator = new Orchestrator(new FeedbackJobs(db), registry, service, guard, { ...DEFAULT_ORCHESTRATOR, ...options.orchestrator });
+  orchestrator.start();
+  return { service, orchestrator };
 }
 
 /**

@@ -34,7 +34,7 @@ export class CompletionStore {
   private readonly selectCompletion;
   private readonly selectChoices;
 
-  constructor(private readonly db: Db) {
+  constructor(readonly db: Db) {
     this.insertCompletion = prepare(
       db,
       `INSERT INTO completions (id, created_at, model, adapter, adapter_version, request_json, prompt_ids, enable_thinking)

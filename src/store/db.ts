@@ -54,6 +54,48 @@ const MIGRATIONS: string[] = [
      finished_at INTEGER NOT NULL,
      PRIMARY KEY (completion_id, idx)
    );`,
+  `CREATE TABLE adapters (
+     id TEXT PRIMARY KEY,
+     created_at INTEGER NOT NULL,
+     rank INTEGER NOT NULL,
+     alpha REAL NOT NULL,
+     target_modules TEXT NOT NULL,
+     current_version INTEGER NOT NULL
+   );
+   CREATE TABLE adapter_versions (
+     adapter_id TEXT NOT NULL REFERENCES adapters(id) ON DELETE CASCADE,
+     version INTEGER NOT NULL,
+     created_at INTEGER NOT NULL,
+     parent_version INTEGER,
+     status TEXT NOT NULL,
+     reason TEXT,
+     metrics_json TEXT,
+     job_id TEXT,
+     PRIMARY KEY (adapter_id, version)
+   );
+   CREATE TABLE jobs (
+     id TEXT PRIMARY KEY,
+     adapter_id TEXT NOT NULL,
+     status TEXT NOT NULL,
+     created_at INTEGER NOT NULL,
+     started_at INTEGER,
+     finished_at INTEGER,
+     idempotency_key TEXT UNIQUE,
+     options_json TEXT NOT NULL,
+     error TEXT,
+     result_json TEXT
+   );
+   CREATE INDEX jobs_by_status ON jobs(status, created_at);
+   CREATE TABLE feedback_items (
+     id INTEGER PRIMARY KEY AUTOINCREMENT,
+     job_id TEXT NOT NULL REFERENCES jobs(id) ON DELETE CASCADE,
+     completion_id TEXT,
+     choice_index INTEGER NOT NULL DEFAULT 0,
+     messages_json TEXT,
+     response_text TEXT,
+     feedback TEXT NOT NULL,
+     created_at INTEGER NOT NULL
+   );`,
 ];
 
 /** Opens (creating when needed) the database at `file`, or in memory for ':memory:'. */

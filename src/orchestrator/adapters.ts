@@ -1,0 +1,182 @@
+// Adapters and their versions. Every version is an immutable PEFT folder
+// <root>/<tenant>/<name>/vNNNN (written to a temporary name, then renamed) with a row in SQLite; the
+// adapter's id is a stable alias served at its current (promoted) version.
+import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { join } from 'node:path';
+import type { Adapter, Engine } from '../engine/engine.js';
+import { LORA_MODULES } from '../engine/lora-modules.js';
+import { validateTargets } from '../engine/peft.js';
+import { InputError, NotFoundError } from '../errors.js';
+import type { InferenceService } from '../serve/inference.js';
+import { inTransaction, prepare, type Db, type Statement } from '../store/db.js';
+import { checkAdapterId, versionDir } from './adapter-ids.js';
+
+export type VersionStatus = 'initial' | 'promoted' | 'rejected' | 'candidate';
+
+export interface VersionInfo {
+  version: number;
+  createdAt: number;
+  parentVersion: number | null;
+  status: VersionStatus;
+  reason: string | null;
+  metrics: Record<string, unknown> | null;
+  jobId: string | null;
+}
+
+export interface AdapterInfo {
+  id: string;
+  createdAt: number;
+  rank: number;
+  alpha: number;
+  targetModules: string[];
+  currentVersion: number;
+  versions: VersionInfo[];
+}
+
+export interface CreateAdapterRequest {
+  rank?: number;
+  alpha?: number;
+  targetModules?: string[];
+}
+
+export class AdapterRegistry {
+  private readonly q: Record<string, Statement>;
+
+  constructor(
+    private readonly db: Db,
+    private readonly engine: Engine,
+    private readonly service: InferenceService,
+    readonly root: string,
+  ) {
+    this.q = {
+      insertAdapter: prepare(db, 'INSERT INTO adapters (id, created_at, rank, alpha, target_modules, current_version) VALUES (?, ?, ?, ?, ?, ?)'),
+      insertVersion: prepare(db, 'INSERT INTO adapter_versions (adapter_id, version, created_at, parent_version, status, reason, metrics_json, job_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
+      adapter: prepare(db, 'SELECT * FROM adapters WHERE id = ?'),
+      adapters: prepare(db, 'SELECT * FROM adapters ORDER BY id'),
+      versions: prepare(db, 'SELECT * FROM adapter_versions WHERE adapter_id = ? ORDER BY version'),
+      maxVersion: prepare(db, 'SELECT MAX(version) FROM adapter_versions WHERE adapter_id = ?').pluck(),
+      setCurrent: prepare(db, 'UPDATE adapters SET current_version = ? WHERE id = ?'),
+      setStatus: prepare(db, 'UPDATE adapter_versions SET status = ?, reason = ? WHERE adapter_id = ? AND version = ?'),
+      deleteAdapter: prepare(db, 'DELETE FROM adapters WHERE id = ?'),
+      byJob: prepare(db, 'SELECT version FROM adapter_versions WHERE adapter_id = ? AND job_id = ?').pluck(),
+    };
+  }
+
+  dir(id: string, version: number): string {
+    return join(this.root, ...checkAdapterId(id).split('/'), versionDir(version));
+  }
+
+  private row(id: string): Record<string, unknown> {
+    const r = this.q.adapter!.get(checkAdapterId(id)) as Record<string, unknown> | undefined;
+    if (!r) throw new NotFoundError(`adapter ${id} does not exist`);
+    return r;
+  }
+
+  get(id: string): AdapterInfo {
+    const r = this.row(id);
+    const versions = (this.q.versions!.all(id) as Record<string, unknown>[]).map((v) => ({
+      version: v.version as number,
+      createdAt: v.created_at as number,
+      parentVersion: (v.parent_version as number | null) ?? null,
+      status: v.status as VersionStatus,
+      reason: (v.reason as string | null) ?? null,
+      metrics: v.metrics_json ? (JSON.parse(v.metrics_json as string) as Record<string, unknown>) : null,
+      jobId: (v.job_id as string | null) ?? null,
+    }));
+    return {
+      id,
+      createdAt: r.created_at as number,
+      rank: r.rank as number,
+      alpha: r.alpha as number,
+      targetModules: JSON.parse(r.target_modules as string) as string[],
+      currentVersion: r.current_version as number,
+      versions,
+    };
+  }
+
+  list(): AdapterInfo[] {
+    return (this.q.adapters!.all() as Record<string, unknown>[]).map((r) => this.get(r.id as string));
+  }
+
+  /** A new adapter at version 1 (B = 0: it starts as the base model), served under its id. */
+  async create(id: string, req: CreateAdapterRequest = {}): Promise<AdapterInfo> {
+    checkAdapterId(id);
+    if (this.q.adapter!.get(id)) throw new InputError(`adapter ${id} already exists`);
+    if (id === this.service.modelName) throw new InputError(`${id} is the base model's name`);
+    const targets = validateTargets(req.targetModules ?? [...LORA_MODULES]);
+    const adapter = this.engine.createAdapter({ rank: req.rank ?? 32, alpha: req.alpha ?? 64, targetModules: targets });
+    const dir = this.dir(id, 1);
+    rmSync(join(dir, '..'), { recursive: true, force: true }); // leftovers of an adapter deleted before
+    await this.engine.saveAdapter(adapter, dir);
+    inTransaction(this.db, () => {
+      this.q.insertAdapter!.run(id, Date.now(), adapter.rank, adapter.alpha, JSON.stringify(targets), 1);
+      this.q.insertVersion!.run(id, 1, Date.now(), null, 'initial', null, null, null);
+    });
+    this.service.setAdapter(id, versionDir(1), adapter);
+    return this.get(id);
+  }
+
+  /** Saves a trained adapter as the next version (not yet served). */
+  async addVersion(id: string, adapter: Adapter, info: { parent: number; status: VersionStatus; reason?: string; metrics?: Record<string, unknown>; jobId?: string }): Promise<number> {
+    this.row(id);
+    const version = ((this.q.maxVersion!.get(id) as number | null) ?? 0) + 1;
+    await this.engine.saveAdapter(adapter, this.dir(id, version));
+    this.q.insertVersion!.run(id, version, Date.now(), info.parent, info.status, info.reason ?? null, info.metrics ? JSON.stringify(info.metrics) : null, info.jobId ?? null);
+    return version;
+  }
+
+  /** The version a job already wrote (after a crash between saving and finishing it), if any. */
+  versionOfJob(id: string, jobId: string): number | undefined {
+    return (this.q.byJob!.get(id, jobId) as number | undefined) ?? undefined;
+  }
+
+  /** Records why a version is not served. */
+  reject(id: string, version: number, reason: string): void {
+    this.q.setStatus!.run('rejected', reason, id, version);
+  }
+
+  /** Serves `version` under the adapter's id from now on. */
+  async promote(id: string, version: number, adapter?: Adapter): Promise<void> {
+    this.row(id);
+    const exists = (this.q.versions!.all(id) as { version: number }[]).some((v) => v.version === version);
+    if (!exists) throw new NotFoundError(`adapter ${id} has no version ${version}`);
+    const loaded = adapter ?? (await this.engine.loadAdapter(this.dir(id, version)));
+    inTransaction(this.db, () => {
+      this.q.setCurrent!.run(version, id);
+      if (version !== 1) this.q.setStatus!.run('promoted', null, id, version);
+    });
+    this.service.setAdapter(id, versionDir(version), loaded);
+  }
+
+  /** The adapter served now, for training a copy of it. */
+  current(id: string): { version: number; adapter: Adapter } {
+    const info = this.get(id);
+    const served = this.service.servedAdapter(id);
+    if (!served) throw new NotFoundError(`adapter ${id} is not loaded`);
+    return { version: info.currentVersion, adapter: served };
+  }
+
+  async delete(id: string): Promise<void> {
+    this.row(id);
+    this.q.deleteAdapter!.run(id);
+    this.service.removeAdapter(id);
+    rmSync(join(this.root, ...id.split('/')), { recursive: true, force: true });
+  }
+
+  /**
+   * On start: forget half-written version folders (temporary names, or folders whose row was never
+   * written), then serve every adapter at its current version.
+   */
+  async restore(): Promise<void> {
+    for (const info of this.list()) {
+      const folder = join(this.root, ...info.id.split('/'));
+      const known = new Set(info.versions.map((v) => versionDir(v.version)));
+      if (existsSync(folder)) {
+        for (const entry of readdirSync(folder)) {
+          if (!known.has(entry)) rmSync(join(folder, entry), { recursive: true, force: true });
+        }
+      }
+      this.service.setAdapter(info.id, versionDir(info.currentVersion), await this.engine.loadAdapter(this.dir(info.id, info.currentVersion)));
+    }
+  }
+}

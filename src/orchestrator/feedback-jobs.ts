@@ -1,0 +1,121 @@
+// Feedback jobs in SQLite: a job and its items are written in one transaction before the API
+// acknowledges them; status moves queued -> running -> done | failed; on start, running jobs go back
+// to queued (the version they may have written is found by job id, so nothing is trained twice).
+import { randomUUID } from 'node:crypto';
+import { inTransaction, prepare, type Db, type Statement } from '../store/db.js';
+
+export type JobStatus = 'queued' | 'running' | 'done' | 'failed';
+
+export interface FeedbackItem {
+  completionId: string | null;
+  choiceIndex: number;
+  /** Raw conversation and reply, when no completion id is given. */
+  messages: unknown[] | null;
+  responseText: string | null;
+  feedback: string;
+}
+
+export interface TrainingOptions {
+  learningRate?: number;
+  alpha?: number;
+  topK?: number;
+  teacher?: 'base' | 'current' | 'ema';
+  steps?: number;
+}
+
+export interface JobRecord {
+  id: string;
+  adapterId: string;
+  status: JobStatus;
+  createdAt: number;
+  startedAt: number | null;
+  finishedAt: number | null;
+  options: TrainingOptions;
+  error: string | null;
+  result: Record<string, unknown> | null;
+  items: FeedbackItem[];
+}
+
+export class FeedbackJobs {
+  private readonly q: Record<string, Statement>;
+
+  constructor(private readonly db: Db) {
+    this.q = {
+      insertJob: prepare(db, 'INSERT INTO jobs (id, adapter_id, status, created_at, idempotency_key, options_json) VALUES (?, ?, ?, ?, ?, ?)'),
+      insertItem: prepare(db, 'INSERT INTO feedback_items (job_id, completion_id, choice_index, messages_json, response_text, feedback, created_at) VALUES (?, ?, ?, ?, ?, ?, ?)'),
+      job: prepare(db, 'SELECT * FROM jobs WHERE id = ?'),
+      byKey: prepare(db, 'SELECT id FROM jobs WHERE idempotency_key = ?').pluck(),
+      items: prepare(db, 'SELECT * FROM feedback_items WHERE job_id = ? ORDER BY id'),
+      queued: prepare(db, "SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at, rowid").pluck(),
+      requeue: prepare(db, "UPDATE jobs SET status = 'queued', started_at = NULL WHERE status = 'running'"),
+      start: prepare(db, "UPDATE jobs SET status = 'running', started_at = ? WHERE id = ?"),
+      finish: prepare(db, 'UPDATE jobs SET status = ?, finished_at = ?, error = ?, result_json = ? WHERE id = ?'),
+      count: prepare(db, "SELECT COUNT(*) FROM jobs WHERE adapter_id = ? AND status IN ('queued', 'running')").pluck(),
+    };
+  }
+
+  /** Stores jobs durably; with an idempotency key, a repeated request returns the jobs stored before. */
+  submit(jobs: { adapterId: string; options: TrainingOptions; items: FeedbackItem[] }[], idempotencyKey?: string): { ids: string[]; repeated: boolean } {
+    return inTransaction(this.db, () => {
+      if (idempotencyKey) {
+        const existing = jobs.map((_, i) => this.q.byKey!.get(`${idempotencyKey}#${i}`) as string | undefined);
+        if (existing[0]) return { ids: existing.filter((x): x is string => !!x), repeated: true };
+      }
+      const now = Date.now();
+      const ids = jobs.map((job, i) => {
+        const id = `job-${randomUUID()}`;
+        this.q.insertJob!.run(id, job.adapterId, 'queued', now, idempotencyKey ? `${idempotencyKey}#${i}` : null, JSON.stringify(job.options));
+        for (const it of job.items) {
+          this.q.insertItem!.run(id, it.completionId, it.choiceIndex, it.messages ? JSON.stringify(it.messages) : null, it.responseText, it.feedback, now);
+        }
+        return id;
+      });
+      return { ids, repeated: false };
+    });
+  }
+
+  get(id: string): JobRecord | undefined {
+    const r = this.q.job!.get(id) as Record<string, unknown> | undefined;
+    if (!r) return undefined;
+    const items = (this.q.items!.all(id) as Record<string, unknown>[]).map((it) => ({
+      completionId: (it.completion_id as string | null) ?? null,
+      choiceIndex: it.choice_index as number,
+      messages: it.messages_json ? (JSON.parse(it.messages_json as string) as unknown[]) : null,
+      responseText: (it.response_text as string | null) ?? null,
+      feedback: it.feedback as string,
+    }));
+    return {
+      id,
+      adapterId: r.adapter_id as string,
+      status: r.status as JobStatus,
+      createdAt: r.created_at as number,
+      startedAt: (r.started_at as number | null) ?? null,
+      finishedAt: (r.finished_at as number | null) ?? null,
+      options: JSON.parse(r.options_json as string) as TrainingOptions,
+      error: (r.error as string | null) ?? null,
+      result: r.result_json ? (JSON.parse(r.result_json as string) as Record<string, unknown>) : null,
+      items,
+    };
+  }
+
+  queuedIds(): string[] {
+    return this.q.queued!.all() as string[];
+  }
+
+  pending(adapterId: string): number {
+    return this.q.count!.get(adapterId) as number;
+  }
+
+  /** Jobs interrupted by a crash run again. */
+  requeueInterrupted(): number {
+    return this.q.requeue!.run().changes;
+  }
+
+  markRunning(ids: string[]): void {
+    inTransaction(this.db, () => ids.forEach((id) => this.q.start!.run(Date.now(), id)));
+  }
+
+  finish(ids: string[], status: 'done' | 'failed', result: Record<string, unknown> | null, error: string | null): void {
+    inTransaction(this.db, () => ids.forEach((id) => this.q.finish!.run(status, Date.now(), error, result ? JSON.stringify(result) : null, id)));
+  }
+}

@@ -1,0 +1,192 @@
+// Turns acknowledged feedback into adapter versions: per-adapter batching (size or max wait), one
+// update at a time under the mode-switch lock, the hindsight teacher, the SDPO step on a copy of the
+// served adapter (version N keeps serving while N+1 trains), a new immutable version, the collapse
+// guard, promotion, and job results. Jobs interrupted by a crash are resumed on start.
+import type { SdpoSample } from '../engine/engine.js';
+import type { SdpoOptions } from '../engine/sdpo-options.js';
+import { InputError, NotFoundError } from '../errors.js';
+import type { ChatMessage } from '../model/chat-template.js';
+import type { InferenceService } from '../serve/inference.js';
+import { teacherPrompt } from '../train/hindsight.js';
+import type { AdapterRegistry } from './adapters.js';
+import type { CollapseGuard } from './collapse-guard.js';
+import type { FeedbackItem, FeedbackJobs, JobRecord, TrainingOptions } from './feedback-jobs.js';
+import { ModeLock } from './mode-lock.js';
+
+export interface OrchestratorConfig {
+  /** Feedback items that make a batch. */
+  batchSize: number;
+  /** Longest wait for a batch to fill, from the first queued item. */
+  maxWaitMs: number;
+  /** Step options used when a request does not set them. */
+  defaults: Partial<SdpoOptions>;
+  /** Server-set bounds on request options. */
+  bounds: { maxLearningRate: number; maxSteps: number; maxTopK: number };
+}
+
+export const DEFAULT_ORCHESTRATOR: OrchestratorConfig = {
+  batchSize: 4,
+  maxWaitMs: 2000,
+  defaults: { learningRate: 1e-5, alpha: 0.5, topK: 100, teacher: 'current', steps: 1 },
+  bounds: { maxLearningRate: 1e-2, maxSteps: 10, maxTopK: 1000 },
+};
+
+export class Orchestrator {
+  readonly lock = new ModeLock();
+  private readonly timers = new Map<string, NodeJS.Timeout>();
+  private readonly busy = new Set<string>();
+  private closed = false;
+  private readonly inFlight = new Set<Promise<void>>();
+
+  constructor(
+    readonly jobs: FeedbackJobs,
+    readonly registry: AdapterRegistry,
+    private readonly service: InferenceService,
+    private readonly guard: CollapseGuard,
+    readonly config: OrchestratorConfig = DEFAULT_ORCHESTRATOR,
+  ) {}
+
+  /** Checks request options against the server's bounds. */
+  checkOptions(o: TrainingOptions): TrainingOptions {
+    const b = this.config.bounds;
+    if (o.learningRate !== undefined && !(o.learningRate > 0 && o.learningRate <= b.maxLearningRate)) throw new InputError(`learning_rate must be in (0, ${b.maxLearningRate}]`);
+    if (o.steps !== undefined && !(Number.isInteger(o.steps) && o.steps >= 1 && o.steps <= b.maxSteps)) throw new InputError(`steps must be an integer in [1, ${b.maxSteps}]`);
+    if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 1 && o.topK <= b.maxTopK)) throw new InputError(`top_k must be an integer in [1, ${b.maxTopK}]`);
+    if (o.alpha !== undefined && !(o.alpha >= 0 && o.alpha <= 1)) throw new InputError('alpha must be in [0, 1]');
+    return o;
+  }
+
+  /** Validates and durably stores feedback; training happens later. */
+  submit(jobs: { adapterId: string; options: TrainingOptions; items: FeedbackItem[] }[], idempotencyKey?: string): { ids: string[]; repeated: boolean } {
+    for (const job of jobs) {
+      this.registry.get(job.adapterId);
+      this.checkOptions(job.options);
+      for (const it of job.items) {
+        if (it.completionId !== null) {
+          const record = this.service.store.get(it.completionId);
+          if (!record) throw new NotFoundError(`completion ${it.completionId} does not exist`);
+          if (!(record.request as { messages?: unknown }).messages) throw new InputError(`completion ${it.completionId} is a text completion; feedback needs a chat completion`);
+          if (!record.choices[it.choiceIndex]) throw new InputError(`completion ${it.completionId} has no choice ${it.choiceIndex}`);
+        }
+      }
+    }
+    const out = this.jobs.submit(jobs, idempotencyKey);
+    for (const job of jobs) this.schedule(job.adapterId);
+    return out;
+  }
+
+  /** Resumes what a previous run left: interrupted jobs run again. */
+  start(): void {
+    this.jobs.requeueInterrupted();
+    for (const id of new Set(this.jobs.queuedIds().map((j) => this.jobs.get(j)!.adapterId))) this.schedule(id);
+  }
+
+  /** Stops scheduling and waits for a running update to finish. */
+  async close(): Promise<void> {
+    this.closed = true;
+    for (const t of this.timers.values()) clearTimeout(t);
+    this.timers.clear();
+    await Promise.all([...this.inFlight]);
+  }
+
+  private queuedFor(adapterId: string): JobRecord[] {
+    return this.jobs.queuedIds().map((id) => this.jobs.get(id)!).filter((j) => j.adapterId === adapterId);
+  }
+
+  private schedule(adapterId: string): void {
+    if (this.closed || this.busy.has(adapterId)) return;
+    const queued = this.queuedFor(adapterId);
+    if (queued.length === 0) return;
+    const items = queued.reduce((n, j) => n + j.items.length, 0);
+    const waited = Date.now() - queued[0]!.createdAt;
+    if (items >= this.config.batchSize || waited >= this.config.maxWaitMs) {
+      clearTimeout(this.timers.get(adapterId));
+      this.timers.delete(adapterId);
+      const run = this.runBatch(adapterId, queued).finally(() => {
+        this.inFlight.delete(run);
+        this.busy.delete(adapterId);
+        this.schedule(adapterId);
+      });
+      this.busy.add(adapterId);
+      this.inFlight.add(run);
+    } else if (!this.timers.has(adapterId)) {
+      this.timers.set(
+        adapterId,
+        setTimeout(() => {
+          this.timers.delete(adapterId);
+          this.schedule(adapterId);
+        }, this.config.maxWaitMs - waited),
+      );
+    }
+  }
+
+  /** Jobs with the same options, up to the batch size (at least one job). */
+  private pick(queued: JobRecord[]): JobRecord[] {
+    const key = JSON.stringify(queued[0]!.options);
+    const batch: JobRecord[] = [];
+    let items = 0;
+    for (const j of queued) {
+      if (JSON.stringify(j.options) !== key) continue;
+      if (batch.length > 0 && items + j.items.length > this.config.batchSize) break;
+      batch.push(j);
+      items += j.items.length;
+    }
+    return batch;
+  }
+
+  private sample(item: FeedbackItem): SdpoSample {
+    const { template, tokenizer } = this.service;
+    if (item.completionId !== null) {
+      const record = this.service.store.get(item.completionId);
+      if (!record) throw new NotFoundError(`completion ${item.completionId} does not exist`);
+      const request = record.request as { messages: ChatMessage[]; tools?: unknown[] };
+      const choice = record.choices[item.choiceIndex]!;
+      const teacher = teacherPrompt(template, tokenizer, request.messages, item.feedback, { tools: request.tools, enableThinking: record.enableThinking });
+      return { promptIds: record.promptIds, teacherPromptIds: teacher.teacherIds, responseIds: choice.outputIds, oldLogprobs: choice.outputLogprobs };
+    }
+    const messages = item.messages as ChatMessage[];
+    const teacher = teacherPrompt(template, tokenizer, messages, item.feedback, { enableThinking: false });
+    const eos = tokenizer.eosTokenId;
+    const responseIds = [...tokenizer.encode(item.responseText ?? '', { addSpecialTokens: false }), ...(eos !== undefined ? [eos] : [])];
+    return { promptIds: tokenizer.encode(teacher.studentText, { addSpecialTokens: false }), teacherPromptIds: teacher.teacherIds, responseIds };
+  }
+
+  private async runBatch(adapterId: string, queued: JobRecord[]): Promise<void> {
+    const batch = this.pick(queued);
+    const ids = batch.map((j) => j.id);
+    this.jobs.markRunning(ids);
+    try {
+      const result = await this.lock.runUpdate(
+        async () => {}, // embedded: version N keeps serving while N+1 trains
+        () => this.train(adapterId, batch),
+        async () => {},
+      );
+      this.jobs.finish(ids, 'done', result, null);
+    } catch (err) {
+      this.jobs.finish(ids, 'failed', null, err instanceof Error ? err.message : String(err));
+    }
+  }
+
+  private async train(adapterId: string, batch: JobRecord[]): Promise<Record<string, unknown>> {
+    const registry = this.registry;
+    const options = { ...this.config.defaults, ...batch[0]!.options };
+    const { version: parent, adapter: served } = registry.current(adapterId);
+    let version = registry.versionOfJob(adapterId, batch[0]!.id);
+    let metrics: Record<string, unknown> | undefined;
+    let candidate;
+    if (version === undefined) {
+      const samples = batch.flatMap((j) => j.items.map((it) => this.sample(it)));
+      candidate = await this.service.engine.cloneAdapter(served);
+      const r = await this.service.engine.sdpoStep(candidate, samples, options);
+      metrics = { loss: r.loss, distillLoss: r.distillLoss, klToBase: r.klToBase, meanIsWeight: r.meanIsWeight, clipFraction: r.clipFraction, gradNorm: r.gradNorm, teacherStudentKl: r.teacherStudentKl, tokens: r.tokens, samples: samples.length, timings: r.timings, options: r.options };
+      version = await registry.addVersion(adapterId, candidate, { parent, status: 'candidate', metrics, jobId: batch[0]!.id });
+    } else {
+      candidate = await this.service.engine.loadAdapter(registry.dir(adapterId, version));
+      metrics = registry.get(adapterId).versions.find((v) => v.version === version)?.metrics ?? undefined;
+    }
+    const verdict = await this.guard.check(candidate);
+    if (verdict.passed) await registry.promote(adapterId, version, candidate);
+    else registry.reject(adapterId, version, verdict.reason!);
+    return { adapter: adapterId, version, parent_version: parent, promoted: verdict.passed, guard: verdict, metrics };
+  }
+}

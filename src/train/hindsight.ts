@@ -1,0 +1,53 @@
+// The teacher's context (sdpo.md): the whole conversation, with a hindsight block — the user's
+// feedback on the earlier attempt — appended to the last user message. Everything after that message
+// (the assistant marker the response is scored after) must stay byte-identical to the student's.
+import { InputError } from '../errors.js';
+import type { ChatMessage, ChatTemplate } from '../model/chat-template.js';
+import type { Tokenizer } from '../model/tokenizer.js';
+
+export const HINDSIGHT_HEADER = '[HINDSIGHT CONTEXT]';
+export const HINDSIGHT_SENTENCE =
+  "What follows is the user's feedback on an earlier attempt at answering this request; the answer should take it into account.";
+
+function textOf(content: ChatMessage['content']): string {
+  if (typeof content === 'string') return content;
+  if (Array.isArray(content)) return content.map((p) => (p as { text?: string }).text ?? '').join('\n');
+  return '';
+}
+
+/** The conversation with the hindsight block in its last user message. */
+export function hindsightMessages(messages: readonly ChatMessage[], feedback: string, previousAttempt?: string): ChatMessage[] {
+  const last = messages.map((m) => m.role).lastIndexOf('user');
+  if (last < 0) throw new InputError('the conversation has no user message to attach feedback to');
+  const block = [`\n\n${HINDSIGHT_HEADER}`, HINDSIGHT_SENTENCE];
+  if (previousAttempt !== undefined) block.push(`Earlier attempt:\n${previousAttempt}`);
+  block.push(feedback);
+  return messages.map((m, i) => (i === last ? { ...m, content: textOf(m.content) + block.join('\n') } : m));
+}
+
+export interface TeacherPrompt {
+  studentText: string;
+  teacherText: string;
+  teacherIds: number[];
+}
+
+/** Renders both contexts and checks that they end with the same assistant prefix. */
+export function teacherPrompt(
+  template: ChatTemplate,
+  tokenizer: Tokenizer,
+  messages: readonly ChatMessage[],
+  feedback: string,
+  options: { tools?: unknown[]; enableThinking: boolean; previousAttempt?: string },
+): TeacherPrompt {
+  const render = (m: readonly ChatMessage[]) => template.render(m, { tools: options.tools as never, addGenerationPrompt: true, enableThinking: options.enableThinking });
+  const studentText = render(messages);
+  const teacherMsgs = hindsightMessages(messages, feedback, options.previousAttempt);
+  const teacherText = render(teacherMsgs);
+  const lastUser = messages.map((m) => m.role).lastIndexOf('user');
+  const userText = textOf(messages[lastUser]!.content);
+  const tail = studentText.slice(studentText.lastIndexOf(userText) + userText.length);
+  if (!teacherText.endsWith(tail) || teacherText.length <= studentText.length) {
+    throw new InputError('the chat template does not keep the assistant prefix identical for the teacher context');
+  }
+  return { studentText, teacherText, teacherIds: tokenizer.encode(teacherText, { addSpecialTokens: false }) };
+}

@@ -1,0 +1,160 @@
+// The learning loop over HTTP on a tiny model: adapter -> chat -> feedback by completion id -> job
+// done -> the next chat is served by the new version -> rollback; chats during an update; bad input.
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import type { FastifyInstance } from 'fastify';
+import { buildApp } from '../src/api/app.js';
+import { normal, rng, tempDir } from '../src/model/random-model.js';
+import { CollapseGuard, DEFAULT_GUARD } from '../src/orchestrator/collapse-guard.js';
+import type { Orchestrator } from '../src/orchestrator/orchestrator.js';
+import type { InferenceService } from '../src/serve/inference.js';
+import { openServer, writeRandomChatModel } from '../src/serve/open.js';
+
+let app: FastifyInstance;
+let service: InferenceService;
+let orchestrator: Orchestrator;
+let base: string;
+const id = 'ana/style';
+const messages = [{ role: 'user', content: 'Name three colours.' }];
+
+// JSON replies are read field by field and checked by the assertions below.
+// eslint-disable-next-line @typescript-eslint/no-explicit-any
+type Json = Record<string, any>;
+
+async function call(method: string, path: string, body?: unknown, headers: Record<string, string> = {}) {
+  const res = await fetch(`${base}${path}`, { method, headers: { 'content-type': 'application/json', ...headers }, body: body === undefined ? undefined : JSON.stringify(body) });
+  return { status: res.status, body: (await res.json()) as Json };
+}
+
+async function waitJob(jobId: string) {
+  for (let i = 0; i < 500; i++) {
+    const r = await call('GET', `/v1/feedback/jobs/${jobId}`);
+    if (r.body.status === 'done' || r.body.status === 'failed') return r.body;
+    await new Promise((res) => setTimeout(res, 20));
+  }
+  throw new Error(`job ${jobId} did not finish`);
+}
+
+before(async () => {
+  const dir = tempDir();
+  ({ service, orchestrator } = await openServer(writeRandomChatModel(join(dir, 'random-tiny')), {
+    dataDir: join(dir, 'data'),
+    threads: 2,
+    orchestrator: { batchSize: 1, maxWaitMs: 20 },
+    guard: { maxKlToBase: 50, minEntropy: 0, probeTokens: 4 },
+  }));
+  app = await buildApp(service, { orchestrator });
+  base = await app.listen({ host: '127.0.0.1', port: 0 });
+});
+
+after(async () => {
+  await app.close();
+  await orchestrator.close();
+  service.close();
+});
+
+test('chat -> feedback -> new version serves the next chat -> rollback', async () => {
+  const created = await call('POST', '/v1/lora/init', { lora_id: id, rank: 4, alpha: 8 });
+  assert.equal(created.status, 201, JSON.stringify(created.body));
+  assert.equal(created.body.current_version, 1);
+
+  const chat = await call('POST', '/v1/chat/completions', { model: id, messages, max_tokens: 8, temperature: 0 });
+  assert.equal(chat.status, 200);
+  assert.equal(service.store.get(chat.body.id)!.adapterVersion, 'v0001');
+
+  const fb = await call('POST', '/v1/feedback', { lora_id: id, completion_id: chat.body.id, feedback: 'Answer in capital letters only.', learning_rate: 5e-3 });
+  assert.equal(fb.status, 202, JSON.stringify(fb.body));
+  const job = await waitJob(fb.body.job_id);
+  assert.equal(job.status, 'done', JSON.stringify(job));
+  assert.equal(job.result.version, 2);
+  assert.equal(job.result.promoted, true);
+  assert.ok(job.result.metrics.teacherStudentKl > 0, 'the hindsight teacher differs from the student');
+  assert.ok(Number.isFinite(job.result.guard.klToBase));
+
+  const info = await call('GET', `/v1/lora/${id}`);
+  assert.equal(info.body.current_version, 2);
+  assert.deepEqual(info.body.versions.map((v: { status: string }) => v.status), ['initial', 'promoted']);
+  const models = await call('GET', '/v1/models');
+  assert.equal(models.body.data.find((m: { id: string }) => m.id === id).root, `${id}@v0002`);
+
+  const next = await call('POST', '/v1/chat/completions', { model: id, messages, max_tokens: 8, temperature: 0 });
+  assert.equal(service.store.get(next.body.id)!.adapterVersion, 'v0002');
+  // The update moved the model: the reply's log-probability under v2 differs from v1's.
+  const before = service.store.get(chat.body.id)!.choices[0]!.outputLogprobs;
+  const v2 = await service.engine.logprobs([...service.store.get(chat.body.id)!.promptIds, ...service.store.get(chat.body.id)!.choices[0]!.outputIds], service.servedAdapter(id)!, service.store.get(chat.body.id)!.promptIds.length);
+  assert.ok(Array.from(v2).some((lp, i) => Math.abs(lp - before[i]!) > 1e-4));
+
+  const rolled = await call('POST', `/v1/lora/${id}/rollback`, { version: 1 });
+  assert.equal(rolled.body.current_version, 1);
+  const after = await call('POST', '/v1/chat/completions', { model: id, messages, max_tokens: 8, temperature: 0 });
+  assert.equal(service.store.get(after.body.id)!.adapterVersion, 'v0001');
+  assert.deepEqual(service.store.get(after.body.id)!.choices[0]!.outputIds, service.store.get(chat.body.id)!.choices[0]!.outputIds, 'v1 answers exactly as before');
+});
+
+test('16 chats during an update are all answered, each by a known version', async () => {
+  const chat = await call('POST', '/v1/chat/completions', { model: id, messages, max_tokens: 4 });
+  const fb = await call('POST', '/v1/feedback', { lora_id: id, completion_id: chat.body.id, feedback: 'Shorter, please.', steps: 3, learning_rate: 1e-3 });
+  const chats = await Promise.all(Array.from({ length: 16 }, (_, i) => call('POST', '/v1/chat/completions', { model: id, messages: [{ role: 'user', content: `question ${i}` }], max_tokens: 6 })));
+  assert.ok(chats.every((c) => c.status === 200));
+  const versions = new Set(chats.map((c) => service.store.get(c.body.id)!.adapterVersion));
+  for (const v of versions) assert.match(v!, /^v000[13]$/);
+  const job = await waitJob(fb.body.job_id);
+  assert.equal(job.status, 'done');
+  assert.equal(job.result.version, 3);
+});
+
+test('raw prompt + response feedback, batches and idempotency', async () => {
+  const batch = await call('POST', '/v1/feedback', { requests: [
+    { lora_id: id, prompt: 'Say hi', response: 'Hello there!', feedback: 'No exclamation marks.' },
+    { lora_id: id, messages: [{ role: 'system', content: 'Be brief.' }, { role: 'user', content: 'Hi' }], response: 'Hi.', feedback: 'Sign off with "- Ana".' },
+  ] }, { 'idempotency-key': 'abc-1' });
+  assert.equal(batch.status, 202);
+  assert.equal(batch.body.jobs.length, 2);
+  const again = await call('POST', '/v1/feedback', { requests: [{ lora_id: id, prompt: 'x', response: 'y', feedback: 'z' }, { lora_id: id, prompt: 'x', response: 'y', feedback: 'z' }] }, { 'idempotency-key': 'abc-1' });
+  assert.equal(again.status, 200);
+  assert.deepEqual(again.body.jobs.map((j: { job_id: string }) => j.job_id), batch.body.jobs.map((j: { job_id: string }) => j.job_id));
+  for (const j of batch.body.jobs) assert.equal((await waitJob(j.job_id)).status, 'done');
+});
+
+test('bad feedback and adapter requests get clear 4xx errors and change nothing', async () => {
+  const jobsBefore = orchestrator.jobs.queuedIds().length;
+  const cases: [string, string, unknown, number, RegExp][] = [
+    ['POST', '/v1/feedback', { lora_id: id, completion_id: 'chatcmpl-nope', feedback: 'x' }, 404, /completion chatcmpl-nope does not exist/],
+    ['POST', '/v1/feedback', { lora_id: id, prompt: 'a', response: 'b', feedback: '' }, 400, /feedback/],
+    ['POST', '/v1/feedback', { lora_id: id, prompt: 'a', response: 'b', feedback: 'x'.repeat(5000) }, 400, /feedback/],
+    ['POST', '/v1/feedback', { lora_id: id, prompt: 'a', response: 'b', feedback: 'x', learning_rate: 5 }, 400, /learning_rate/],
+    ['POST', '/v1/feedback', { lora_id: 'nobody/none', prompt: 'a', response: 'b', feedback: 'x' }, 404, /does not exist/],
+    ['POST', '/v1/feedback', { requests: [{ lora_id: id }] }, 400, /feedback/],
+    ['POST', '/v1/feedback', { requests: 'all of them' }, 400, /requests|body/],
+    ['POST', '/v1/feedback', { lora_id: id, prompt: 'a', feedback: 'x' }, 400, /response is required/],
+    ['POST', '/v1/lora/init', { lora_id: '../../etc' }, 400, /tenant\/name/],
+    ['POST', '/v1/lora/init', { lora_id: 'a/..b' }, 400, /no "\.\."/],
+    ['POST', '/v1/lora/init', { lora_id: id }, 400, /already exists/],
+    ['POST', '/v1/lora/init', { lora_id: 'ana/x', target_modules: ['lm_head'] }, 400, /unknown target module/],
+    ['POST', `/v1/lora/${id}/rollback`, { version: 99 }, 404, /no version 99/],
+    ['GET', '/v1/feedback/jobs/job-nope', undefined, 404, /does not exist/],
+  ];
+  for (const [method, path, body, status, message] of cases) {
+    const r = await call(method, path, body);
+    assert.equal(r.status, status, `${path} ${String(JSON.stringify(body)).slice(0, 80)} -> ${JSON.stringify(r.body)}`);
+    assert.match(r.body.error.message, message);
+  }
+  assert.equal(orchestrator.jobs.queuedIds().length, jobsBefore);
+  const ok = await call('POST', '/v1/chat/completions', { model: id, messages, max_tokens: 2 });
+  assert.equal(ok.status, 200);
+});
+
+test('the collapse guard refuses a version that moved too far from the base model', async () => {
+  const engine = service.engine;
+  const strict = new CollapseGuard(engine, service.template, service.tokenizer, { ...DEFAULT_GUARD, probeTokens: 4, maxKlToBase: 1e-6 }, service.stopTokenIds);
+  const fresh = engine.createAdapter({ rank: 4, alpha: 8, seed: 1 });
+  const ok = await strict.check(fresh);
+  assert.equal(ok.passed, true, 'B = 0 is the base model');
+  assert.ok(Math.abs(ok.klToBase) < 1e-9);
+  const r = rng(9);
+  const moved = engine.restoreAdapter(fresh.shape, { params: fresh.state().params.map(() => 0.2 * normal(r)), step: 0 });
+  const verdict = await strict.check(moved);
+  assert.equal(verdict.passed, false);
+  assert.match(verdict.reason!, /KL to base/);
+});
