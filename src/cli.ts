@@ -15,6 +15,7 @@ commands:
                   --model <dir>   model folder (default: a small random Qwen3 chat model written to --data)
                   --data <dir>    state directory: SQLite database and adapters (default: ./data)
                   --port <n> (8000)  --host <addr> (127.0.0.1)  --threads <n>
+                  --batch-size <n> (4)  --batch-wait-ms <n> (2000): feedback items per update, longest wait
   demo          learn from one piece of feedback on a model and show the metrics of each SDPO step
                   --model <dir>   model folder (default: a small random Qwen3 model in --data)
                   --data <dir>    state directory (default: ./data)
@@ -71,13 +72,15 @@ async function main(argv: string[]): Promise<number> {
       out: { type: 'string' },
       port: { type: 'string', default: '8000' },
       host: { type: 'string', default: '127.0.0.1' },
+      'batch-size': { type: 'string', default: '4' },
+      'batch-wait-ms': { type: 'string', default: '2000' },
       seed: { type: 'string', default: '1' },
     },
   });
   const threads = values.threads === undefined ? undefined : Number(values.threads);
   switch (command) {
     case 'serve':
-      await serve({ model: values.model, data: values.data!, port: Number(values.port), host: values.host!, threads });
+      await serve({ model: values.model, data: values.data!, port: Number(values.port), host: values.host!, threads, batchSize: Number(values['batch-size']), batchWaitMs: Number(values['batch-wait-ms']) });
       return 0;
     case 'demo':
       await demo({ model: values.model, data: values.data!, steps: Number(values.steps), threads });

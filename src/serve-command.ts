@@ -13,10 +13,14 @@ export interface ServeOptions {
   port: number;
   host: string;
   threads?: number;
+  batchSize: number;
+  batchWaitMs: number;
 }
 
 export async function serve(opts: ServeOptions): Promise<void> {
   if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) throw new ClaasError('E_USAGE', `--port must be 0-65535 (got ${opts.port})`);
+  if (!Number.isInteger(opts.batchSize) || opts.batchSize < 1) throw new ClaasError('E_USAGE', `--batch-size must be a positive integer (got ${opts.batchSize})`);
+  if (!Number.isFinite(opts.batchWaitMs) || opts.batchWaitMs < 0) throw new ClaasError('E_USAGE', `--batch-wait-ms must be >= 0 (got ${opts.batchWaitMs})`);
   const data = resolve(opts.data);
   let modelDir = opts.model ? resolve(opts.model) : join(data, 'models', 'random-tiny');
   if (!opts.model) {
@@ -31,7 +35,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
   const bytes = files.reduce((s, f) => s + statSync(f).size, 0);
   process.stdout.write(`loading ${modelDir}: ${files.length} weight file(s), ${(bytes / 2 ** 20).toFixed(1)} MiB … `);
   const t0 = performance.now();
-  const { service, orchestrator } = await openServer(modelDir, { dataDir: data, threads: opts.threads });
+  const { service, orchestrator } = await openServer(modelDir, { dataDir: data, threads: opts.threads, orchestrator: { batchSize: opts.batchSize, maxWaitMs: opts.batchWaitMs } });
   const c = service.engine.config;
   console.log(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s (${c.modelType}, ${c.numLayers} layers, ${service.engine.backend}, ${service.engine.threads} threads)`);
 
@@ -50,16 +54,16 @@ export async function serve(opts: ServeOptions): Promise<void> {
         .close()
         .then(() => orchestrator.close())
         .then(
-        () => {
-          service.close();
-          console.log('stopped');
-          done();
-        },
-        (err: unknown) => {
-          console.error(err);
-          done();
-        },
-      );
+          () => {
+            service.close();
+            console.log('stopped');
+            done();
+          },
+          (err: unknown) => {
+            console.error(err);
+            done();
+          },
+        );
     };
     process.once('SIGINT', () => shutdown('SIGINT'));
     process.once('SIGTERM', () => shutdown('SIGTERM'));

@@ -56,13 +56,13 @@ export async function openServer(modelDir: string, options: OpenServerOptions): 
  * Its LM head only favours tokens of printable text (so replies stream as readable, if random, words);
  * it rarely ends a reply by itself.
  */
-export function writeRandomChatModel(dir: string, seed = 1): string {
+export function writeRandomChatModel(dir: string, seed = 1, size: { hidden?: number; layers?: number; intermediate?: number } = {}): string {
   if (existsSync(join(dir, 'config.json'))) return dir;
   const vocab = writeTokenizerFiles(dir);
   const tokenizer = Tokenizer.fromDir(dir);
   const printable = (id: number) => !tokenizer.isSpecial(id) && /^[\x20-\x7e]+$/.test(tokenizer.decode([id]));
   writeRandomModel(
-    { vocab, hidden: 64, layers: 2, heads: 4, kvHeads: 2, headDim: 16, intermediate: 128, seed, std: 0.3, tied: false, lmHeadStd: 1, lmHeadRows: printable, eosTokenId: tokenizer.eosTokenId },
+    { vocab, hidden: size.hidden ?? 64, layers: size.layers ?? 2, heads: 4, kvHeads: 2, headDim: 16, intermediate: size.intermediate ?? 128, seed, std: 0.3, tied: false, lmHeadStd: 1, lmHeadRows: printable, eosTokenId: tokenizer.eosTokenId },
     dir,
   );
   return dir;
