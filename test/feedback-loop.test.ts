@@ -2,7 +2,9 @@
 // done -> the next chat is served by the new version -> rollback; chats during an update; bad input.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import * as tar from 'tar';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../src/api/app.js';
 import { normal, rng, tempDir } from '../src/model/random-model.js';
@@ -157,4 +159,35 @@ test('the collapse guard refuses a version that moved too far from the base mode
   const verdict = await strict.check(moved);
   assert.equal(verdict.passed, false);
   assert.match(verdict.reason!, /KL to base/);
+});
+
+test('export a version as .tar.gz and import it as a new adapter', async () => {
+  const res = await fetch(`${base}/v1/lora/${id}/export?version=2`);
+  assert.equal(res.status, 200);
+  assert.equal(res.headers.get('content-type'), 'application/gzip');
+  const archive = Buffer.from(await res.arrayBuffer());
+  const dir = tempDir();
+  writeFileSync(join(dir, 'a.tar.gz'), archive);
+  const names: string[] = [];
+  await tar.t({ file: join(dir, 'a.tar.gz'), onReadEntry: (e) => names.push(e.path) });
+  assert.deepEqual(names.sort(), ['adapter_config.json', 'adapter_model.safetensors', 'ema_model.safetensors', 'optimizer.safetensors']);
+
+  const upload = (body: Buffer, lora = 'bob/copy') => fetch(`${base}/v1/lora/import?lora_id=${encodeURIComponent(lora)}`, { method: 'POST', headers: { 'content-type': 'application/gzip' }, body: new Uint8Array(body) });
+  const imported = await upload(archive);
+  assert.equal(imported.status, 201, await imported.clone().text());
+  const ids = [3, 14, 15, 92, 65];
+  const v2 = await service.engine.loadAdapter(join(orchestrator.registry.root, 'ana', 'style', 'v0002'));
+  assert.deepEqual(await service.engine.logits(ids, service.servedAdapter('bob/copy')!), await service.engine.logits(ids, v2));
+
+  // An archive with anything beyond the PEFT files, or not an archive at all, is refused.
+  mkdirSync(join(dir, 'extra'));
+  tar.x({ file: join(dir, 'a.tar.gz'), cwd: join(dir, 'extra'), sync: true });
+  writeFileSync(join(dir, 'extra', 'evil.sh'), 'echo hi');
+  tar.c({ gzip: true, cwd: join(dir, 'extra'), file: join(dir, 'b.tar.gz'), sync: true }, readdirSync(join(dir, 'extra')));
+  const extra = await upload(readFileSync(join(dir, 'b.tar.gz')), 'bob/extra');
+  assert.equal(extra.status, 400);
+  assert.match(((await extra.json()) as { error: { message: string } }).error.message, /evil\.sh/);
+  const garbage = await upload(Buffer.from('not a tarball at all'), 'bob/garbage');
+  assert.equal(garbage.status, 400);
+  assert.equal((await call('GET', '/v1/lora/bob/extra')).status, 404, 'nothing was created');
 });

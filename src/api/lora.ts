@@ -54,6 +54,29 @@ export const loraRoutes = (registry: AdapterRegistry): FastifyPluginAsync =>
       await registry.delete(id);
       return { lora_id: id, deleted: true };
     });
+    app.get<{ Params: { tenant: string; name: string }; Querystring: { version?: string } }>(
+      '/v1/lora/:tenant/:name/export',
+      { schema: { params: idParams, querystring: { type: 'object', properties: { version: { type: 'string', pattern: '^[1-9][0-9]{0,8}$' } } }, response: { '4xx': errorSchema } } },
+      async (request, reply) => {
+        const version = request.query.version === undefined ? undefined : Number(request.query.version);
+        const { stream, filename } = registry.exportVersion(`${request.params.tenant}/${request.params.name}`, version);
+        return reply.type('application/gzip').header('content-disposition', `attachment; filename="${filename}"`).send(stream);
+      },
+    );
+    // Import takes the archive as the raw body (application/gzip or application/octet-stream).
+    app.register(async (scope) => {
+      for (const type of ['application/gzip', 'application/x-gzip', 'application/octet-stream']) {
+        scope.addContentTypeParser(type, { parseAs: 'buffer', bodyLimit: 1024 * 1024 * 1024 }, (_req, body, done) => done(null, body));
+      }
+      scope.post<{ Querystring: { lora_id: string }; Body: Buffer }>(
+        '/v1/lora/import',
+        { bodyLimit: 1024 * 1024 * 1024, schema: { querystring: { type: 'object', required: ['lora_id'], properties: { lora_id: { type: 'string' } } }, response: { '4xx': errorSchema } } },
+        async (request, reply) => {
+          if (!Buffer.isBuffer(request.body)) return reply.status(415).send({ error: { message: 'send the .tar.gz as the body with content-type application/gzip', type: 'invalid_request_error', param: null, code: null } });
+          return reply.status(201).send(adapterJson(await registry.importArchive(request.query.lora_id, request.body)));
+        },
+      );
+    });
     app.post<{ Params: { tenant: string; name: string }; Body: { version: number } }>(
       '/v1/lora/:tenant/:name/rollback',
       { schema: { params: idParams, body: { type: 'object', required: ['version'], properties: { version: { type: 'integer', minimum: 1 } } }, response: { '4xx': errorSchema } } },

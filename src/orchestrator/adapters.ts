@@ -1,12 +1,16 @@
 // Adapters and their versions. Every version is an immutable PEFT folder
 // <root>/<tenant>/<name>/vNNNN (written to a temporary name, then renamed) with a row in SQLite; the
 // adapter's id is a stable alias served at its current (promoted) version.
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import type { Readable } from 'node:stream';
+import * as tar from 'tar';
 import { join } from 'node:path';
 import type { Adapter, Engine } from '../engine/engine.js';
 import { LORA_MODULES } from '../engine/lora-modules.js';
 import { validateTargets } from '../engine/peft.js';
-import { InputError, NotFoundError } from '../errors.js';
+import { ClaasError, InputError, NotFoundError } from '../errors.js';
+import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, EMA_WEIGHTS, OPTIMIZER_STATE } from '../engine/peft.js';
 import type { InferenceService } from '../serve/inference.js';
 import { inTransaction, prepare, type Db, type Statement } from '../store/db.js';
 import { checkAdapterId, versionDir } from './adapter-ids.js';
@@ -154,6 +158,64 @@ export class AdapterRegistry {
     const served = this.service.servedAdapter(id);
     if (!served) throw new NotFoundError(`adapter ${id} is not loaded`);
     return { version: info.currentVersion, adapter: served };
+  }
+
+  /** A version's PEFT folder as a .tar.gz stream (the files at the top level). */
+  exportVersion(id: string, version?: number): { stream: Readable; filename: string } {
+    const info = this.get(id);
+    const v = version ?? info.currentVersion;
+    if (!info.versions.some((x) => x.version === v)) throw new NotFoundError(`adapter ${id} has no version ${v}`);
+    const dir = this.dir(id, v);
+    const files = [ADAPTER_CONFIG, ADAPTER_WEIGHTS, OPTIMIZER_STATE, EMA_WEIGHTS].filter((f) => existsSync(join(dir, f)));
+    return { stream: tar.c({ gzip: true, cwd: dir, portable: true }, files) as unknown as Readable, filename: `${id.replace('/', '-')}-${versionDir(v)}.tar.gz` };
+  }
+
+  /** A new adapter whose version 1 is the PEFT folder in a .tar.gz (checked against the base model). */
+  async importArchive(id: string, archive: Buffer): Promise<AdapterInfo> {
+    checkAdapterId(id);
+    if (this.q.adapter!.get(id)) throw new InputError(`adapter ${id} already exists`);
+    const work = mkdtempSync(join(tmpdir(), 'claas-import-'));
+    try {
+      const file = join(work, 'archive.tar.gz');
+      writeFileSync(file, archive);
+      const allowed = new Set([ADAPTER_CONFIG, ADAPTER_WEIGHTS, OPTIMIZER_STATE, EMA_WEIGHTS]);
+      const unpacked = join(work, 'adapter');
+      mkdirSync(unpacked);
+      const rejected: string[] = [];
+      try {
+        // Only the PEFT files, as plain files at the top level: nothing else is ever written.
+        await tar.x({
+          file,
+          cwd: unpacked,
+          strict: true,
+          filter: (path, entry) => {
+            const name = path.replace(/^\.\//, '');
+            const ok = allowed.has(name) && (entry as { type?: string }).type === 'File';
+            if (!ok && name !== '' && name !== '.') rejected.push(name);
+            return ok;
+          },
+        });
+      } catch (err) {
+        throw new InputError(`the upload is not a readable .tar.gz: ${(err as Error).message}`);
+      }
+      if (rejected.length > 0) throw new InputError(`the archive may only hold ${[...allowed].join(', ')} at its top level (found ${rejected.slice(0, 3).join(', ')})`);
+      let adapter: Adapter;
+      try {
+        adapter = await this.engine.loadAdapter(unpacked);
+      } catch (err) {
+        if (err instanceof ClaasError) throw new InputError(`the archive is not an adapter for this model: ${err.message}`);
+        throw err;
+      }
+      await this.engine.saveAdapter(adapter, this.dir(id, 1));
+      inTransaction(this.db, () => {
+        this.q.insertAdapter!.run(id, Date.now(), adapter.rank, adapter.alpha, JSON.stringify(adapter.targetModules), 1);
+        this.q.insertVersion!.run(id, 1, Date.now(), null, 'initial', 'imported', null, null);
+      });
+      this.service.setAdapter(id, versionDir(1), adapter);
+      return this.get(id);
+    } finally {
+      rmSync(work, { recursive: true, force: true });
+    }
   }
 
   async delete(id: string): Promise<void> {
