@@ -11,11 +11,16 @@ import { serve } from './serve-command.js';
 const USAGE = `usage: claas <command> [options]
 
 commands:
-  serve         the OpenAI-compatible server on the embedded engine
+  serve         the OpenAI-compatible server with the learning loop (embedded engine, or vLLM)
                   --model <dir>   model folder (default: a small random Qwen3 chat model written to --data)
                   --data <dir>    state directory: SQLite database and adapters (default: ./data)
                   --port <n> (8000)  --host <addr> (127.0.0.1)  --threads <n>
                   --batch-size <n> (4)  --batch-wait-ms <n> (2000): feedback items per update, longest wait
+                  --vllm-url <url>      serve through this vLLM server (same base model; key: VLLM_API_KEY)
+                  --teacher <mode>      default teacher: base, current (default), ema, remote
+                  --teacher-url <url>   scorer of the remote teacher (default: the vLLM server)
+                  --teacher-model <name> model the remote teacher scores with (default: the adapter's
+                                         current version, as served by --vllm-url)
   demo          learn from one piece of feedback on a model and show the metrics of each SDPO step
                   --model <dir>   model folder (default: a small random Qwen3 model in --data)
                   --data <dir>    state directory (default: ./data)
@@ -75,12 +80,28 @@ async function main(argv: string[]): Promise<number> {
       'batch-size': { type: 'string', default: '4' },
       'batch-wait-ms': { type: 'string', default: '2000' },
       seed: { type: 'string', default: '1' },
+      'vllm-url': { type: 'string' },
+      teacher: { type: 'string' },
+      'teacher-url': { type: 'string' },
+      'teacher-model': { type: 'string' },
     },
   });
   const threads = values.threads === undefined ? undefined : Number(values.threads);
   switch (command) {
     case 'serve':
-      await serve({ model: values.model, data: values.data!, port: Number(values.port), host: values.host!, threads, batchSize: Number(values['batch-size']), batchWaitMs: Number(values['batch-wait-ms']) });
+      await serve({
+        model: values.model,
+        data: values.data!,
+        port: Number(values.port),
+        host: values.host!,
+        threads,
+        batchSize: Number(values['batch-size']),
+        batchWaitMs: Number(values['batch-wait-ms']),
+        vllmUrl: values['vllm-url'],
+        teacher: values.teacher,
+        teacherUrl: values['teacher-url'],
+        teacherModel: values['teacher-model'],
+      });
       return 0;
     case 'demo':
       await demo({ model: values.model, data: values.data!, steps: Number(values.steps), threads });

@@ -51,6 +51,16 @@ export class NotFoundError extends ClaasError {
   }
 }
 
+/** A vLLM (or other OpenAI-compatible) server refused a call or could not be reached. */
+export class UpstreamError extends ClaasError {
+  constructor(
+    message: string,
+    readonly status: number | null = null,
+  ) {
+    super('E_UPSTREAM', message);
+  }
+}
+
 /** Anything else the native engine reported. */
 export class EngineError extends ClaasError {}
 

@@ -5,7 +5,9 @@ import { join, resolve } from 'node:path';
 import { buildApp } from './api/app.js';
 import { ClaasError } from './errors.js';
 import { weightFiles } from './model/weights.js';
+import { DEFAULT_ORCHESTRATOR } from './orchestrator/orchestrator.js';
 import { openServer, writeRandomChatModel } from './serve/open.js';
+import { VllmGenerator } from './serve/vllm-generator.js';
 
 export interface ServeOptions {
   model?: string;
@@ -15,12 +17,23 @@ export interface ServeOptions {
   threads?: number;
   batchSize: number;
   batchWaitMs: number;
+  vllmUrl?: string;
+  teacher?: string;
+  teacherUrl?: string;
+  teacherModel?: string;
 }
+
+const TEACHERS = ['base', 'current', 'ema', 'remote'] as const;
 
 export async function serve(opts: ServeOptions): Promise<void> {
   if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) throw new ClaasError('E_USAGE', `--port must be 0-65535 (got ${opts.port})`);
   if (!Number.isInteger(opts.batchSize) || opts.batchSize < 1) throw new ClaasError('E_USAGE', `--batch-size must be a positive integer (got ${opts.batchSize})`);
   if (!Number.isFinite(opts.batchWaitMs) || opts.batchWaitMs < 0) throw new ClaasError('E_USAGE', `--batch-wait-ms must be >= 0 (got ${opts.batchWaitMs})`);
+  if (opts.teacher !== undefined && !(TEACHERS as readonly string[]).includes(opts.teacher)) throw new ClaasError('E_USAGE', `--teacher must be one of ${TEACHERS.join(', ')} (got ${opts.teacher})`);
+  if (opts.teacher === 'remote' && !opts.teacherUrl && !opts.vllmUrl) throw new ClaasError('E_USAGE', '--teacher remote needs --teacher-url or --vllm-url');
+  for (const [flag, url] of [['--vllm-url', opts.vllmUrl], ['--teacher-url', opts.teacherUrl]] as const) {
+    if (url !== undefined && !/^https?:\/\/[^/]/.test(url)) throw new ClaasError('E_USAGE', `${flag} must be an http(s) URL (got ${url})`);
+  }
   const data = resolve(opts.data);
   let modelDir = opts.model ? resolve(opts.model) : join(data, 'models', 'random-tiny');
   if (!opts.model) {
@@ -35,9 +48,20 @@ export async function serve(opts: ServeOptions): Promise<void> {
   const bytes = files.reduce((s, f) => s + statSync(f).size, 0);
   process.stdout.write(`loading ${modelDir}: ${files.length} weight file(s), ${(bytes / 2 ** 20).toFixed(1)} MiB … `);
   const t0 = performance.now();
-  const { service, orchestrator } = await openServer(modelDir, { dataDir: data, threads: opts.threads, orchestrator: { batchSize: opts.batchSize, maxWaitMs: opts.batchWaitMs } });
+  const { service, orchestrator } = await openServer(modelDir, {
+    dataDir: data,
+    threads: opts.threads,
+    vllm: opts.vllmUrl ? { url: opts.vllmUrl, apiKey: process.env.VLLM_API_KEY } : undefined,
+    teacher: opts.teacherUrl ? { url: opts.teacherUrl, apiKey: process.env.TEACHER_API_KEY, model: opts.teacherModel } : undefined,
+    orchestrator: {
+      batchSize: opts.batchSize,
+      maxWaitMs: opts.batchWaitMs,
+      defaults: { ...DEFAULT_ORCHESTRATOR.defaults, ...(opts.teacher ? { teacher: opts.teacher as (typeof TEACHERS)[number] } : {}) },
+    },
+  });
   const c = service.engine.config;
   console.log(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s (${c.modelType}, ${c.numLayers} layers, ${service.engine.backend}, ${service.engine.threads} threads)`);
+  if (service.generator instanceof VllmGenerator) console.log(`serving through vLLM at ${service.generator.client.baseUrl} (base model "${service.generator.baseModel}"); training here`);
 
   const app = await buildApp(service, { logger: { level: process.env.LOG_LEVEL ?? 'info' }, orchestrator });
   const address = await app.listen({ host: opts.host, port: opts.port });
@@ -48,10 +72,13 @@ export async function serve(opts: ServeOptions): Promise<void> {
     const shutdown = (signal: string) => {
       if (closing) return;
       closing = true;
-      console.log(`${signal}: no new requests; finishing ${service.scheduler.size} generation(s) in flight`);
-      // Fastify's close waits for in-flight requests, streamed ones included.
+      console.log(`${signal}: no new requests; finishing ${service.generator.size} generation(s) in flight`);
+      // Fastify's close waits for in-flight requests, streamed ones included. Their keep-alive
+      // connections would then hold the exit until they time out: close each once it goes idle.
+      const idle = setInterval(() => app.server.closeIdleConnections(), 50);
       app
         .close()
+        .finally(() => clearInterval(idle))
         .then(() => orchestrator.close())
         .then(
           () => {

@@ -174,11 +174,11 @@ test('a client that goes away mid-stream stops its generation', async () => {
   });
   const reader = res.body!.getReader();
   await reader.read();
-  assert.equal(service.scheduler.size, 1, 'the generation is running');
+  assert.equal(service.generator.size, 1, 'the generation is running');
   controller.abort();
   const t0 = Date.now();
-  while (service.scheduler.size > 0 && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 10));
-  assert.equal(service.scheduler.size, 0, 'the generation stopped when the client left');
+  while (service.generator.size > 0 && Date.now() - t0 < 5000) await new Promise((r) => setTimeout(r, 10));
+  assert.equal(service.generator.size, 0, 'the generation stopped when the client left');
   const after = await client.chat.completions.create({ model, messages, max_tokens: 2 });
   assert.equal(after.choices.length, 1);
 });

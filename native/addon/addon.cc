@@ -433,6 +433,16 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
         if (s.response.empty()) fail("E_INPUT", "sample " + std::to_string(i) + " has an empty response");
         Napi::Value ol = so.Get("oldLogprobs");
         if (!ol.IsUndefined() && !ol.IsNull()) s.oldLogprobs = get_floats(ol, s.response.size(), "oldLogprobs");
+        Napi::Value tk = so.Get("teacherK");
+        if (!tk.IsUndefined() && !tk.IsNull()) {
+          s.teacherK = tk.As<Napi::Number>().Int32Value();
+          if (s.teacherK < 1 || s.teacherK > V) fail("E_INPUT", "teacherK must be in [1, vocab]");
+          const size_t TK = s.response.size() * static_cast<size_t>(s.teacherK);
+          s.teacherTopIds = get_ids(so.Get("teacherTopIds"), V, "teacherTopIds");
+          if (s.teacherTopIds.size() != TK) fail("E_SHAPE", "teacherTopIds must have response length * teacherK entries");
+          s.teacherTopLogprobs = get_floats(so.Get("teacherTopLogprobs"), TK, "teacherTopLogprobs");
+          s.teacherTokenLogprobs = get_floats(so.Get("teacherTokenLogprobs"), s.response.size(), "teacherTokenLogprobs");
+        }
         batch->push_back(std::move(s));
       }
       Napi::Object o = info[2].As<Napi::Object>();

@@ -63,6 +63,24 @@ TeacherTargets teacher_targets(const Model& model, const LoraView& view, const S
   return tt;
 }
 
+// Targets supplied with the sample; the tail is what the top-K leaves of the teacher's mass.
+TeacherTargets supplied_targets(const SdpoSample& s) {
+  const int T = static_cast<int>(s.response.size()), K = s.teacherK;
+  TeacherTargets tt;
+  tt.K = K;
+  tt.idx_TK = s.teacherTopIds;
+  tt.logp_TK = s.teacherTopLogprobs;
+  tt.tokenLogp_T = s.teacherTokenLogprobs;
+  tt.tailLogp_T.resize(T);
+  for (int t = 0; t < T; ++t) {
+    double inK = 0.0;
+    for (int k = 0; k < K; ++k) inK += std::exp(static_cast<double>(tt.logp_TK[static_cast<size_t>(t) * K + k]));
+    const double tail = 1.0 - inK;
+    tt.tailLogp_T[t] = tail > 1e-12 ? static_cast<float>(std::log(tail)) : -INFINITY;
+  }
+  return tt;
+}
+
 std::vector<float> base_token_logprobs(const Model& model, const SdpoSample& s) {
   Activations acts;
   std::vector<float> logp;
@@ -88,7 +106,9 @@ SdpoStepResult sdpo_step(const Model& model, Adapter& adapter, const std::vector
   if (opt.teacher == TeacherMode::Current) teacherView = LoraView{&L, adapter.params.data()};
   if (opt.teacher == TeacherMode::Ema) teacherView = LoraView{&L, adapter.ema.data()};
   std::vector<TeacherTargets> targets;
-  for (const auto& s : batch) targets.push_back(teacher_targets(model, teacherView, s, opt.topK));
+  for (const auto& s : batch) {
+    targets.push_back(s.teacherK > 0 ? supplied_targets(s) : teacher_targets(model, teacherView, s, opt.topK));
+  }
   res.teacherMs = ms_since(t0);
 
   t0 = Clock::now();

@@ -16,6 +16,11 @@ struct SdpoSample {
   std::vector<int32_t> teacherPrompt;  // teacher prompt x~ (hindsight context)
   std::vector<int32_t> response;       // sampled response y (with its end-of-turn token)
   std::vector<float> oldLogprobs;      // sampling-time log-probs of y; empty when unknown
+  // Teacher targets scored elsewhere (the remote teacher): per response position the top-K ids and
+  // log-probs (T*K, best first) and the log-prob of the sampled token. Empty: the engine scores x~.
+  int teacherK = 0;
+  std::vector<int32_t> teacherTopIds;
+  std::vector<float> teacherTopLogprobs, teacherTokenLogprobs;
 };
 
 struct SdpoStepOptions {

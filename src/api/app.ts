@@ -6,6 +6,7 @@ import type { Orchestrator } from '../orchestrator/orchestrator.js';
 import type { InferenceService } from '../serve/inference.js';
 import { feedbackRoutes } from './feedback.js';
 import { loraRoutes } from './lora.js';
+import { vllmAdminRoutes } from './vllm-admin.js';
 import { chatRoutes } from './chat.js';
 import { completionRoutes } from './completions.js';
 import { registerErrorHandlers } from './errors.js';
@@ -40,6 +41,7 @@ export async function buildApp(service: InferenceService, options: AppOptions = 
   await app.register(completionRoutes(service));
   await app.register(modelRoutes(service));
   await app.register(healthRoutes(service, counters));
+  await app.register(vllmAdminRoutes(service));
   if (options.orchestrator) {
     await app.register(loraRoutes(options.orchestrator.registry));
     await app.register(feedbackRoutes(options.orchestrator));

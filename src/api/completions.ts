@@ -8,9 +8,14 @@ import { samplingFromBody, type SamplingBody } from './sampling.js';
 interface CompletionBody extends SamplingBody {
   prompt: string | number[];
   logprobs?: number | null;
+  prompt_logprobs?: number | null;
+  return_tokens_as_token_ids?: boolean;
+  stop_token_ids?: number[] | null;
 }
 
-function legacyLogprobs(tokens: TokenLogprob[], offset0: number) {
+/** OpenAI's legacy logprobs; with vLLM's return_tokens_as_token_ids, tokens read "token_id:N". */
+function legacyLogprobs(tokens: TokenLogprob[], offset0: number, asIds = false) {
+  const name = (t: { id: number; token: string }) => (asIds ? `token_id:${t.id}` : t.token);
   let offset = offset0;
   const textOffset: number[] = [];
   for (const t of tokens) {
@@ -18,9 +23,9 @@ function legacyLogprobs(tokens: TokenLogprob[], offset0: number) {
     offset += t.token.length;
   }
   return {
-    tokens: tokens.map((t) => t.token),
+    tokens: tokens.map(name),
     token_logprobs: tokens.map((t) => t.logprob),
-    top_logprobs: tokens.map((t) => Object.fromEntries(t.top.map((a) => [a.token, a.logprob]))),
+    top_logprobs: tokens.map((t) => Object.fromEntries(t.top.map((a) => [name(a), a.logprob]))),
     text_offset: textOffset,
   };
 }
@@ -35,15 +40,30 @@ export const completionRoutes = (service: InferenceService): FastifyPluginAsync 
         const logprobs = body.logprobs ?? undefined;
         const signal = abortOnDisconnect(reply);
         const id = newCompletionId('cmpl');
-        const req = { ...samplingFromBody(body, body.max_tokens ?? 16), prompt: body.prompt, logprobs, id, signal };
+        const asIds = body.return_tokens_as_token_ids === true;
+        const req = { ...samplingFromBody(body, body.max_tokens ?? 16), prompt: body.prompt, logprobs, id, signal, stopTokenIds: body.stop_token_ids ?? [] };
         if (!body.stream) {
           const out = await service.complete(req);
+          // vLLM's prompt_logprobs: [null, {token_id: {logprob, rank, decoded_token}}, ...] for the prompt.
+          let promptLogprobs: unknown;
+          if (body.prompt_logprobs !== undefined && body.prompt_logprobs !== null) {
+            const ids = service.store.get(out.id)!.promptIds;
+            const rows = await service.promptLogprobs(body.model, ids, body.prompt_logprobs);
+            promptLogprobs = rows.map((r) =>
+              r === null
+                ? null
+                : Object.fromEntries(
+                    [{ id: r.id, logprob: r.logprob, rank: r.rank }, ...r.top.map((a, i) => ({ ...a, rank: i + 1 }))].map((e) => [String(e.id), { logprob: e.logprob, rank: e.rank, decoded_token: service.tokenizer.decode([e.id]) }]),
+                  ),
+            );
+          }
           return {
+            ...(promptLogprobs !== undefined ? { prompt_logprobs: promptLogprobs } : {}),
             id: out.id,
             object: 'text_completion',
             created: out.created,
             model: out.model,
-            choices: out.choices.map((c) => ({ index: c.index, text: c.text, logprobs: logprobs !== undefined ? legacyLogprobs(c.tokens, 0) : null, finish_reason: c.finishReason })),
+            choices: out.choices.map((c) => ({ index: c.index, text: c.text, logprobs: logprobs !== undefined ? legacyLogprobs(c.tokens, 0, asIds) : null, finish_reason: c.finishReason })),
             usage: out.usage,
           };
         }
@@ -55,7 +75,7 @@ export const completionRoutes = (service: InferenceService): FastifyPluginAsync 
           const text = delta.content ?? '';
           const at = offsets.get(index) ?? 0;
           offsets.set(index, at + text.length);
-          sse.send(chunk([{ index, text, logprobs: logprobs !== undefined ? legacyLogprobs(tokens, at) : null, finish_reason: null }]));
+          sse.send(chunk([{ index, text, logprobs: logprobs !== undefined ? legacyLogprobs(tokens, at, asIds) : null, finish_reason: null }]));
         });
         for (const c of out.choices) sse.send(chunk([{ index: c.index, text: '', logprobs: null, finish_reason: c.finishReason }]));
         if (body.stream_options?.include_usage) sse.send(chunk([], { usage: out.usage }));

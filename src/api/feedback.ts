@@ -21,16 +21,16 @@ interface ItemBody {
   learning_rate?: number;
   alpha?: number;
   top_k?: number;
-  teacher?: 'base' | 'current' | 'ema';
+  teacher?: 'base' | 'current' | 'ema' | 'remote';
   steps?: number;
-  training?: { learning_rate?: number; alpha?: number; top_k?: number; teacher?: 'base' | 'current' | 'ema'; steps?: number };
+  training?: { learning_rate?: number; alpha?: number; top_k?: number; teacher?: 'base' | 'current' | 'ema' | 'remote'; steps?: number };
 }
 
 const trainingProps = {
   learning_rate: { type: 'number' },
   alpha: { type: 'number' },
   top_k: { type: 'integer' },
-  teacher: { type: 'string', enum: ['base', 'current', 'ema'] },
+  teacher: { type: 'string', enum: ['base', 'current', 'ema', 'remote'] },
   steps: { type: 'integer' },
 } as const;
 

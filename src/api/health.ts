@@ -1,6 +1,7 @@
 // GET /healthz (liveness and what is served) and GET /metrics (Prometheus text format).
 import type { FastifyPluginAsync } from 'fastify';
 import type { InferenceService } from '../serve/inference.js';
+import { VllmGenerator } from '../serve/vllm-generator.js';
 
 export interface RequestCounters {
   requests: Map<string, number>;
@@ -8,15 +9,39 @@ export interface RequestCounters {
 
 export const healthRoutes = (service: InferenceService, counters: RequestCounters): FastifyPluginAsync =>
   async (app) => {
-    app.get('/healthz', { schema: { response: { 200: { type: 'object', properties: { status: { type: 'string' }, model: { type: 'string' }, backend: { type: 'string' }, active_generations: { type: 'integer' } } } } } }, async () => ({
-      status: 'ok',
-      model: service.modelName,
-      backend: service.engine.backend,
-      active_generations: service.scheduler.size,
-    }));
+    const healthSchema = {
+      type: 'object',
+      properties: {
+        status: { type: 'string' },
+        model: { type: 'string' },
+        backend: { type: 'string' },
+        serving: { type: 'string', enum: ['embedded', 'vllm'] },
+        active_generations: { type: 'integer' },
+        vllm: {
+          type: 'object',
+          properties: {
+            url: { type: 'string' },
+            base_model: { type: 'string' },
+            admitting: { type: 'boolean' },
+            events: { type: 'array', items: { type: 'object', properties: { at: { type: 'integer' }, event: { type: 'string' } } } },
+          },
+        },
+      },
+    };
+    app.get('/healthz', { schema: { response: { 200: healthSchema } } }, async () => {
+      const g = service.generator;
+      return {
+        status: 'ok',
+        model: service.modelName,
+        backend: service.engine.backend,
+        serving: g.kind,
+        active_generations: g.size,
+        ...(g instanceof VllmGenerator ? { vllm: { url: g.client.baseUrl, base_model: g.baseModel, admitting: g.admitting, events: g.events.slice(-50) } } : {}),
+      };
+    });
 
     app.get('/metrics', { schema: { response: { 200: { type: 'string' } } } }, async (_request, reply) => {
-      const s = service.scheduler.stats;
+      const s = service.generator.stats;
       const mem = process.memoryUsage();
       const lines = [
         '# HELP claas_http_requests_total HTTP requests by route and status.',
@@ -39,7 +64,7 @@ export const healthRoutes = (service: InferenceService, counters: RequestCounter
         `claas_batched_sequences_total ${s.batchedSequences}`,
         '# HELP claas_active_generations Generations in progress.',
         '# TYPE claas_active_generations gauge',
-        `claas_active_generations ${service.scheduler.size}`,
+        `claas_active_generations ${service.generator.size}`,
         '# HELP process_resident_memory_bytes Resident memory.',
         '# TYPE process_resident_memory_bytes gauge',
         `process_resident_memory_bytes ${mem.rss}`,

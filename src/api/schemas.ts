@@ -73,6 +73,11 @@ export const completionBodySchema = {
     ...samplingProperties,
     prompt: { anyOf: [{ type: 'string', minLength: 1 }, { type: 'array', minItems: 1, items: { type: 'integer', minimum: 0 } }] },
     logprobs: { type: ['integer', 'null'], minimum: 0, maximum: 20 },
+    prompt_logprobs: { type: ['integer', 'null'], minimum: 0, maximum: 1000 },
+    // vLLM's extensions that its clients send (the vLLM client of vLLM mode among them).
+    return_tokens_as_token_ids: { type: 'boolean' },
+    stop_token_ids: { type: ['array', 'null'], maxItems: 64, items: { type: 'integer', minimum: 0 } },
+    skip_special_tokens: { type: 'boolean' },
     echo: { type: 'boolean', const: false },
   },
 } as const;

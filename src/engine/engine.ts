@@ -35,6 +35,18 @@ export interface SdpoSample {
   responseIds: ArrayLike<number>;
   /** Sampling-time log-probabilities of the response ids, when recorded. */
   oldLogprobs?: ArrayLike<number> | null;
+  /** Teacher targets scored elsewhere (the remote teacher) instead of scoring teacherPromptIds here. */
+  teacherTargets?: TeacherTargets | null;
+}
+
+/** Per response position: the teacher's top-k ids and log-probs (best first) and the sampled token's log-prob. */
+export interface TeacherTargets {
+  k: number;
+  /** responseIds.length * k ids. */
+  topIds: ArrayLike<number>;
+  topLogprobs: ArrayLike<number>;
+  /** responseIds.length values. */
+  tokenLogprobs: ArrayLike<number>;
 }
 
 export interface SdpoStepResult {
@@ -329,6 +341,20 @@ export class Engine {
         const old = Float32Array.from(s.oldLogprobs);
         if (!old.every((x) => Number.isFinite(x) && x <= 0)) throw new InputError(`batch[${i}].oldLogprobs must be finite log-probabilities (<= 0)`);
         sample.oldLogprobs = old;
+      }
+      const tt = s.teacherTargets;
+      if (tt) {
+        const T = sample.response.length;
+        if (!Number.isInteger(tt.k) || tt.k < 1 || tt.k > V) throw new InputError(`batch[${i}].teacherTargets.k must be an integer in [1, ${V}]`);
+        if (tt.topIds.length !== T * tt.k || tt.topLogprobs.length !== T * tt.k || tt.tokenLogprobs.length !== T) {
+          throw new InputError(`batch[${i}].teacherTargets must have ${T}*${tt.k} top entries and ${T} token log-probs`);
+        }
+        const top = Float32Array.from(tt.topLogprobs);
+        const token = Float32Array.from(tt.tokenLogprobs);
+        if (![...top, ...token].every((x) => Number.isFinite(x) && x <= 0)) throw new InputError(`batch[${i}].teacherTargets must hold finite log-probabilities (<= 0)`);
+        Object.assign(sample, { teacherK: tt.k, teacherTopIds: ids(`batch[${i}].teacherTargets.topIds`, tt.topIds, V), teacherTopLogprobs: top, teacherTokenLogprobs: token });
+      } else if (resolved.options.teacher === 'remote') {
+        throw new InputError(`batch[${i}] has no teacherTargets; the remote teacher scores samples before the step`);
       }
       return sample;
     });

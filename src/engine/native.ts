@@ -49,6 +49,10 @@ export interface NativeSample {
   teacherPrompt: Int32Array;
   response: Int32Array;
   oldLogprobs?: Float32Array;
+  teacherK?: number;
+  teacherTopIds?: Int32Array;
+  teacherTopLogprobs?: Float32Array;
+  teacherTokenLogprobs?: Float32Array;
 }
 
 export interface NativeStepOptions {

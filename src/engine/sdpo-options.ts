@@ -2,7 +2,8 @@
 import { InputError } from '../errors.js';
 import type { NativeStepOptions } from './native.js';
 
-export type TeacherMode = 'base' | 'current' | 'ema';
+/** `remote`: targets come with the samples, scored by an OpenAI-compatible server (prompt_logprobs). */
+export type TeacherMode = 'base' | 'current' | 'ema' | 'remote';
 
 export interface SdpoOptions {
   /** 0 forward KL, 1 reverse KL, in between generalized Jensen-Shannon. */
@@ -45,7 +46,8 @@ export const DEFAULT_SDPO_OPTIONS: Readonly<SdpoOptions> = Object.freeze({
   steps: 1,
 });
 
-const TEACHER_CODE: Record<TeacherMode, number> = { base: 0, current: 1, ema: 2 };
+// remote never reaches the engine's own teacher: every sample carries its targets.
+const TEACHER_CODE: Record<TeacherMode, number> = { base: 0, current: 1, ema: 2, remote: 1 };
 
 function num(o: SdpoOptions, key: keyof SdpoOptions, lo: number, hi: number, loOpen = false): number {
   const v = o[key];
@@ -70,7 +72,7 @@ export function resolveSdpoOptions(partial: Partial<SdpoOptions>, vocabSize: num
   num(o, 'beta', 0, Number.MAX_VALUE);
   if (!Number.isInteger(o.topK) || o.topK < 1) throw new InputError(`topK must be a positive integer (got ${String(o.topK)})`);
   if (!Number.isInteger(o.steps) || o.steps < 1 || o.steps > 100) throw new InputError(`steps must be an integer in [1, 100] (got ${String(o.steps)})`);
-  if (!(o.teacher in TEACHER_CODE)) throw new InputError(`teacher must be one of base, current, ema (got ${JSON.stringify(o.teacher)})`);
+  if (!(o.teacher in TEACHER_CODE)) throw new InputError(`teacher must be one of base, current, ema, remote (got ${JSON.stringify(o.teacher)})`);
   if (typeof o.tail !== 'boolean' || typeof o.sampledToken !== 'boolean') throw new InputError('tail and sampledToken must be booleans');
   const topK = Math.min(o.topK, vocabSize);
   return {

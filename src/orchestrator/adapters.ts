@@ -116,7 +116,7 @@ export class AdapterRegistry {
       this.q.insertAdapter!.run(id, Date.now(), adapter.rank, adapter.alpha, JSON.stringify(targets), 1);
       this.q.insertVersion!.run(id, 1, Date.now(), null, 'initial', null, null, null);
     });
-    this.service.setAdapter(id, versionDir(1), adapter);
+    this.service.setAdapter(id, versionDir(1), adapter, this.dir(id, 1));
     return this.get(id);
   }
 
@@ -149,7 +149,7 @@ export class AdapterRegistry {
       this.q.setCurrent!.run(version, id);
       if (version !== 1) this.q.setStatus!.run('promoted', null, id, version);
     });
-    this.service.setAdapter(id, versionDir(version), loaded);
+    this.service.setAdapter(id, versionDir(version), loaded, this.dir(id, version));
   }
 
   /** The adapter served now, for training a copy of it. */
@@ -211,7 +211,7 @@ export class AdapterRegistry {
         this.q.insertAdapter!.run(id, Date.now(), adapter.rank, adapter.alpha, JSON.stringify(adapter.targetModules), 1);
         this.q.insertVersion!.run(id, 1, Date.now(), null, 'initial', 'imported', null, null);
       });
-      this.service.setAdapter(id, versionDir(1), adapter);
+      this.service.setAdapter(id, versionDir(1), adapter, this.dir(id, 1));
       return this.get(id);
     } finally {
       rmSync(work, { recursive: true, force: true });
@@ -238,7 +238,7 @@ export class AdapterRegistry {
           if (!known.has(entry)) rmSync(join(folder, entry), { recursive: true, force: true });
         }
       }
-      this.service.setAdapter(info.id, versionDir(info.currentVersion), await this.engine.loadAdapter(this.dir(info.id, info.currentVersion)));
+      this.service.setAdapter(info.id, versionDir(info.currentVersion), await this.engine.loadAdapter(this.dir(info.id, info.currentVersion)), this.dir(info.id, info.currentVersion));
     }
   }
 }

@@ -19,7 +19,7 @@ export interface TrainingOptions {
   learningRate?: number;
   alpha?: number;
   topK?: number;
-  teacher?: 'base' | 'current' | 'ema';
+  teacher?: 'base' | 'current' | 'ema' | 'remote';
   steps?: number;
 }
 

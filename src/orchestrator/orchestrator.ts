@@ -1,17 +1,28 @@
 // Turns acknowledged feedback into adapter versions: per-adapter batching (size or max wait), one
 // update at a time under the mode-switch lock, the hindsight teacher, the SDPO step on a copy of the
 // served adapter (version N keeps serving while N+1 trains), a new immutable version, the collapse
-// guard, promotion, and job results. Jobs interrupted by a crash are resumed on start.
-import type { SdpoSample } from '../engine/engine.js';
+// guard, promotion, and job results. Jobs interrupted by a crash are resumed on start. With vLLM
+// serving, the update drains and sleeps vLLM around the step and loads the new version after it.
+import type { Adapter, SdpoSample } from '../engine/engine.js';
 import type { SdpoOptions } from '../engine/sdpo-options.js';
 import { InputError, NotFoundError } from '../errors.js';
 import type { ChatMessage } from '../model/chat-template.js';
 import type { InferenceService } from '../serve/inference.js';
+import type { VllmClient } from '../serve/vllm-client.js';
 import { teacherPrompt } from '../train/hindsight.js';
+import { remoteTeacherTargets } from '../train/remote-teacher.js';
+import { versionDir } from './adapter-ids.js';
 import type { AdapterRegistry } from './adapters.js';
 import type { CollapseGuard } from './collapse-guard.js';
 import type { FeedbackItem, FeedbackJobs, JobRecord, TrainingOptions } from './feedback-jobs.js';
 import { ModeLock } from './mode-lock.js';
+import { EMBEDDED_UPDATES, type UpdateBackend } from './update-backend.js';
+
+/** Where the `remote` teacher scores samples; model: a fixed model name there, else the adapter's current version. */
+export interface RemoteTeacher {
+  client: VllmClient;
+  model?: string;
+}
 
 export interface OrchestratorConfig {
   /** Feedback items that make a batch. */
@@ -22,6 +33,8 @@ export interface OrchestratorConfig {
   defaults: Partial<SdpoOptions>;
   /** Server-set bounds on request options. */
   bounds: { maxLearningRate: number; maxSteps: number; maxTopK: number };
+  /** Scorer of the `remote` teacher mode (unset: that mode is refused). */
+  remoteTeacher?: RemoteTeacher;
 }
 
 export const DEFAULT_ORCHESTRATOR: OrchestratorConfig = {
@@ -44,6 +57,7 @@ export class Orchestrator {
     private readonly service: InferenceService,
     private readonly guard: CollapseGuard,
     readonly config: OrchestratorConfig = DEFAULT_ORCHESTRATOR,
+    private readonly backend: UpdateBackend = EMBEDDED_UPDATES,
   ) {}
 
   /** Checks request options against the server's bounds. */
@@ -53,6 +67,7 @@ export class Orchestrator {
     if (o.steps !== undefined && !(Number.isInteger(o.steps) && o.steps >= 1 && o.steps <= b.maxSteps)) throw new InputError(`steps must be an integer in [1, ${b.maxSteps}]`);
     if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 1 && o.topK <= b.maxTopK)) throw new InputError(`top_k must be an integer in [1, ${b.maxTopK}]`);
     if (o.alpha !== undefined && !(o.alpha >= 0 && o.alpha <= 1)) throw new InputError('alpha must be in [0, 1]');
+    if ((o.teacher ?? this.config.defaults.teacher) === 'remote' && !this.config.remoteTeacher) throw new InputError('teacher "remote" needs a teacher server (claas serve --teacher-url, or --vllm-url)');
     return o;
   }
 
@@ -156,37 +171,68 @@ export class Orchestrator {
     const ids = batch.map((j) => j.id);
     this.jobs.markRunning(ids);
     try {
-      const result = await this.lock.runUpdate(
-        async () => {}, // embedded: version N keeps serving while N+1 trains
-        () => this.train(adapterId, batch),
-        async () => {},
+      const options = { ...this.config.defaults, ...batch[0]!.options };
+      const { version: parent } = this.registry.current(adapterId);
+      const done = this.registry.versionOfJob(adapterId, batch[0]!.id);
+      const samples = done === undefined ? batch.flatMap((j) => j.items.map((it) => this.sample(it))) : [];
+      // The remote teacher scores while serving continues (vLLM cannot score once asleep).
+      if (options.teacher === 'remote' && samples.length > 0) await this.scoreRemotely(adapterId, parent, samples, options.topK ?? 100);
+      let step: Awaited<ReturnType<Orchestrator['train']>> | undefined;
+      await this.lock.runUpdate(
+        () => this.backend.drain(),
+        async () => {
+          step = await this.train(adapterId, parent, done, samples, options, batch[0]!.id);
+        },
+        async () => {
+          try {
+            await this.backend.wake();
+            if (step?.passed) {
+              const next = { name: adapterId, version: versionDir(step.version), path: this.registry.dir(adapterId, step.version) };
+              await this.backend.load(next);
+              await this.registry.promote(adapterId, step.version, step.candidate);
+              await this.backend.unloadStale(adapterId, next.version);
+            }
+          } finally {
+            this.backend.admit();
+          }
+        },
       );
-      this.jobs.finish(ids, 'done', result, null);
+      this.jobs.finish(ids, 'done', step!.result, null);
     } catch (err) {
       this.jobs.finish(ids, 'failed', null, err instanceof Error ? err.message : String(err));
     }
   }
 
-  private async train(adapterId: string, batch: JobRecord[]): Promise<Record<string, unknown>> {
+  private async scoreRemotely(adapterId: string, parent: number, samples: SdpoSample[], k: number): Promise<void> {
+    const remote = this.config.remoteTeacher!;
+    const model = remote.model ?? `${adapterId}@${versionDir(parent)}`;
+    for (const s of samples) s.teacherTargets = await remoteTeacherTargets(remote.client, model, s, k);
+  }
+
+  /** The step on a copy of the served adapter (or the version an interrupted run already saved), and the guard's verdict. */
+  private async train(
+    adapterId: string,
+    parent: number,
+    done: number | undefined,
+    samples: SdpoSample[],
+    options: Partial<SdpoOptions>,
+    jobId: string,
+  ): Promise<{ version: number; candidate: Adapter; passed: boolean; result: Record<string, unknown> }> {
     const registry = this.registry;
-    const options = { ...this.config.defaults, ...batch[0]!.options };
-    const { version: parent, adapter: served } = registry.current(adapterId);
-    let version = registry.versionOfJob(adapterId, batch[0]!.id);
+    let version = done;
     let metrics: Record<string, unknown> | undefined;
-    let candidate;
+    let candidate: Adapter;
     if (version === undefined) {
-      const samples = batch.flatMap((j) => j.items.map((it) => this.sample(it)));
-      candidate = await this.service.engine.cloneAdapter(served);
+      candidate = await this.service.engine.cloneAdapter(registry.current(adapterId).adapter);
       const r = await this.service.engine.sdpoStep(candidate, samples, options);
       metrics = { loss: r.loss, distillLoss: r.distillLoss, klToBase: r.klToBase, meanIsWeight: r.meanIsWeight, clipFraction: r.clipFraction, gradNorm: r.gradNorm, teacherStudentKl: r.teacherStudentKl, tokens: r.tokens, samples: samples.length, timings: r.timings, options: r.options };
-      version = await registry.addVersion(adapterId, candidate, { parent, status: 'candidate', metrics, jobId: batch[0]!.id });
+      version = await registry.addVersion(adapterId, candidate, { parent, status: 'candidate', metrics, jobId });
     } else {
       candidate = await this.service.engine.loadAdapter(registry.dir(adapterId, version));
       metrics = registry.get(adapterId).versions.find((v) => v.version === version)?.metrics ?? undefined;
     }
     const verdict = await this.guard.check(candidate);
-    if (verdict.passed) await registry.promote(adapterId, version, candidate);
-    else registry.reject(adapterId, version, verdict.reason!);
-    return { adapter: adapterId, version, parent_version: parent, promoted: verdict.passed, guard: verdict, metrics };
+    if (!verdict.passed) registry.reject(adapterId, version, verdict.reason!);
+    return { version, candidate, passed: verdict.passed, result: { adapter: adapterId, version, parent_version: parent, promoted: verdict.passed, guard: verdict, metrics } };
   }
 }

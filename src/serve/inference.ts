@@ -1,5 +1,5 @@
 // Serving on the embedded engine: resolves the model name (base model or a resident adapter),
-// renders the conversation, generates n choices through the scheduler with stop sequences and
+// renders the conversation, generates n choices through the generation backend (embedded scheduler or vLLM) with stop sequences and
 // log-probabilities, parses the reply, and stores the completion record before returning.
 import { randomUUID } from 'node:crypto';
 import { basename } from 'node:path';
@@ -10,7 +10,7 @@ import type { GenerationDefaults } from '../model/generation-config.js';
 import type { Tokenizer } from '../model/tokenizer.js';
 import type { CompletionStore } from '../store/completions.js';
 import { parseReply, ReplyStream, type ReplyDelta } from './reply-stream.js';
-import type { Scheduler } from './scheduler.js';
+import type { TokenGenerator } from './token-generator.js';
 import type { ParsedToolCall } from './tool-calls.js';
 
 export interface SamplingRequest {
@@ -28,6 +28,8 @@ export interface SamplingRequest {
   signal?: AbortSignal;
   /** The completion id to use (streaming sends it before the record exists). */
   id?: string;
+  /** Token ids that end a choice besides the model's own end tokens. */
+  stopTokenIds?: number[];
 }
 
 export interface ChatRequest extends SamplingRequest {
@@ -72,6 +74,8 @@ export interface ServedAdapter {
   name: string;
   version: string;
   adapter: Adapter;
+  /** The version's folder, when it has one on disk. */
+  path?: string;
 }
 
 export interface InferenceOptions {
@@ -102,7 +106,7 @@ export class InferenceService {
     readonly tokenizer: Tokenizer,
     readonly template: ChatTemplate,
     readonly defaults: GenerationDefaults,
-    readonly scheduler: Scheduler,
+    readonly generator: TokenGenerator,
     readonly store: CompletionStore,
     options: InferenceOptions = {},
   ) {
@@ -113,14 +117,74 @@ export class InferenceService {
     this.maxTokensLimit = options.maxTokensLimit ?? 8192;
   }
 
+  private sleeping: { level: number; woken: Promise<void>; wake: () => void } | null = null;
+
+  /** vLLM semantics: while asleep, new generations wait for wake_up (none is dropped). */
+  sleep(level: number): void {
+    if (this.sleeping) return;
+    let wake!: () => void;
+    const woken = new Promise<void>((resolve) => (wake = resolve));
+    this.sleeping = { level, woken, wake };
+  }
+
+  wakeUp(): void {
+    this.sleeping?.wake();
+    this.sleeping = null;
+  }
+
+  get isSleeping(): boolean {
+    return this.sleeping !== null;
+  }
+
+  /** Waits while asleep, and while the backend is updating (so the request gets the new version). */
+  private async awake(): Promise<void> {
+    while (this.sleeping) await this.sleeping.woken;
+    await this.generator.ready();
+  }
+
+  /**
+   * vLLM's prompt_logprobs: for each prompt position after the first, the log-probability of the
+   * prompt token and the top-k alternatives (the remote-teacher scoring call).
+   */
+  async promptLogprobs(model: string, ids: number[], k: number): Promise<({ id: number; logprob: number; rank: number; top: { id: number; logprob: number }[] } | null)[]> {
+    const { adapter } = this.resolve(model);
+    await this.awake();
+    const logits = await this.engine.logits(ids, adapter?.adapter ?? null);
+    const V = this.engine.config.vocabSize;
+    const out: ({ id: number; logprob: number; rank: number; top: { id: number; logprob: number }[] } | null)[] = [null];
+    const better = (row: Float32Array, a: number, b: number) => row[a]! > row[b]! || (row[a] === row[b] && a < b);
+    for (let t = 1; t < ids.length; t++) {
+      const row = logits.subarray((t - 1) * V, t * V);
+      let m = -Infinity;
+      for (const x of row) m = Math.max(m, x);
+      let sum = 0;
+      for (const x of row) sum += Math.exp(x - m);
+      const lse = m + Math.log(sum);
+      const id = ids[t]!;
+      // One pass: the rank of the prompt token and the k best ids (kept sorted, best first).
+      let rank = 1;
+      const top: number[] = [];
+      for (let v = 0; v < V; v++) {
+        if (v !== id && better(row, v, id)) rank++;
+        if (k === 0 || (top.length === k && !better(row, v, top[k - 1]!))) continue;
+        let at = top.length;
+        while (at > 0 && better(row, v, top[at - 1]!)) at--;
+        top.splice(at, 0, v);
+        if (top.length > k) top.pop();
+      }
+      out.push({ id, logprob: row[id]! - lse, rank, top: top.map((v) => ({ id: v, logprob: row[v]! - lse })) });
+    }
+    return out;
+  }
+
   /** Closes the state database (after the last request). */
   close(): void {
     this.store.close();
   }
 
   /** Makes an adapter servable under `name` (replacing an earlier version atomically). */
-  setAdapter(name: string, version: string, adapter: Adapter): void {
-    this.adapters.set(name, { name, version, adapter });
+  setAdapter(name: string, version: string, adapter: Adapter, path?: string): void {
+    this.adapters.set(name, { name, version, adapter, path });
   }
 
   /** The adapter served under `name`, if any. */
@@ -160,6 +224,7 @@ export class InferenceService {
   }
 
   async chat(req: ChatRequest, sink?: DeltaSink): Promise<GenerationOutcome> {
+    await this.awake();
     const { adapter } = this.resolve(req.model);
     const enableThinking = req.enableThinking ?? this.enableThinking;
     const prompt = this.template.render(req.messages, { tools: req.tools, addGenerationPrompt: true, enableThinking });
@@ -168,6 +233,7 @@ export class InferenceService {
   }
 
   async complete(req: CompletionRequest, sink?: DeltaSink): Promise<GenerationOutcome> {
+    await this.awake();
     const { adapter } = this.resolve(req.model);
     const promptIds = typeof req.prompt === 'string' ? this.tokenizer.encode(req.prompt, { addSpecialTokens: false }) : req.prompt;
     if (promptIds.length === 0) throw new InputError('prompt is empty');
@@ -215,13 +281,14 @@ export class InferenceService {
           pendingTokens = [];
         }
       };
-      const result = await this.scheduler.generate({
+      const result = await this.generator.generate({
         promptIds,
         adapter: served?.adapter ?? null,
+        served: served ? { name: served.name, version: served.version, path: served.path } : null,
         maxTokens,
         sampling,
         seed: baseSeed + index,
-        stopTokenIds: this.stopTokenIds,
+        stopTokenIds: req.stopTokenIds?.length ? [...this.stopTokenIds, ...req.stopTokenIds] : this.stopTokenIds,
         signal: req.signal,
         onToken: (t) => {
           if (sink && req.logprobs !== undefined) pendingTokens.push(this.logprobEntry(t, req.logprobs));

@@ -14,24 +14,37 @@ import { CollapseGuard, DEFAULT_GUARD, type GuardConfig } from '../orchestrator/
 import { FeedbackJobs } from '../orchestrator/feedback-jobs.js';
 import { DEFAULT_ORCHESTRATOR, Orchestrator, type OrchestratorConfig } from '../orchestrator/orchestrator.js';
 import { InferenceService, type InferenceOptions } from './inference.js';
+import { EMBEDDED_UPDATES } from '../orchestrator/update-backend.js';
 import { Scheduler } from './scheduler.js';
+import type { TokenGenerator } from './token-generator.js';
+import { VllmClient } from './vllm-client.js';
+import { VllmGenerator } from './vllm-generator.js';
 
 export interface OpenInferenceOptions extends EngineOpenOptions, InferenceOptions {
   /** State directory (SQLite database, adapters); ':memory:' keeps the database in memory. */
   dataDir: string;
+  /** Serve through this vLLM server (same base model) instead of the embedded engine. */
+  vllm?: { url: string; apiKey?: string };
 }
 
 export async function openInference(modelDir: string, options: OpenInferenceOptions): Promise<InferenceService> {
   const engine = await Engine.open(modelDir, options);
   const tokenizer = Tokenizer.fromDir(modelDir);
   const template = ChatTemplate.fromDir(modelDir);
+  let generator: TokenGenerator = new Scheduler(engine);
+  if (options.vllm) {
+    const client = new VllmClient(options.vllm.url, { apiKey: options.vllm.apiKey });
+    generator = new VllmGenerator(client, await client.baseModel());
+  }
   const db = openDb(options.dataDir === ':memory:' ? ':memory:' : join(options.dataDir, 'claas.db'));
-  return new InferenceService(engine, tokenizer, template, readGenerationConfig(modelDir), new Scheduler(engine), new CompletionStore(db), options);
+  return new InferenceService(engine, tokenizer, template, readGenerationConfig(modelDir), generator, new CompletionStore(db), options);
 }
 
 export interface OpenServerOptions extends OpenInferenceOptions {
   guard?: Partial<GuardConfig>;
   orchestrator?: Partial<OrchestratorConfig>;
+  /** Scorer of the `remote` teacher; defaults to the vLLM server in vLLM mode. */
+  teacher?: { url: string; apiKey?: string; model?: string };
 }
 
 /**
@@ -46,7 +59,10 @@ export async function openServer(modelDir: string, options: OpenServerOptions): 
   const registry = new AdapterRegistry(db, service.engine, service, join(options.dataDir, 'adapters'));
   await registry.restore();
   const guard = new CollapseGuard(service.engine, service.template, service.tokenizer, { ...DEFAULT_GUARD, ...options.guard }, service.stopTokenIds);
-  const orchestrator = new Orchestrator(new FeedbackJobs(db), registry, service, guard, { ...DEFAULT_ORCHESTRATOR, ...options.orchestrator });
+  const vllm = service.generator instanceof VllmGenerator ? service.generator : null;
+  const teacher = options.teacher ? { client: new VllmClient(options.teacher.url, { apiKey: options.teacher.apiKey }), model: options.teacher.model } : vllm ? { client: vllm.client } : undefined;
+  const config = { ...DEFAULT_ORCHESTRATOR, ...(teacher ? { remoteTeacher: teacher } : {}), ...options.orchestrator };
+  const orchestrator = new Orchestrator(new FeedbackJobs(db), registry, service, guard, config, vllm ?? EMBEDDED_UPDATES);
   orchestrator.start();
   return { service, orchestrator };
 }

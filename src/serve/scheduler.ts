@@ -2,29 +2,11 @@
 // per round. New requests are prefilled (in chunks, so a long prompt does not stall the others) in
 // the same batched call that decodes one token for each running request; requests on different
 // adapters go in separate calls. Requests wait only for the current round, never for each other.
-import type { Adapter, Engine, SampledToken, SamplingParams, Sequence } from '../engine/engine.js';
+import type { Adapter, Engine, SampledToken, Sequence } from '../engine/engine.js';
 import { InputError } from '../errors.js';
+import type { FinishReason, GenerationRequest, GenerationResult, GenerationStats, TokenGenerator } from './token-generator.js';
 
-export interface GenerationRequest {
-  promptIds: readonly number[];
-  adapter: Adapter | null;
-  maxTokens: number;
-  sampling: SamplingParams;
-  seed: number;
-  /** Token ids that end the generation (included in the output, like the end-of-turn token). */
-  stopTokenIds: readonly number[];
-  signal?: AbortSignal;
-  /** Called for each sampled token; return false to stop (e.g. a stop sequence was seen). */
-  onToken?: (token: SampledToken, index: number) => boolean | void;
-}
-
-export type FinishReason = 'stop' | 'length' | 'abort';
-
-export interface GenerationResult {
-  tokens: SampledToken[];
-  finishReason: FinishReason;
-  promptTokens: number;
-}
+export type { GenerationRequest, GenerationResult } from './token-generator.js';
 
 interface Active {
   req: GenerationRequest;
@@ -43,13 +25,17 @@ export interface SchedulerOptions {
   maxBatch?: number;
 }
 
-export class Scheduler {
+export class Scheduler implements TokenGenerator {
+  readonly kind = 'embedded';
+
+  /** Embedded serving never pauses: version N serves while N+1 trains. */
+  async ready(): Promise<void> {}
   private readonly active = new Set<Active>();
   private running = false;
   private readonly prefillChunk: number;
   private readonly maxBatch: number;
   /** Rounds run and tokens produced, for /metrics. */
-  readonly stats = { rounds: 0, generatedTokens: 0, promptTokens: 0, batchedSequences: 0 };
+  readonly stats: GenerationStats = { rounds: 0, generatedTokens: 0, promptTokens: 0, batchedSequences: 0 };
 
   constructor(private readonly engine: Engine, options: SchedulerOptions = {}) {
     this.prefillChunk = options.prefillChunk ?? 512;
