@@ -7,6 +7,8 @@ import { Engine } from './engine/engine.js';
 import { ClaasError } from './errors.js';
 import { writeRandomModel } from './model/random-model.js';
 import { serve } from './serve-command.js';
+import { KeyStore, type Role } from './auth/keys.js';
+import { openDb } from './store/db.js';
 
 const USAGE = `usage: claas <command> [options]
 
@@ -21,6 +23,15 @@ commands:
                   --teacher-url <url>   scorer of the remote teacher (default: the vLLM server)
                   --teacher-model <name> model the remote teacher scores with (default: the adapter's
                                          current version, as served by --vllm-url)
+                  --retention-days <n> (30)   completion records and finished feedback expire
+                  --rate-chat <n> (6000) --rate-feedback <n> (600): requests per minute per key (0: off)
+                  --max-queued-jobs <n> (256): feedback jobs waiting per adapter before 429
+                  Without API keys the server listens on loopback only; beyond it, keys are required.
+  keys          API keys (shown once when created; only a hash is stored)
+                  keys create --tenant <t> [--role user|admin] [--name <label>]
+                  keys list
+                  keys revoke <id>
+                  --data <dir>    state directory (default: ./data)
   demo          learn from one piece of feedback on a model and show the metrics of each SDPO step
                   --model <dir>   model folder (default: a small random Qwen3 model in --data)
                   --data <dir>    state directory (default: ./data)
@@ -65,9 +76,32 @@ async function demo(opts: { model?: string; data: string; steps: number; threads
   console.log(`adapter saved in PEFT format: ${out}`);
 }
 
+function keysCommand(data: string, args: string[], opts: { tenant?: string; role: string; name?: string }): void {
+  const db = openDb(join(data, 'claas.db'));
+  try {
+    const keys = new KeyStore(db);
+    const [action, id] = args;
+    if (action === 'create') {
+      if (!opts.tenant) throw new ClaasError('E_USAGE', 'keys create needs --tenant <tenant>');
+      const { key, info } = keys.create({ tenant: opts.tenant, role: opts.role as Role, name: opts.name });
+      console.log(`created key ${info.id} for tenant "${info.tenant}" (${info.role}); it is shown only now:\n${key}`);
+    } else if (action === 'list') {
+      for (const k of keys.list()) console.log(`${k.id}  ${k.tenant.padEnd(16)} ${k.role.padEnd(5)} ${new Date(k.createdAt).toISOString()}  ${k.revokedAt ? `revoked ${new Date(k.revokedAt).toISOString()}` : 'active'}  ${k.name ?? ''}`);
+    } else if (action === 'revoke') {
+      if (!id) throw new ClaasError('E_USAGE', 'keys revoke needs the key id (see keys list)');
+      keys.revoke(id);
+      console.log(`revoked key ${id}`);
+    } else {
+      throw new ClaasError('E_USAGE', 'keys needs create, list or revoke');
+    }
+  } finally {
+    db.close();
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
-  const { values } = parseArgs({
+  const { values, positionals } = parseArgs({
     args: rest,
     options: {
       model: { type: 'string' },
@@ -84,7 +118,15 @@ async function main(argv: string[]): Promise<number> {
       teacher: { type: 'string' },
       'teacher-url': { type: 'string' },
       'teacher-model': { type: 'string' },
+      'retention-days': { type: 'string', default: '30' },
+      'rate-chat': { type: 'string', default: '6000' },
+      'rate-feedback': { type: 'string', default: '600' },
+      'max-queued-jobs': { type: 'string', default: '256' },
+      tenant: { type: 'string' },
+      role: { type: 'string', default: 'user' },
+      name: { type: 'string' },
     },
+    allowPositionals: true,
   });
   const threads = values.threads === undefined ? undefined : Number(values.threads);
   switch (command) {
@@ -101,7 +143,14 @@ async function main(argv: string[]): Promise<number> {
         teacher: values.teacher,
         teacherUrl: values['teacher-url'],
         teacherModel: values['teacher-model'],
+        retentionDays: Number(values['retention-days']),
+        rateChat: Number(values['rate-chat']),
+        rateFeedback: Number(values['rate-feedback']),
+        maxQueuedJobs: Number(values['max-queued-jobs']),
       });
+      return 0;
+    case 'keys':
+      keysCommand(resolve(values.data!), positionals, { tenant: values.tenant, role: values.role!, name: values.name });
       return 0;
     case 'demo':
       await demo({ model: values.model, data: values.data!, steps: Number(values.steps), threads });

@@ -61,6 +61,16 @@ export class UpstreamError extends ClaasError {
   }
 }
 
+/** A bounded queue is full; the request may be retried after `retryAfter` seconds (nothing was stored). */
+export class BusyError extends ClaasError {
+  constructor(
+    message: string,
+    readonly retryAfter: number,
+  ) {
+    super('E_BUSY', message);
+  }
+}
+
 /** Anything else the native engine reported. */
 export class EngineError extends ClaasError {}
 

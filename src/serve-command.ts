@@ -8,6 +8,9 @@ import { weightFiles } from './model/weights.js';
 import { DEFAULT_ORCHESTRATOR } from './orchestrator/orchestrator.js';
 import { openServer, writeRandomChatModel } from './serve/open.js';
 import { VllmGenerator } from './serve/vllm-generator.js';
+import { KeyStore } from './auth/keys.js';
+import { openDb } from './store/db.js';
+import { startRetention } from './store/retention.js';
 
 export interface ServeOptions {
   model?: string;
@@ -21,6 +24,15 @@ export interface ServeOptions {
   teacher?: string;
   teacherUrl?: string;
   teacherModel?: string;
+  retentionDays: number;
+  /** Requests per minute per key (0: unlimited). */
+  rateChat: number;
+  rateFeedback: number;
+  maxQueuedJobs: number;
+}
+
+function isLoopback(host: string): boolean {
+  return host === 'localhost' || host === '::1' || /^127\.\d+\.\d+\.\d+$/.test(host);
 }
 
 const TEACHERS = ['base', 'current', 'ema', 'remote'] as const;
@@ -34,7 +46,21 @@ export async function serve(opts: ServeOptions): Promise<void> {
   for (const [flag, url] of [['--vllm-url', opts.vllmUrl], ['--teacher-url', opts.teacherUrl]] as const) {
     if (url !== undefined && !/^https?:\/\/[^/]/.test(url)) throw new ClaasError('E_USAGE', `${flag} must be an http(s) URL (got ${url})`);
   }
+  for (const [flag, v] of [['--retention-days', opts.retentionDays], ['--rate-chat', opts.rateChat], ['--rate-feedback', opts.rateFeedback]] as const) {
+    if (!Number.isFinite(v) || v < 0) throw new ClaasError('E_USAGE', `${flag} must be a number >= 0 (got ${v})`);
+  }
+  if (!Number.isInteger(opts.maxQueuedJobs) || opts.maxQueuedJobs < 1) throw new ClaasError('E_USAGE', `--max-queued-jobs must be a positive integer (got ${opts.maxQueuedJobs})`);
   const data = resolve(opts.data);
+  const loopback = isLoopback(opts.host);
+  {
+    const db = openDb(join(data, 'claas.db'));
+    const hasKeys = new KeyStore(db).hasActive();
+    db.close();
+    if (!loopback && !hasKeys) {
+      throw new ClaasError('E_USAGE', `refusing to listen on ${opts.host} without API keys: anyone who reaches it could train and read every adapter. Create one first: claas keys create --tenant <tenant> --role admin --data ${opts.data}`);
+    }
+    console.log(hasKeys ? 'API keys required (Authorization: Bearer <key>)' : 'no API keys: listening on loopback only, without authentication (claas keys create adds keys)');
+  }
   let modelDir = opts.model ? resolve(opts.model) : join(data, 'models', 'random-tiny');
   if (!opts.model) {
     if (!existsSync(join(modelDir, 'config.json'))) {
@@ -56,6 +82,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     orchestrator: {
       batchSize: opts.batchSize,
       maxWaitMs: opts.batchWaitMs,
+      maxQueuedJobs: opts.maxQueuedJobs,
       defaults: { ...DEFAULT_ORCHESTRATOR.defaults, ...(opts.teacher ? { teacher: opts.teacher as (typeof TEACHERS)[number] } : {}) },
     },
   });
@@ -63,7 +90,18 @@ export async function serve(opts: ServeOptions): Promise<void> {
   console.log(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s (${c.modelType}, ${c.numLayers} layers, ${service.engine.backend}, ${service.engine.threads} threads)`);
   if (service.generator instanceof VllmGenerator) console.log(`serving through vLLM at ${service.generator.client.baseUrl} (base model "${service.generator.baseModel}"); training here`);
 
-  const app = await buildApp(service, { logger: { level: process.env.LOG_LEVEL ?? 'info' }, orchestrator });
+  const rate = (perMinute: number) => ({ perMinute, burst: Math.max(1, Math.ceil(perMinute / 15)) });
+  const app = await buildApp(service, {
+    logger: { level: process.env.LOG_LEVEL ?? 'info' },
+    orchestrator,
+    requireKeys: !loopback,
+    rateLimits: { chat: rate(opts.rateChat), feedback: rate(opts.rateFeedback) },
+  });
+  const stopRetention = opts.retentionDays > 0
+    ? startRetention(service.store, orchestrator.jobs, opts.retentionDays * 86_400_000, (r) => {
+        if (r.completions + r.feedbackItems > 0) app.log.info({ ...r }, 'retention: expired records deleted');
+      })
+    : () => {};
   const address = await app.listen({ host: opts.host, port: opts.port });
   console.log(`serving "${service.modelName}" at ${address}/v1 (OpenAPI docs at ${address}/docs)`);
 
@@ -75,6 +113,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
       console.log(`${signal}: no new requests; finishing ${service.generator.size} generation(s) in flight`);
       // Fastify's close waits for in-flight requests, streamed ones included. Their keep-alive
       // connections would then hold the exit until they time out: close each once it goes idle.
+      stopRetention();
       const idle = setInterval(() => app.server.closeIdleConnections(), 50);
       app
         .close()

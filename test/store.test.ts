@@ -14,6 +14,7 @@ test('a completion record round-trips through SQLite (WAL) across a reopen', () 
     model: 'me/style',
     adapter: 'me/style',
     adapterVersion: 'v3',
+    tenant: 'ana',
     request: { messages: [{ role: 'user', content: 'hi' }], temperature: 0.7 },
     promptIds: [151644, 872, 198, 6023],
     enableThinking: false,

@@ -12,6 +12,10 @@ import { completionRoutes } from './completions.js';
 import { registerErrorHandlers } from './errors.js';
 import { healthRoutes, type RequestCounters } from './health.js';
 import { modelRoutes } from './models.js';
+import { adminRoutes } from './admin.js';
+import { registerAccess } from './access.js';
+import { KeyStore } from '../auth/keys.js';
+import { RateLimiter, type RateLimit } from '../auth/rate-limit.js';
 
 export interface AppOptions {
   logger?: FastifyServerOptions['logger'];
@@ -19,6 +23,10 @@ export interface AppOptions {
   bodyLimit?: number;
   /** Adapters and feedback routes (the learning loop), when given. */
   orchestrator?: Orchestrator;
+  /** Require API keys even when none exists (set when listening beyond loopback). */
+  requireKeys?: boolean;
+  /** Per-key rate limits (default: none). */
+  rateLimits?: { chat?: RateLimit; feedback?: RateLimit };
 }
 
 export async function buildApp(service: InferenceService, options: AppOptions = {}): Promise<FastifyInstance> {
@@ -28,6 +36,8 @@ export async function buildApp(service: InferenceService, options: AppOptions = 
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
   });
   registerErrorHandlers(app);
+  const keys = new KeyStore(service.store.db);
+  registerAccess(app, { keys, requireKeys: options.requireKeys ?? false, rates: new RateLimiter({ ...options.rateLimits }) }, service, options.orchestrator);
   const counters: RequestCounters = { requests: new Map() };
   app.addHook('onResponse', async (request, reply) => {
     const key = `${request.routeOptions.url ?? 'unknown'} ${reply.statusCode}`;
@@ -37,6 +47,7 @@ export async function buildApp(service: InferenceService, options: AppOptions = 
     openapi: { info: { title: 'CLaaS', description: 'OpenAI-compatible serving of a continually learning assistant.', version: '0.1.0' } },
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
+  await app.register(adminRoutes(keys, service.store, options.orchestrator?.jobs ?? null));
   await app.register(chatRoutes(service));
   await app.register(completionRoutes(service));
   await app.register(modelRoutes(service));

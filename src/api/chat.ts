@@ -42,7 +42,7 @@ export const chatRoutes = (service: InferenceService): FastifyPluginAsync =>
   async (app) => {
     app.post<{ Body: ChatBody }>(
       '/v1/chat/completions',
-      { schema: { body: chatBodySchema, response: { '4xx': errorSchema } } },
+      { config: { rate: 'chat' }, schema: { body: chatBodySchema, response: { '4xx': errorSchema } } },
       async (request, reply) => {
         const body = request.body;
         const wantLogprobs = body.logprobs === true;
@@ -53,6 +53,7 @@ export const chatRoutes = (service: InferenceService): FastifyPluginAsync =>
           tools,
           enableThinking: body.chat_template_kwargs?.enable_thinking,
           logprobs: wantLogprobs ? (body.top_logprobs ?? 0) : undefined,
+          tenant: request.principal.tenant,
         };
         const signal = abortOnDisconnect(reply);
 

@@ -34,14 +34,14 @@ export const completionRoutes = (service: InferenceService): FastifyPluginAsync 
   async (app) => {
     app.post<{ Body: CompletionBody }>(
       '/v1/completions',
-      { schema: { body: completionBodySchema, response: { '4xx': errorSchema } } },
+      { config: { rate: 'chat' }, schema: { body: completionBodySchema, response: { '4xx': errorSchema } } },
       async (request, reply) => {
         const body = request.body;
         const logprobs = body.logprobs ?? undefined;
         const signal = abortOnDisconnect(reply);
         const id = newCompletionId('cmpl');
         const asIds = body.return_tokens_as_token_ids === true;
-        const req = { ...samplingFromBody(body, body.max_tokens ?? 16), prompt: body.prompt, logprobs, id, signal, stopTokenIds: body.stop_token_ids ?? [] };
+        const req = { ...samplingFromBody(body, body.max_tokens ?? 16), prompt: body.prompt, logprobs, id, signal, stopTokenIds: body.stop_token_ids ?? [], tenant: request.principal.tenant };
         if (!body.stream) {
           const out = await service.complete(req);
           // vLLM's prompt_logprobs: [null, {token_id: {logprob, rank, decoded_token}}, ...] for the prompt.

@@ -1,6 +1,6 @@
 // Every error the API returns, in OpenAI's shape: {error: {message, type, param, code}}.
 import type { FastifyError, FastifyInstance } from 'fastify';
-import { ClaasError, InputError, NotFoundError, AdapterError, ShapeError, UpstreamError } from '../errors.js';
+import { BusyError, ClaasError, InputError, NotFoundError, AdapterError, ShapeError, UpstreamError } from '../errors.js';
 
 export interface OpenAiError {
   error: { message: string; type: string; param: string | null; code: string | null };
@@ -28,6 +28,7 @@ export function toHttpError(err: unknown): { status: number; body: OpenAiError }
   }
   if (err instanceof InputError || err instanceof AdapterError || err instanceof ShapeError) return { status: 400, body: openAiError(err.message) };
   if (typeof e?.statusCode === 'number' && e.statusCode >= 400 && e.statusCode < 500) return { status: e.statusCode, body: openAiError(e.message) };
+  if (err instanceof BusyError) return { status: 429, body: openAiError(err.message, 'rate_limit_error', null, 'queue_full') };
   if (err instanceof UpstreamError) return { status: 502, body: openAiError(err.message, 'server_error', null, 'upstream_error') };
   const code = err instanceof ClaasError ? err.code : null;
   return { status: 500, body: openAiError('The server had an error while processing your request.', 'server_error', null, code) };
@@ -36,6 +37,7 @@ export function toHttpError(err: unknown): { status: number; body: OpenAiError }
 export function registerErrorHandlers(app: FastifyInstance): void {
   app.setErrorHandler((err, request, reply) => {
     const { status, body } = toHttpError(err);
+    if (err instanceof BusyError) void reply.header('retry-after', String(err.retryAfter));
     if (status >= 500) request.log.error({ err }, 'request failed');
     else request.log.info({ status, message: body.error.message }, 'request rejected');
     void reply.status(status).send(body);

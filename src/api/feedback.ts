@@ -82,6 +82,7 @@ export const feedbackRoutes = (orchestrator: Orchestrator): FastifyPluginAsync =
     app.post<{ Body: ItemBody | { requests: ItemBody[] } }>(
       '/v1/feedback',
       {
+        config: { rate: 'feedback' },
         schema: {
           body: { anyOf: [{ type: 'object', required: ['requests'], properties: { requests: { type: 'array', minItems: 1, maxItems: MAX_BATCH, items: itemSchema } } }, itemSchema] },
           headers: { type: 'object', properties: { 'idempotency-key': { type: 'string', minLength: 1, maxLength: 200 } } },

@@ -28,7 +28,7 @@ export const healthRoutes = (service: InferenceService, counters: RequestCounter
         },
       },
     };
-    app.get('/healthz', { schema: { response: { 200: healthSchema } } }, async () => {
+    app.get('/healthz', { config: { access: 'public' }, schema: { response: { 200: healthSchema } } }, async () => {
       const g = service.generator;
       return {
         status: 'ok',
@@ -40,7 +40,7 @@ export const healthRoutes = (service: InferenceService, counters: RequestCounter
       };
     });
 
-    app.get('/metrics', { schema: { response: { 200: { type: 'string' } } } }, async (_request, reply) => {
+    app.get('/metrics', { config: { access: 'admin' }, schema: { response: { 200: { type: 'string' } } } }, async (_request, reply) => {
       const s = service.generator.stats;
       const mem = process.memoryUsage();
       const lines = [

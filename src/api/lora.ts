@@ -3,6 +3,7 @@
 import type { FastifyPluginAsync } from 'fastify';
 import type { AdapterInfo, AdapterRegistry } from '../orchestrator/adapters.js';
 import { versionDir } from '../orchestrator/adapter-ids.js';
+import { mayUseAdapter } from './access.js';
 import { errorSchema } from './schemas.js';
 
 export function adapterJson(a: AdapterInfo) {
@@ -45,7 +46,7 @@ export const loraRoutes = (registry: AdapterRegistry): FastifyPluginAsync =>
         return reply.status(201).send(adapterJson(info));
       },
     );
-    app.get('/v1/lora', { schema: { response: { '4xx': errorSchema } } }, async () => ({ data: registry.list().map(adapterJson) }));
+    app.get('/v1/lora', { schema: { response: { '4xx': errorSchema } } }, async (request) => ({ data: registry.list().filter((a) => mayUseAdapter(request.principal, a.id)).map(adapterJson) }));
     app.get<{ Params: { tenant: string; name: string } }>('/v1/lora/:tenant/:name', { schema: { params: idParams, response: { '4xx': errorSchema } } }, async (request) =>
       adapterJson(registry.get(`${request.params.tenant}/${request.params.name}`)),
     );

@@ -51,6 +51,13 @@ export class FeedbackJobs {
       start: prepare(db, "UPDATE jobs SET status = 'running', started_at = ? WHERE id = ?"),
       finish: prepare(db, 'UPDATE jobs SET status = ?, finished_at = ?, error = ?, result_json = ? WHERE id = ?'),
       count: prepare(db, "SELECT COUNT(*) FROM jobs WHERE adapter_id = ? AND status IN ('queued', 'running')").pluck(),
+      // Only finished jobs lose their items: queued work is never dropped.
+      purge: prepare(
+        db,
+        `DELETE FROM feedback_items WHERE job_id IN (
+           SELECT id FROM jobs WHERE status IN ('done', 'failed') AND finished_at < @before
+             AND (@tenant IS NULL OR substr(adapter_id, 1, length(@tenant) + 1) = @tenant || '/'))`,
+      ),
     };
   }
 
@@ -100,6 +107,16 @@ export class FeedbackJobs {
 
   queuedIds(): string[] {
     return this.q.queued!.all() as string[];
+  }
+
+  /** Deletes the feedback text (items) of jobs finished before `before`, optionally of one tenant's adapters. */
+  purgeFeedback(opts: { before: number; tenant?: string | null }): number {
+    return this.q.purge!.run({ before: opts.before, tenant: opts.tenant ?? null }).changes;
+  }
+
+  /** Whether a request with this idempotency key was stored already. */
+  knownKey(key: string): boolean {
+    return this.q.byKey!.get(`${key}#0`) !== undefined;
   }
 
   pending(adapterId: string): number {

@@ -5,7 +5,7 @@
 // serving, the update drains and sleeps vLLM around the step and loads the new version after it.
 import type { Adapter, SdpoSample } from '../engine/engine.js';
 import type { SdpoOptions } from '../engine/sdpo-options.js';
-import { InputError, NotFoundError } from '../errors.js';
+import { BusyError, InputError, NotFoundError } from '../errors.js';
 import type { ChatMessage } from '../model/chat-template.js';
 import type { InferenceService } from '../serve/inference.js';
 import type { VllmClient } from '../serve/vllm-client.js';
@@ -33,6 +33,8 @@ export interface OrchestratorConfig {
   defaults: Partial<SdpoOptions>;
   /** Server-set bounds on request options. */
   bounds: { maxLearningRate: number; maxSteps: number; maxTopK: number };
+  /** Most queued or running jobs per adapter; more are refused with 429 (nothing accepted is dropped). */
+  maxQueuedJobs: number;
   /** Scorer of the `remote` teacher mode (unset: that mode is refused). */
   remoteTeacher?: RemoteTeacher;
 }
@@ -42,6 +44,7 @@ export const DEFAULT_ORCHESTRATOR: OrchestratorConfig = {
   maxWaitMs: 2000,
   defaults: { learningRate: 1e-5, alpha: 0.5, topK: 100, teacher: 'current', steps: 1 },
   bounds: { maxLearningRate: 1e-2, maxSteps: 10, maxTopK: 1000 },
+  maxQueuedJobs: 256,
 };
 
 export class Orchestrator {
@@ -82,6 +85,16 @@ export class Orchestrator {
           if (!record) throw new NotFoundError(`completion ${it.completionId} does not exist`);
           if (!(record.request as { messages?: unknown }).messages) throw new InputError(`completion ${it.completionId} is a text completion; feedback needs a chat completion`);
           if (!record.choices[it.choiceIndex]) throw new InputError(`completion ${it.completionId} has no choice ${it.choiceIndex}`);
+        }
+      }
+    }
+    if (!(idempotencyKey && this.jobs.knownKey(idempotencyKey))) {
+      const adding = new Map<string, number>();
+      for (const job of jobs) adding.set(job.adapterId, (adding.get(job.adapterId) ?? 0) + 1);
+      for (const [adapterId, n] of adding) {
+        const pending = this.jobs.pending(adapterId);
+        if (pending + n > this.config.maxQueuedJobs) {
+          throw new BusyError(`adapter ${adapterId} has ${pending} feedback jobs waiting (limit ${this.config.maxQueuedJobs}); retry later`, Math.max(1, Math.ceil(this.config.maxWaitMs / 1000)));
         }
       }
     }

@@ -30,6 +30,8 @@ export interface SamplingRequest {
   id?: string;
   /** Token ids that end a choice besides the model's own end tokens. */
   stopTokenIds?: number[];
+  /** The tenant of the API key that asked, stored with the record. */
+  tenant?: string | null;
 }
 
 export interface ChatRequest extends SamplingRequest {
@@ -338,6 +340,7 @@ export class InferenceService {
       model: req.model,
       adapter: served?.name ?? null,
       adapterVersion: served?.version ?? null,
+      tenant: req.tenant ?? null,
       request: { ...recordRequest, model: req.model, n: req.n, max_tokens: req.maxTokens, temperature, top_p: sampling.topP, seed: req.seed, stop: req.stop },
       promptIds,
       enableThinking,

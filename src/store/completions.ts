@@ -16,6 +16,8 @@ export interface CompletionRecord {
   model: string;
   adapter: string | null;
   adapterVersion: string | null;
+  /** The tenant of the API key that asked (null without keys). */
+  tenant: string | null;
   /** The request as received (messages, tools, sampling parameters). */
   request: unknown;
   promptIds: number[];
@@ -37,8 +39,8 @@ export class CompletionStore {
   constructor(readonly db: Db) {
     this.insertCompletion = prepare(
       db,
-      `INSERT INTO completions (id, created_at, model, adapter, adapter_version, request_json, prompt_ids, enable_thinking)
-       VALUES (@id, @createdAt, @model, @adapter, @adapterVersion, @request, @promptIds, @enableThinking)`,
+      `INSERT INTO completions (id, created_at, model, adapter, adapter_version, tenant, request_json, prompt_ids, enable_thinking)
+       VALUES (@id, @createdAt, @model, @adapter, @adapterVersion, @tenant, @request, @promptIds, @enableThinking)`,
     );
     this.insertChoice = prepare(
       db,
@@ -47,6 +49,28 @@ export class CompletionStore {
     );
     this.selectCompletion = prepare(db, 'SELECT * FROM completions WHERE id = ?');
     this.selectChoices = prepare(db, 'SELECT * FROM completion_choices WHERE completion_id = ? ORDER BY idx');
+    this.deleteOne = prepare(db, 'DELETE FROM completions WHERE id = ?');
+    this.deleteTenant = prepare(db, 'DELETE FROM completions WHERE tenant = ?');
+    this.deleteBefore = prepare(db, 'DELETE FROM completions WHERE created_at < ?');
+  }
+
+  private readonly deleteOne;
+  private readonly deleteTenant;
+  private readonly deleteBefore;
+
+  /** Deletes one record (and its choices); false when there was none. */
+  delete(id: string): boolean {
+    return this.deleteOne.run(id).changes > 0;
+  }
+
+  /** Deletes every record asked for under a tenant's keys; returns how many. */
+  deleteByTenant(tenant: string): number {
+    return this.deleteTenant.run(tenant).changes;
+  }
+
+  /** Deletes records created before `time` (ms); returns how many. */
+  deleteOlderThan(time: number): number {
+    return this.deleteBefore.run(time).changes;
   }
 
   close(): void {
@@ -62,6 +86,7 @@ export class CompletionStore {
         model: r.model,
         adapter: r.adapter,
         adapterVersion: r.adapterVersion,
+        tenant: r.tenant,
         request: JSON.stringify(r.request),
         promptIds: i32(r.promptIds),
         enableThinking: r.enableThinking ? 1 : 0,
@@ -87,6 +112,7 @@ export class CompletionStore {
       model: row.model as string,
       adapter: (row.adapter as string | null) ?? null,
       adapterVersion: (row.adapter_version as string | null) ?? null,
+      tenant: (row.tenant as string | null) ?? null,
       request: JSON.parse(row.request_json as string),
       promptIds: fromI32(row.prompt_ids as Buffer),
       enableThinking: row.enable_thinking === 1,

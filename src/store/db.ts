@@ -96,6 +96,19 @@ const MIGRATIONS: string[] = [
      feedback TEXT NOT NULL,
      created_at INTEGER NOT NULL
    );`,
+  `ALTER TABLE completions ADD COLUMN tenant TEXT;
+   CREATE INDEX completions_by_time ON completions(created_at);
+   CREATE INDEX completions_by_tenant ON completions(tenant);
+   CREATE INDEX feedback_by_job ON feedback_items(job_id);
+   CREATE TABLE api_keys (
+     id TEXT PRIMARY KEY,
+     hash TEXT NOT NULL UNIQUE,
+     tenant TEXT NOT NULL,
+     role TEXT NOT NULL CHECK (role IN ('user', 'admin')),
+     name TEXT,
+     created_at INTEGER NOT NULL,
+     revoked_at INTEGER
+   );`,
 ];
 
 /** Opens (creating when needed) the database at `file`, or in memory for ':memory:'. */
