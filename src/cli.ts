@@ -26,6 +26,7 @@ commands:
                   --retention-days <n> (30)   completion records and finished feedback expire
                   --rate-chat <n> (6000) --rate-feedback <n> (600): requests per minute per key (0: off)
                   --max-queued-jobs <n> (256): feedback jobs waiting per adapter before 429
+                  --max-prompt-tokens <n> (the model's context)  --max-tokens <n> (8192): per request
                   Without API keys the server listens on loopback only; beyond it, keys are required.
   keys          API keys (shown once when created; only a hash is stored)
                   keys create --tenant <t> [--role user|admin] [--name <label>]
@@ -122,6 +123,8 @@ async function main(argv: string[]): Promise<number> {
       'rate-chat': { type: 'string', default: '6000' },
       'rate-feedback': { type: 'string', default: '600' },
       'max-queued-jobs': { type: 'string', default: '256' },
+      'max-prompt-tokens': { type: 'string' },
+      'max-tokens': { type: 'string', default: '8192' },
       tenant: { type: 'string' },
       role: { type: 'string', default: 'user' },
       name: { type: 'string' },
@@ -147,6 +150,8 @@ async function main(argv: string[]): Promise<number> {
         rateChat: Number(values['rate-chat']),
         rateFeedback: Number(values['rate-feedback']),
         maxQueuedJobs: Number(values['max-queued-jobs']),
+        maxPromptTokens: values['max-prompt-tokens'] === undefined ? undefined : Number(values['max-prompt-tokens']),
+        maxTokens: Number(values['max-tokens']),
       });
       return 0;
     case 'keys':

@@ -29,6 +29,9 @@ export interface ServeOptions {
   rateChat: number;
   rateFeedback: number;
   maxQueuedJobs: number;
+  maxPromptTokens?: number;
+  /** Ceiling of max_tokens. */
+  maxTokens: number;
 }
 
 function isLoopback(host: string): boolean {
@@ -48,6 +51,9 @@ export async function serve(opts: ServeOptions): Promise<void> {
   }
   for (const [flag, v] of [['--retention-days', opts.retentionDays], ['--rate-chat', opts.rateChat], ['--rate-feedback', opts.rateFeedback]] as const) {
     if (!Number.isFinite(v) || v < 0) throw new ClaasError('E_USAGE', `${flag} must be a number >= 0 (got ${v})`);
+  }
+  for (const [flag, v] of [['--max-prompt-tokens', opts.maxPromptTokens ?? 1], ['--max-tokens', opts.maxTokens]] as const) {
+    if (!Number.isInteger(v) || v < 1) throw new ClaasError('E_USAGE', `${flag} must be a positive integer (got ${v})`);
   }
   if (!Number.isInteger(opts.maxQueuedJobs) || opts.maxQueuedJobs < 1) throw new ClaasError('E_USAGE', `--max-queued-jobs must be a positive integer (got ${opts.maxQueuedJobs})`);
   const data = resolve(opts.data);
@@ -77,6 +83,8 @@ export async function serve(opts: ServeOptions): Promise<void> {
   const { service, orchestrator } = await openServer(modelDir, {
     dataDir: data,
     threads: opts.threads,
+    maxPromptTokens: opts.maxPromptTokens,
+    maxTokensLimit: opts.maxTokens,
     vllm: opts.vllmUrl ? { url: opts.vllmUrl, apiKey: process.env.VLLM_API_KEY } : undefined,
     teacher: opts.teacherUrl ? { url: opts.teacherUrl, apiKey: process.env.TEACHER_API_KEY, model: opts.teacherModel } : undefined,
     orchestrator: {

@@ -1,6 +1,6 @@
 // API keys and tenants, limits and retention: a tenant's key reaches only its own adapters,
 // completions, jobs and exports; a revoked key stops working at once; admin routes need an admin key;
-// rate limits and the job-queue bound answer 429 with Retry-After; expired records go, queued
+// rate limits and the job-queue bound answer 429 (a prompt over the limit 400) with Retry-After; expired records go, queued
 // feedback stays; logs hold neither keys nor prompts; the server refuses to listen beyond loopback
 // without keys.
 import { test, before, after } from 'node:test';
@@ -175,7 +175,7 @@ test('rate limits per key and the per-adapter job bound answer 429 with Retry-Af
   }
 
   const dir = tempDir();
-  const small = await openServer(model, { dataDir: join(dir, 'data'), threads: 1, orchestrator: { batchSize: 100, maxWaitMs: 60_000, maxQueuedJobs: 2 } });
+  const small = await openServer(model, { dataDir: join(dir, 'data'), threads: 1, orchestrator: { batchSize: 100, maxWaitMs: 60_000, maxQueuedJobs: 2 }, maxPromptTokens: 40 });
   const small2 = await buildApp(small.service, { orchestrator: small.orchestrator });
   try {
     await small2.inject({ method: 'POST', url: '/v1/lora/init', payload: { lora_id: 't/q', rank: 2 } });
@@ -183,6 +183,9 @@ test('rate limits per key and the per-adapter job bound answer 429 with Retry-Af
     const codes = [];
     for (let i = 0; i < 3; i++) codes.push((await small2.inject({ method: 'POST', url: '/v1/feedback', payload: item, headers: { 'idempotency-key': `k${i}` } })).statusCode);
     assert.deepEqual(codes, [202, 202, 429]);
+    const long = await small2.inject({ method: 'POST', url: '/v1/chat/completions', payload: chatBody('random-tiny', 'word '.repeat(60)) });
+    assert.equal(long.statusCode, 400);
+    assert.match(long.json().error.message, /accepts at most 40/);
     const again = await small2.inject({ method: 'POST', url: '/v1/feedback', payload: item, headers: { 'idempotency-key': 'k0' } });
     assert.equal(again.statusCode, 200, 'a repeat of an accepted request is still answered');
     assert.equal(small.orchestrator.jobs.pending('t/q'), 2, 'both accepted jobs are queued');

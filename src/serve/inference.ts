@@ -88,6 +88,8 @@ export interface InferenceOptions {
   /** Default and ceiling of max_tokens. */
   defaultMaxTokens?: number;
   maxTokensLimit?: number;
+  /** Longest prompt accepted, in tokens (default: the model's context). */
+  maxPromptTokens?: number;
 }
 
 export function newCompletionId(prefix: 'chatcmpl' | 'cmpl'): string {
@@ -102,6 +104,7 @@ export class InferenceService {
   private readonly enableThinking: boolean;
   readonly defaultMaxTokens: number;
   readonly maxTokensLimit: number;
+  readonly maxPromptTokens: number;
 
   constructor(
     readonly engine: Engine,
@@ -117,6 +120,7 @@ export class InferenceService {
     this.enableThinking = options.enableThinking ?? false;
     this.defaultMaxTokens = options.defaultMaxTokens ?? defaults.maxNewTokens ?? 512;
     this.maxTokensLimit = options.maxTokensLimit ?? 8192;
+    this.maxPromptTokens = Math.min(options.maxPromptTokens ?? Infinity, engine.config.maxPositionEmbeddings - 1);
   }
 
   private sleeping: { level: number; woken: Promise<void>; wake: () => void } | null = null;
@@ -253,7 +257,7 @@ export class InferenceService {
     raw = false,
   ): Promise<GenerationOutcome> {
     const limit = this.engine.config.maxPositionEmbeddings;
-    if (promptIds.length >= limit) throw new InputError(`the prompt has ${promptIds.length} tokens; the model's context is ${limit}`);
+    if (promptIds.length > this.maxPromptTokens) throw new InputError(`the prompt has ${promptIds.length} tokens; this server accepts at most ${this.maxPromptTokens} (the model's context is ${limit})`);
     const maxTokens = Math.min(req.maxTokens ?? this.defaultMaxTokens, this.maxTokensLimit, limit - promptIds.length);
     const temperature = req.temperature ?? this.defaults.temperature ?? 1;
     const sampling = {
