@@ -208,9 +208,10 @@ export const TOY_CHAT_TEMPLATE = `{#- Toy Qwen3-style chat template (see src/mod
 /**
  * Writes tokenizer.json, tokenizer_config.json and generation_config.json into `dir` (created if needed) and returns
  * the vocabulary size (learned tokens + added tokens), so a random model can be written with a matching vocab_size.
+ * The merges are learned from `text` (default: the built-in text).
  */
-export function writeTokenizerFiles(dir: string): number {
-  const { vocab, merges } = learnMerges(TRAINING_TEXT, MERGES);
+export function writeTokenizerFiles(dir: string, options: { text?: string; merges?: number } = {}): number {
+  const { vocab, merges } = learnMerges(options.text ?? TRAINING_TEXT, options.merges ?? MERGES);
   const added = TOY_ADDED_TOKENS.map((t, i) => ({
     id: vocab.size + i,
     content: t.content,

@@ -1,0 +1,64 @@
+// Writes the toy model's folder minus its weights: config.json, a tokenizer whose merges are learned
+// from the corpus, the chat template, generation_config.json; and the tokenized corpus (token ids,
+// prompt lengths) in <dir>/.data for the trainer. Run: node dist/src/toy/build-data.js <dir> [seed] [samples]
+import { mkdirSync, writeFileSync } from 'node:fs';
+import { join, resolve } from 'node:path';
+import { ChatTemplate } from '../model/chat-template.js';
+import { Tokenizer } from '../model/tokenizer.js';
+import { writeTokenizerFiles } from '../model/toy-tokenizer.js';
+import { corpus } from './corpus.js';
+
+export const TOY_SHAPE = { hidden: 128, layers: 4, heads: 4, kvHeads: 2, headDim: 32, intermediate: 384, maxPositions: 512 };
+
+export function buildToyData(dir: string, seed: number, samples: number): { vocab: number; tokens: number } {
+  const data = corpus(seed, samples);
+  const text = data
+    .slice(0, 2000)
+    .map((s) => `${s.messages.map((m) => String(m.content)).join('\n')}\n${s.reply}`)
+    .join('\n');
+  const vocab = writeTokenizerFiles(dir, { text, merges: 500 });
+  const tokenizer = Tokenizer.fromDir(dir);
+  const template = ChatTemplate.fromDir(dir);
+  const end = tokenizer.eosTokenId!;
+  const ids: number[] = [];
+  const index: [number, number, number][] = [];
+  for (const s of data) {
+    const prompt = tokenizer.encode(template.render(s.messages, { addGenerationPrompt: true, enableThinking: false }), { addSpecialTokens: false });
+    const reply = [...tokenizer.encode(s.reply, { addSpecialTokens: false }), end];
+    index.push([ids.length, prompt.length, prompt.length + reply.length]);
+    ids.push(...prompt, ...reply);
+  }
+  const c = TOY_SHAPE;
+  const config = {
+    architectures: ['Qwen3ForCausalLM'],
+    model_type: 'qwen3',
+    vocab_size: vocab,
+    hidden_size: c.hidden,
+    intermediate_size: c.intermediate,
+    num_hidden_layers: c.layers,
+    num_attention_heads: c.heads,
+    num_key_value_heads: c.kvHeads,
+    head_dim: c.headDim,
+    hidden_act: 'silu',
+    max_position_embeddings: c.maxPositions,
+    rms_norm_eps: 1e-6,
+    rope_theta: 10000,
+    tie_word_embeddings: true,
+    attention_bias: false,
+    torch_dtype: 'float32',
+    bos_token_id: tokenizer.eosTokenIds.at(-1),
+    eos_token_id: end,
+  };
+  writeFileSync(join(dir, 'config.json'), JSON.stringify(config, null, 2) + '\n');
+  mkdirSync(join(dir, '.data'), { recursive: true });
+  writeFileSync(join(dir, '.data', 'tokens.bin'), Buffer.from(Int32Array.from(ids).buffer));
+  writeFileSync(join(dir, '.data', 'index.json'), JSON.stringify({ seed, index }));
+  return { vocab, tokens: ids.length };
+}
+
+if (process.argv[1] && resolve(process.argv[1]) === resolve(new URL(import.meta.url).pathname)) {
+  const [dir = 'models/toy', seed = '1', samples = '24000'] = process.argv.slice(2);
+  const t0 = performance.now();
+  const r = buildToyData(resolve(dir), Number(seed), Number(samples));
+  console.log(`toy data: ${samples} samples, ${r.tokens} tokens, vocabulary ${r.vocab} (${((performance.now() - t0) / 1000).toFixed(1)} s)`);
+}

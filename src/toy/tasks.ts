@@ -1,0 +1,87 @@
+// Small tasks with checkable answers for the toy assistant: repeat, count, opposites, members of a
+// category, addition, the next number. Drawn from a seeded generator, so a corpus or a probe set is
+// the same on every run.
+export interface Task {
+  kind: string;
+  prompt: string;
+  answer: string;
+}
+
+export function rng(seed: number): () => number {
+  let s = seed >>> 0 || 1;
+  return () => {
+    s = (s + 0x6d2b79f5) >>> 0;
+    let t = s;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}
+
+const WORDS = ['apple', 'river', 'stone', 'cloud', 'green', 'table', 'music', 'light', 'chair', 'bread', 'water', 'paper', 'horse', 'tiger', 'glass', 'house', 'plant', 'smile', 'train', 'ocean', 'pencil', 'garden', 'window', 'sugar', 'winter', 'summer', 'forest', 'rocket', 'violin', 'candle'];
+const OPPOSITES: [string, string][] = [
+  ['hot', 'cold'], ['big', 'small'], ['up', 'down'], ['fast', 'slow'], ['happy', 'sad'], ['day', 'night'], ['open', 'closed'], ['light', 'dark'], ['early', 'late'], ['full', 'empty'],
+  ['old', 'new'], ['high', 'low'], ['hard', 'soft'], ['wet', 'dry'], ['loud', 'quiet'], ['near', 'far'], ['rich', 'poor'], ['thick', 'thin'], ['strong', 'weak'], ['long', 'short'],
+];
+const CATEGORIES: Record<string, string[]> = {
+  colours: ['red', 'green', 'blue'],
+  animals: ['cat', 'dog', 'horse'],
+  fruits: ['apple', 'pear', 'plum'],
+  planets: ['Mars', 'Venus', 'Earth'],
+  days: ['Monday', 'Tuesday', 'Friday'],
+  seasons: ['spring', 'summer', 'autumn'],
+};
+
+type Maker = (r: () => number) => Task;
+const pick = <T>(r: () => number, a: readonly T[]): T => a[Math.floor(r() * a.length)]!;
+
+const MAKERS: Maker[] = [
+  (r) => {
+    const ws = Array.from({ length: 1 + Math.floor(r() * 3) }, () => pick(r, WORDS));
+    return { kind: 'repeat', prompt: `Repeat after me: ${ws.join(' ')}`, answer: ws.join(' ') };
+  },
+  (r) => {
+    const ws = Array.from({ length: 1 + Math.floor(r() * 5) }, () => pick(r, WORDS));
+    return { kind: 'count', prompt: `How many words are in "${ws.join(' ')}"?`, answer: String(ws.length) };
+  },
+  (r) => {
+    const [a, b] = pick(r, OPPOSITES);
+    return r() < 0.5 ? { kind: 'opposite', prompt: `What is the opposite of ${a}?`, answer: b } : { kind: 'opposite', prompt: `What is the opposite of ${b}?`, answer: a };
+  },
+  (r) => {
+    const name = pick(r, Object.keys(CATEGORIES));
+    return { kind: 'category', prompt: `Name three ${name}.`, answer: CATEGORIES[name]!.join(', ') };
+  },
+  (r) => {
+    const a = Math.floor(r() * 10);
+    const b = Math.floor(r() * 10);
+    return { kind: 'add', prompt: `What is ${a} plus ${b}?`, answer: String(a + b) };
+  },
+  (r) => {
+    const n = Math.floor(r() * 50);
+    return { kind: 'next', prompt: `What number comes after ${n}?`, answer: String(n + 1) };
+  },
+];
+
+export function makeTask(r: () => number): Task {
+  return pick(r, MAKERS)(r);
+}
+
+/** `count` tasks with distinct prompts, drawn from `seed`, none of whose prompts is in `exclude`. */
+export function taskSet(seed: number, count: number, exclude: ReadonlySet<string> = new Set()): Task[] {
+  const r = rng(seed);
+  const seen = new Set(exclude);
+  const out: Task[] = [];
+  for (let tries = 0; out.length < count && tries < count * 100; tries++) {
+    const t = makeTask(r);
+    if (seen.has(t.prompt)) continue;
+    seen.add(t.prompt);
+    out.push(t);
+  }
+  return out;
+}
+
+/** Whether a reply gives the task's answer (case-insensitively, in whatever style). */
+export function answered(task: Task, reply: string): boolean {
+  return reply.toLowerCase().includes(task.answer.toLowerCase());
+}
