@@ -1,6 +1,6 @@
 #!/usr/bin/env node
 // The claas command line: engine utilities (model info, a random test model, a learning demo).
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Engine } from './engine/engine.js';
@@ -9,6 +9,9 @@ import { writeRandomModel } from './model/random-model.js';
 import { serve } from './serve-command.js';
 import { KeyStore, type Role } from './auth/keys.js';
 import { openDb } from './store/db.js';
+import { adherenceSvg } from './eval/plot.js';
+import { runEval } from './eval/run.js';
+import { STYLES, type StyleName } from './toy/styles.js';
 
 const USAGE = `usage: claas <command> [options]
 
@@ -27,12 +30,17 @@ commands:
                   --rate-chat <n> (6000) --rate-feedback <n> (600): requests per minute per key (0: off)
                   --max-queued-jobs <n> (256): feedback jobs waiting per adapter before 429
                   --max-prompt-tokens <n> (the model's context)  --max-tokens <n> (8192): per request
+                  --guard-max-kl <x> (1.0)  --guard-min-entropy <x> (0.05): collapse guard bounds per token
                   Without API keys the server listens on loopback only; beyond it, keys are required.
   keys          API keys (shown once when created; only a hash is stored)
                   keys create --tenant <t> [--role user|admin] [--name <label>]
                   keys list
                   keys revoke <id>
                   --data <dir>    state directory (default: ./data)
+  eval          teach a running server each style through /v1/feedback and measure it on held-out probes
+                  --url <url> (http://127.0.0.1:8000)  --key <api key>  --styles caps,brief,name,signoff
+                  --events <n> (8)  --every <k> (2)  --probes <n> (20)  --seed <n> (1)  --rank <n> (8)
+                  --lr <x> (2e-3)  --train-steps <n> (4)  --teacher <mode> (current)  --out <dir>  --json
   demo          learn from one piece of feedback on a model and show the metrics of each SDPO step
                   --model <dir>   model folder (default: a small random Qwen3 model in --data)
                   --data <dir>    state directory (default: ./data)
@@ -125,9 +133,21 @@ async function main(argv: string[]): Promise<number> {
       'max-queued-jobs': { type: 'string', default: '256' },
       'max-prompt-tokens': { type: 'string' },
       'max-tokens': { type: 'string', default: '8192' },
+      'guard-max-kl': { type: 'string' },
+      'guard-min-entropy': { type: 'string' },
       tenant: { type: 'string' },
       role: { type: 'string', default: 'user' },
       name: { type: 'string' },
+      url: { type: 'string', default: 'http://127.0.0.1:8000' },
+      key: { type: 'string' },
+      styles: { type: 'string', default: 'caps,brief,name,signoff' },
+      events: { type: 'string', default: '8' },
+      every: { type: 'string', default: '2' },
+      probes: { type: 'string', default: '20' },
+      rank: { type: 'string', default: '8' },
+      lr: { type: 'string', default: '2e-3' },
+      'train-steps': { type: 'string', default: '4' },
+      json: { type: 'boolean', default: false },
     },
     allowPositionals: true,
   });
@@ -152,11 +172,47 @@ async function main(argv: string[]): Promise<number> {
         maxQueuedJobs: Number(values['max-queued-jobs']),
         maxPromptTokens: values['max-prompt-tokens'] === undefined ? undefined : Number(values['max-prompt-tokens']),
         maxTokens: Number(values['max-tokens']),
+        guardMaxKl: values['guard-max-kl'] === undefined ? undefined : Number(values['guard-max-kl']),
+        guardMinEntropy: values['guard-min-entropy'] === undefined ? undefined : Number(values['guard-min-entropy']),
       });
       return 0;
     case 'keys':
       keysCommand(resolve(values.data!), positionals, { tenant: values.tenant, role: values.role!, name: values.name });
       return 0;
+    case 'eval': {
+      const styles = values.styles!.split(',').map((x) => x.trim()) as StyleName[];
+      for (const st of styles) if (!(st in STYLES)) throw new ClaasError('E_USAGE', `unknown style ${st}; styles: ${Object.keys(STYLES).join(', ')}`);
+      const log = values.json ? (line: string) => process.stderr.write(`${line}\n`) : (line: string) => console.log(line);
+      const summary = await runEval({
+        url: values.url!,
+        key: values.key ?? process.env.CLAAS_API_KEY,
+        styles,
+        events: Number(values.events),
+        every: Number(values.every),
+        probes: Number(values.probes),
+        target: 0.95,
+        seed: Number(values.seed),
+        rank: Number(values.rank),
+        training: { learning_rate: Number(values.lr), steps: Number(values['train-steps']), ...(values.teacher ? { teacher: values.teacher } : {}) },
+        log,
+      });
+      if (values.out) {
+        mkdirSync(values.out, { recursive: true });
+        writeFileSync(join(values.out, `eval-seed${summary.seed}.json`), JSON.stringify(summary, null, 2));
+        writeFileSync(join(values.out, `eval-seed${summary.seed}.svg`), adherenceSvg(summary));
+        log(`wrote ${join(values.out, `eval-seed${summary.seed}.json`)} and .svg`);
+      }
+      const compact = {
+        ...Object.fromEntries(Object.entries(summary.styles).map(([k, r]) => [k, { before: r!.before, after: r!.after, events: r!.events }])),
+        retention_delta: summary.retention_delta,
+        control_delta: summary.control_delta,
+        distinct2_ratio: summary.distinct2_ratio,
+        sequence_first_after_all: summary.sequence?.first_after_all ?? null,
+        seconds: summary.seconds,
+      };
+      console.log(JSON.stringify(compact));
+      return 0;
+    }
     case 'demo':
       await demo({ model: values.model, data: values.data!, steps: Number(values.steps), threads });
       return 0;

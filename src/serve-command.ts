@@ -32,6 +32,8 @@ export interface ServeOptions {
   maxPromptTokens?: number;
   /** Ceiling of max_tokens. */
   maxTokens: number;
+  guardMaxKl?: number;
+  guardMinEntropy?: number;
 }
 
 function isLoopback(host: string): boolean {
@@ -54,6 +56,9 @@ export async function serve(opts: ServeOptions): Promise<void> {
   }
   for (const [flag, v] of [['--max-prompt-tokens', opts.maxPromptTokens ?? 1], ['--max-tokens', opts.maxTokens]] as const) {
     if (!Number.isInteger(v) || v < 1) throw new ClaasError('E_USAGE', `${flag} must be a positive integer (got ${v})`);
+  }
+  for (const [flag, v] of [['--guard-max-kl', opts.guardMaxKl ?? 1], ['--guard-min-entropy', opts.guardMinEntropy ?? 0]] as const) {
+    if (!Number.isFinite(v) || v < 0) throw new ClaasError('E_USAGE', `${flag} must be a number >= 0 (got ${v})`);
   }
   if (!Number.isInteger(opts.maxQueuedJobs) || opts.maxQueuedJobs < 1) throw new ClaasError('E_USAGE', `--max-queued-jobs must be a positive integer (got ${opts.maxQueuedJobs})`);
   const data = resolve(opts.data);
@@ -84,6 +89,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     dataDir: data,
     threads: opts.threads,
     maxPromptTokens: opts.maxPromptTokens,
+    guard: { ...(opts.guardMaxKl !== undefined ? { maxKlToBase: opts.guardMaxKl } : {}), ...(opts.guardMinEntropy !== undefined ? { minEntropy: opts.guardMinEntropy } : {}) },
     maxTokensLimit: opts.maxTokens,
     vllm: opts.vllmUrl ? { url: opts.vllmUrl, apiKey: process.env.VLLM_API_KEY } : undefined,
     teacher: opts.teacherUrl ? { url: opts.teacherUrl, apiKey: process.env.TEACHER_API_KEY, model: opts.teacherModel } : undefined,

@@ -1,0 +1,72 @@
+// The eval's view of a CLaaS server: plain HTTP calls, exactly as any client would make them.
+export interface ChatReply {
+  id: string;
+  text: string;
+}
+
+export class EvalClient {
+  constructor(
+    readonly url: string,
+    private readonly key?: string,
+  ) {}
+
+  async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const headers: Record<string, string> = this.key ? { authorization: `Bearer ${this.key}` } : {};
+    if (body !== undefined) headers['content-type'] = 'application/json';
+    const res = await fetch(`${this.url}${path}`, { method, headers, body: body === undefined ? undefined : JSON.stringify(body) });
+    const text = await res.text();
+    if (!res.ok) throw new Error(`${method} ${path} answered ${res.status}: ${text.slice(0, 300)}`);
+    return JSON.parse(text) as T;
+  }
+
+  async baseModel(): Promise<string> {
+    const models = await this.call<{ data: { id: string; parent: string | null }[] }>('GET', '/v1/models');
+    return models.data.find((m) => m.parent === null)!.id;
+  }
+
+  async chat(model: string, prompt: string, opts: { temperature?: number; seed?: number; maxTokens?: number } = {}): Promise<ChatReply> {
+    const r = await this.call<{ id: string; choices: { message: { content: string | null } }[] }>('POST', '/v1/chat/completions', {
+      model,
+      messages: [{ role: 'user', content: prompt }],
+      max_tokens: opts.maxTokens ?? 48,
+      temperature: opts.temperature ?? 0,
+      seed: opts.seed,
+    });
+    return { id: r.id, text: r.choices[0]!.message.content ?? '' };
+  }
+
+  /** Sum of the log-probs of `reply` after the Qwen3 chat rendering of `prompt` (prompt_logprobs scoring). */
+  async replyLogprob(model: string, prompt: string, reply: string): Promise<number> {
+    const head = `<|im_start|>user\n${prompt}<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n`;
+    const alone = await this.call<{ usage: { prompt_tokens: number } }>('POST', '/v1/completions', { model, prompt: head, max_tokens: 1, temperature: 0 });
+    const full = await this.call<{ prompt_logprobs: (Record<string, { logprob: number; rank: number }> | null)[]; usage: { prompt_tokens: number } }>('POST', '/v1/completions', {
+      model,
+      prompt: `${head}${reply}<|im_end|>`,
+      max_tokens: 1,
+      temperature: 0,
+      prompt_logprobs: 0,
+    });
+    // Each row holds the scored prompt token (rank given) and no alternatives (k = 0).
+    return full.prompt_logprobs.slice(alone.usage.prompt_tokens).reduce((s, row) => s + Math.min(...Object.values(row ?? {}).map((e) => e.logprob)), 0);
+  }
+
+  async createAdapter(id: string, rank: number): Promise<void> {
+    await this.call('POST', '/v1/lora/init', { lora_id: id, rank, alpha: 2 * rank });
+  }
+
+  async deleteAdapter(id: string): Promise<void> {
+    await this.call('DELETE', `/v1/lora/${id}`).catch(() => undefined);
+  }
+
+  /** Gives feedback on a reply and waits for its update; returns the job's result. */
+  async feedback(adapter: string, completionId: string, text: string, training: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const { job_id: job } = await this.call<{ job_id: string }>('POST', '/v1/feedback', { lora_id: adapter, completion_id: completionId, feedback: text, training });
+    for (let i = 0; i < 6000; i++) {
+      const r = await this.call<{ status: string; result: Record<string, unknown> | null; error: string | null }>('GET', `/v1/feedback/jobs/${job}`);
+      if (r.status === 'done') return r.result ?? {};
+      if (r.status === 'failed') throw new Error(`feedback job ${job} failed: ${r.error}`);
+      await new Promise((res) => setTimeout(res, 25));
+    }
+    throw new Error(`feedback job ${job} did not finish`);
+  }
+}

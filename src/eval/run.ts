@@ -1,0 +1,137 @@
+// claas eval: teaches a live server each style through /v1/feedback and measures, on held-out probes,
+// what changed — per style: adherence before and after and the events it took; task accuracy
+// (retention); an unrelated-feedback control; three styles learned one after another (is the first
+// still there?); the collapse guard's KL to base and entropy from each update.
+import { STYLES, UNRELATED_FEEDBACK, type StyleName } from '../toy/styles.js';
+import { taskSet, type Task } from '../toy/tasks.js';
+import { EvalClient } from './client.js';
+import { measure, type Measurement } from './measure.js';
+
+export interface EvalOptions {
+  url: string;
+  key?: string;
+  styles: StyleName[];
+  /** Feedback events per style at most. */
+  events: number;
+  /** Re-measure after every k events. */
+  every: number;
+  probes: number;
+  /** Adherence at which a style counts as learned. */
+  target: number;
+  seed: number;
+  training: Record<string, unknown>;
+  rank: number;
+  log: (line: string) => void;
+}
+
+export interface StyleResult {
+  before: number;
+  after: number;
+  /** Events until adherence reached the target (null: not within the budget). */
+  events: number | null;
+  curve: { events: number; adherence: number; margin: number | null; accuracy: number; distinct2: number }[];
+  guard: { klToBase: number; entropy: number }[];
+}
+
+export interface EvalSummary {
+  seed: number;
+  styles: Partial<Record<StyleName, StyleResult>>;
+  base: { accuracy: number; distinct2: number; defaultRate: number; adherence: Record<StyleName, number> };
+  retention_delta: number;
+  distinct2_ratio: number;
+  control_delta: number;
+  sequence: { order: StyleName[]; first_after_all: number; last: number } | null;
+  seconds: number;
+}
+
+function guardOf(result: Record<string, unknown>): { klToBase: number; entropy: number } {
+  const g = (result.guard ?? {}) as { klToBase?: number; entropy?: number };
+  return { klToBase: g.klToBase ?? NaN, entropy: g.entropy ?? NaN };
+}
+
+async function teach(client: EvalClient, adapter: string, style: StyleName, train: Task[], probes: Task[], o: EvalOptions, start: Measurement): Promise<StyleResult> {
+  const curve: StyleResult['curve'] = [{ events: 0, adherence: start.adherence[style], margin: start.margin, accuracy: start.accuracy, distinct2: start.distinct2 }];
+  const guard: StyleResult['guard'] = [];
+  let reached: number | null = start.adherence[style] >= o.target ? 0 : null;
+  let last = start;
+  const phrasings = STYLES[style].feedback.train;
+  for (let e = 1; e <= o.events && reached === null; e++) {
+    const task = train[(e - 1) % train.length]!;
+    const reply = await client.chat(adapter, task.prompt, { temperature: 0 });
+    const result = await client.feedback(adapter, reply.id, phrasings[(e - 1) % phrasings.length]!, o.training);
+    guard.push(guardOf(result));
+    if (e % o.every === 0 || e === o.events) {
+      last = await measure(client, adapter, probes, style);
+      curve.push({ events: e, adherence: last.adherence[style], margin: last.margin, accuracy: last.accuracy, distinct2: last.distinct2 });
+      o.log(`  ${style}: ${e} event(s): adherence ${last.adherence[style].toFixed(2)}, margin ${last.margin?.toFixed(2)}, accuracy ${last.accuracy.toFixed(2)}`);
+      if (last.adherence[style] >= o.target) reached = e;
+    }
+  }
+  return { before: start.adherence[style], after: last.adherence[style], events: reached, curve, guard };
+}
+
+export async function runEval(o: EvalOptions): Promise<EvalSummary> {
+  const t0 = performance.now();
+  const client = new EvalClient(o.url, o.key);
+  const base = await client.baseModel();
+  const probes = taskSet(1000 + o.seed, o.probes);
+  const train = taskSet(2000 + o.seed, 64, new Set(probes.map((p) => p.prompt)));
+  const baseline = await measure(client, base, probes, null);
+  o.log(`base model ${base}: accuracy ${baseline.accuracy.toFixed(2)}, default style ${baseline.defaultRate.toFixed(2)}, adherence ${JSON.stringify(baseline.adherence)}`);
+  const tag = `${o.seed}-${Date.now().toString(36)}`;
+  const summary: EvalSummary = {
+    seed: o.seed,
+    styles: {},
+    base: { accuracy: baseline.accuracy, distinct2: baseline.distinct2, defaultRate: baseline.defaultRate, adherence: baseline.adherence },
+    retention_delta: 0,
+    distinct2_ratio: 1,
+    control_delta: 0,
+    sequence: null,
+    seconds: 0,
+  };
+  let worstAccuracy = baseline.accuracy;
+  let worstDistinct = baseline.distinct2;
+  for (const style of o.styles) {
+    const adapter = `eval/${style}-${tag}`;
+    await client.createAdapter(adapter, o.rank);
+    const start = await measure(client, adapter, probes, style);
+    o.log(`${style}: before ${start.adherence[style].toFixed(2)}`);
+    const r = await teach(client, adapter, style, train, probes, o, start);
+    summary.styles[style] = r;
+    const end = r.curve.at(-1)!;
+    worstAccuracy = Math.min(worstAccuracy, end.accuracy);
+    worstDistinct = Math.min(worstDistinct, end.distinct2);
+    await client.deleteAdapter(adapter);
+  }
+  summary.retention_delta = worstAccuracy - baseline.accuracy;
+  summary.distinct2_ratio = baseline.distinct2 > 0 ? worstDistinct / baseline.distinct2 : 1;
+
+  // Control: unrelated "feedback" for as many events as a style got; no style may move.
+  const control = `eval/control-${tag}`;
+  await client.createAdapter(control, o.rank);
+  for (let e = 1; e <= o.events; e++) {
+    const reply = await client.chat(control, train[e % train.length]!.prompt);
+    await client.feedback(control, reply.id, UNRELATED_FEEDBACK.train[e % UNRELATED_FEEDBACK.train.length]!, o.training);
+  }
+  const after = await measure(client, control, probes, null);
+  summary.control_delta = Math.max(...(Object.keys(STYLES) as StyleName[]).map((s) => Math.abs(after.adherence[s] - baseline.adherence[s])), Math.abs(after.defaultRate - baseline.defaultRate));
+  o.log(`control: largest adherence change ${summary.control_delta.toFixed(2)}`);
+  await client.deleteAdapter(control);
+
+  // Three styles in sequence on one adapter.
+  if (o.styles.length >= 3) {
+    const order = o.styles.slice(0, 3);
+    const seq = `eval/sequence-${tag}`;
+    await client.createAdapter(seq, o.rank);
+    let m = await measure(client, seq, probes, null);
+    for (const style of order) {
+      const r = await teach(client, seq, style, train, probes, { ...o, log: () => {} }, m);
+      m = await measure(client, seq, probes, null);
+      o.log(`sequence: after ${style} (${r.events ?? `>${o.events}`} events): ${JSON.stringify(m.adherence)}`);
+    }
+    summary.sequence = { order, first_after_all: m.adherence[order[0]!], last: m.adherence[order[2]!] };
+    await client.deleteAdapter(seq);
+  }
+  summary.seconds = Math.round((performance.now() - t0) / 1000);
+  return summary;
+}
