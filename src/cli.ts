@@ -17,7 +17,8 @@ const USAGE = `usage: claas <command> [options]
 
 commands:
   serve         the OpenAI-compatible server with the learning loop (embedded engine, or vLLM)
-                  --model <dir>   model folder (default: a small random Qwen3 chat model written to --data)
+                  --model <dir>   model folder (default: the toy assistant in models/toy; "random": a
+                                  small random Qwen3 chat model written to --data)
                   --data <dir>    state directory: SQLite database and adapters (default: ./data)
                   --port <n> (8000)  --host <addr> (127.0.0.1)  --threads <n>
                   --batch-size <n> (4)  --batch-wait-ms <n> (2000): feedback items per update, longest wait
@@ -40,7 +41,7 @@ commands:
   eval          teach a running server each style through /v1/feedback and measure it on held-out probes
                   --url <url> (http://127.0.0.1:8000)  --key <api key>  --styles caps,brief,name,signoff
                   --events <n> (8)  --every <k> (2)  --probes <n> (20)  --seed <n> (1)  --rank <n> (8)
-                  --lr <x> (2e-3)  --train-steps <n> (4)  --teacher <mode> (current)  --out <dir>  --json
+                  --lr <x> (2e-3)  --train-steps <n> (4)  --alpha <x> (0)  --teacher <mode> (current)  --out <dir>  --json
   demo          learn from one piece of feedback on a model and show the metrics of each SDPO step
                   --model <dir>   model folder (default: a small random Qwen3 model in --data)
                   --data <dir>    state directory (default: ./data)
@@ -147,6 +148,7 @@ async function main(argv: string[]): Promise<number> {
       rank: { type: 'string', default: '8' },
       lr: { type: 'string', default: '2e-3' },
       'train-steps': { type: 'string', default: '4' },
+      alpha: { type: 'string', default: '0' },
       json: { type: 'boolean', default: false },
     },
     allowPositionals: true,
@@ -193,7 +195,7 @@ async function main(argv: string[]): Promise<number> {
         target: 0.95,
         seed: Number(values.seed),
         rank: Number(values.rank),
-        training: { learning_rate: Number(values.lr), steps: Number(values['train-steps']), ...(values.teacher ? { teacher: values.teacher } : {}) },
+        training: { learning_rate: Number(values.lr), steps: Number(values['train-steps']), alpha: Number(values.alpha), ...(values.teacher ? { teacher: values.teacher } : {}) },
         log,
       });
       if (values.out) {

@@ -1,6 +1,7 @@
 // `claas serve`: load the model (with progress), open the state directory, listen, and shut down
 // cleanly on SIGINT / SIGTERM: stop accepting, let in-flight requests finish, close the database.
 import { existsSync, statSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
 import { join, resolve } from 'node:path';
 import { buildApp } from './api/app.js';
 import { ClaasError } from './errors.js';
@@ -42,6 +43,28 @@ function isLoopback(host: string): boolean {
 
 const TEACHERS = ['base', 'current', 'ema', 'remote'] as const;
 
+/** The shipped toy assistant (models/toy), if this checkout has its weights. */
+export const TOY_MODEL = fileURLToPath(new URL('../../models/toy', import.meta.url));
+
+/**
+ * --model as given; "random" for a small random model written to the state directory; without
+ * --model the toy assistant shipped in models/toy (or, if its weights are missing, the random model).
+ */
+function resolveModel(model: string | undefined, data: string): string {
+  if (model && model !== 'random') return resolve(model);
+  if (!model && existsSync(join(TOY_MODEL, 'model.safetensors'))) {
+    console.log(`no --model given: serving the toy assistant in ${TOY_MODEL} (a tiny model trained here: simple tasks, styles set by feedback)`);
+    return TOY_MODEL;
+  }
+  const dir = join(data, 'models', 'random-tiny');
+  if (!existsSync(join(dir, 'config.json'))) {
+    console.log(`writing a small random Qwen3 chat model to ${dir} (it replies with random words)`);
+    return writeRandomChatModel(dir);
+  }
+  console.log(`serving the small random Qwen3 chat model in ${dir}`);
+  return dir;
+}
+
 export async function serve(opts: ServeOptions): Promise<void> {
   if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) throw new ClaasError('E_USAGE', `--port must be 0-65535 (got ${opts.port})`);
   if (!Number.isInteger(opts.batchSize) || opts.batchSize < 1) throw new ClaasError('E_USAGE', `--batch-size must be a positive integer (got ${opts.batchSize})`);
@@ -72,15 +95,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     }
     console.log(hasKeys ? 'API keys required (Authorization: Bearer <key>)' : 'no API keys: listening on loopback only, without authentication (claas keys create adds keys)');
   }
-  let modelDir = opts.model ? resolve(opts.model) : join(data, 'models', 'random-tiny');
-  if (!opts.model) {
-    if (!existsSync(join(modelDir, 'config.json'))) {
-      console.log(`no --model given: writing a small random Qwen3 chat model to ${modelDir} (it replies with random words)`);
-      modelDir = writeRandomChatModel(modelDir);
-    } else {
-      console.log(`no --model given: serving the small random Qwen3 chat model in ${modelDir}`);
-    }
-  }
+  const modelDir = resolveModel(opts.model, data);
   const files = [...new Set(weightFiles(modelDir).values())];
   const bytes = files.reduce((s, f) => s + statSync(f).size, 0);
   process.stdout.write(`loading ${modelDir}: ${files.length} weight file(s), ${(bytes / 2 ** 20).toFixed(1)} MiB … `);

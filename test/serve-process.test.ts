@@ -14,7 +14,7 @@ const cli = fileURLToPath(new URL('../src/cli.js', import.meta.url));
 
 test('32 concurrent chats succeed and SIGTERM during them loses none', async () => {
   const data = join(tempDir(), 'data');
-  const proc = spawn(process.execPath, [cli, 'serve', '--data', data, '--port', '0', '--threads', '2'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LOG_LEVEL: 'warn' } });
+  const proc = spawn(process.execPath, [cli, 'serve', '--model', 'random', '--data', data, '--port', '0', '--threads', '2'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LOG_LEVEL: 'warn' } });
   let out = '';
   proc.stderr.on('data', (d) => (out += d));
   const address = await new Promise<string>((resolve, reject) => {

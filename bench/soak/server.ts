@@ -15,7 +15,7 @@ export interface ServerProcess {
 }
 
 export async function startServer(data: string, args: string[] = []): Promise<ServerProcess> {
-  const proc = spawn(process.execPath, [cli, 'serve', '--data', data, '--port', '0', '--threads', '2', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LOG_LEVEL: 'warn' } });
+  const proc = spawn(process.execPath, [cli, 'serve', '--model', 'random', '--data', data, '--port', '0', '--threads', '2', ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LOG_LEVEL: 'warn' } });
   let out = '';
   proc.stderr!.on('data', (d) => (out = (out + d).slice(-20_000)));
   const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
