@@ -31,7 +31,7 @@ commands:
                   --rate-chat <n> (6000) --rate-feedback <n> (600): requests per minute per key (0: off)
                   --max-queued-jobs <n> (256): feedback jobs waiting per adapter before 429
                   --max-prompt-tokens <n> (the model's context)  --max-tokens <n> (8192): per request
-                  --guard-max-kl <x> (1.0)  --guard-min-entropy <x> (0.05): collapse guard bounds per token
+                  --guard-max-kl <x> (3.0)  --guard-min-entropy <x> (0.05): collapse guard bounds per token
                   Without API keys the server listens on loopback only; beyond it, keys are required.
   keys          API keys (shown once when created; only a hash is stored)
                   keys create --tenant <t> [--role user|admin] [--name <label>]

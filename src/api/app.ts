@@ -13,6 +13,7 @@ import { registerErrorHandlers } from './errors.js';
 import { healthRoutes, type RequestCounters } from './health.js';
 import { modelRoutes } from './models.js';
 import { adminRoutes } from './admin.js';
+import { evalRunRoutes } from './eval-runs.js';
 import { registerAccess } from './access.js';
 import { KeyStore } from '../auth/keys.js';
 import { RateLimiter, type RateLimit } from '../auth/rate-limit.js';
@@ -48,6 +49,7 @@ export async function buildApp(service: InferenceService, options: AppOptions = 
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
   await app.register(adminRoutes(keys, service.store, options.orchestrator?.jobs ?? null));
+  await app.register(evalRunRoutes(service.store.db));
   await app.register(chatRoutes(service));
   await app.register(completionRoutes(service));
   await app.register(modelRoutes(service));

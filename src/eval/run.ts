@@ -133,5 +133,7 @@ export async function runEval(o: EvalOptions): Promise<EvalSummary> {
     await client.deleteAdapter(seq);
   }
   summary.seconds = Math.round((performance.now() - t0) / 1000);
+  // Kept by the server for the dashboard.
+  await client.call('POST', '/v1/eval/runs', summary).catch((err: unknown) => o.log(`the server did not keep the run: ${(err as Error).message}`));
   return summary;
 }

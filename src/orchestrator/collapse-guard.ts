@@ -19,7 +19,9 @@ export const DEFAULT_GUARD: GuardConfig = {
   enabled: true,
   probes: ['What is the capital of France?', 'Write one sentence about the sea.', 'List three colours.', 'How are you today?'],
   probeTokens: 16,
-  maxKlToBase: 1.0,
+  // A learned style moves every token of a reply (all capitals on the toy model: about 1.5-1.7 nats
+  // per token on these probes), so the bound sits above that; entropy catches the collapse to one reply.
+  maxKlToBase: 3.0,
   minEntropy: 0.05,
 };
 

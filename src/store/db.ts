@@ -109,6 +109,12 @@ const MIGRATIONS: string[] = [
      created_at INTEGER NOT NULL,
      revoked_at INTEGER
    );`,
+  `CREATE TABLE eval_runs (
+     id TEXT PRIMARY KEY,
+     created_at INTEGER NOT NULL,
+     tenant TEXT,
+     summary_json TEXT NOT NULL
+   );`,
 ];
 
 /** Opens (creating when needed) the database at `file`, or in memory for ':memory:'. */

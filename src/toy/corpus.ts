@@ -25,7 +25,11 @@ export function corpus(seed: number, count: number): CorpusSample[] {
     } else if (u < 0.85) {
       const style = STYLES[names[Math.floor(r() * names.length)]!];
       const fb = style.feedback.train[Math.floor(r() * style.feedback.train.length)]!;
-      out.push({ messages: hindsightMessages(messages, fb), reply: style.render(task.answer), style: style.name });
+      // Now and then the reply under a block is the default one: the model then also knows how a
+      // default reply goes on in that context, so as a teacher it scores an unstyled attempt sensibly
+      // (the right answer, the usual ending) and the style shows where the reply could first differ.
+      const reply = r() < 0.15 ? defaultReply(task.answer) : style.render(task.answer);
+      out.push({ messages: hindsightMessages(messages, fb), reply, style: style.name });
     } else {
       const fb = UNRELATED_FEEDBACK.train[Math.floor(r() * UNRELATED_FEEDBACK.train.length)]!;
       out.push({ messages: hindsightMessages(messages, fb), reply: defaultReply(task.answer), style: 'default' });
