@@ -23,19 +23,21 @@ try {
   for (const teacher of teachers) {
     const runs: EvalSummary[] = [];
     for (const seed of seeds) {
-      const s = await runEval({ url, styles, events: 8, every: 1, probes: 20, target: 0.95, seed, rank: 8, training: { learning_rate: 2e-3, steps: 4, alpha: 0, teacher }, log: () => {} });
+      const s = await runEval({ url, styles, events: 8, every: 1, probes: 20, target: 0.95, seed, rank: 8, training: { learning_rate: 1e-3, steps: 2, alpha: 0, teacher }, log: () => {} });
       runs.push(s);
-      console.log(JSON.stringify({ teacher, seed, ...Object.fromEntries(styles.map((st) => [st, { before: s.styles[st]!.before, after: s.styles[st]!.after, events: s.styles[st]!.events }])), retention_delta: s.retention_delta, control_delta: s.control_delta, distinct2_ratio: s.distinct2_ratio, sequence: s.sequence, seconds: s.seconds }));
+      console.log(JSON.stringify({ teacher, seed, ...Object.fromEntries(styles.map((st) => [st, { before: s.styles[st]!.before, after: s.styles[st]!.after, events: s.styles[st]!.events }])), retention_delta: s.retention_delta, control_delta: s.control_delta, distinct2_ratio: s.distinct2_ratio, entropy_ratio: s.entropy_ratio, max_kl_to_base: s.max_kl_to_base, sequence: s.sequence, seconds: s.seconds }));
     }
     const row: Record<string, unknown> = { teacher };
     for (const st of styles) {
       const rs = runs.map((r) => r.styles[st]!);
-      row[st] = { before: mean(rs.map((r) => r.before)), after: mean(rs.map((r) => r.after)), events: rs.map((r) => r.events), max_kl: Math.max(...rs.flatMap((r) => r.guard.map((g) => g.klToBase))) };
+      row[st] = { before: mean(rs.map((r) => r.before)), after: mean(rs.map((r) => r.after)), events: rs.map((r) => r.events) };
     }
     row.base_accuracy = mean(runs.map((r) => r.base.accuracy));
     row.retention_delta = mean(runs.map((r) => r.retention_delta));
     row.control_delta = mean(runs.map((r) => r.control_delta));
     row.distinct2_ratio = mean(runs.map((r) => r.distinct2_ratio));
+    row.entropy_ratio = mean(runs.map((r) => r.entropy_ratio));
+    row.max_kl_to_base = Math.max(...runs.map((r) => r.max_kl_to_base));
     row.first_after_three = mean(runs.map((r) => r.sequence?.first_after_all ?? NaN));
     row.seconds = runs.reduce((a, r) => a + r.seconds, 0);
     rows.push(row);
@@ -46,13 +48,13 @@ try {
   service.close();
 }
 const f = (x: number) => x.toFixed(2);
-console.log(`\n| teacher | ${styles.map((s) => `${s}: before → after (events)`).join(' | ')} | accuracy Δ | control Δ | distinct-2 ratio | 1st style after 3 |`);
-console.log(`|---|${styles.map(() => '---').join('|')}|---|---|---|---|`);
+console.log(`\n| teacher | ${styles.map((s) => `${s}: before → after (events)`).join(' | ')} | accuracy Δ | control Δ | distinct-2 ratio | entropy ratio | max KL to base | 1st style after 3 |`);
+console.log(`|---|${styles.map(() => '---').join('|')}|---|---|---|---|---|---|`);
 for (const r of rows) {
   const cells = styles.map((st) => {
     const c = r[st] as { before: number; after: number; events: (number | null)[] };
     return `${f(c.before)} → ${f(c.after)} (${c.events.map((e) => e ?? '>8').join(', ')})`;
   });
-  console.log(`| ${r.teacher as string} | ${cells.join(' | ')} | ${f(r.retention_delta as number)} | ${f(r.control_delta as number)} | ${f(r.distinct2_ratio as number)} | ${f(r.first_after_three as number)} |`);
+  console.log(`| ${r.teacher as string} | ${cells.join(' | ')} | ${f(r.retention_delta as number)} | ${f(r.control_delta as number)} | ${f(r.distinct2_ratio as number)} | ${f(r.entropy_ratio as number)} | ${f(r.max_kl_to_base as number)} | ${f(r.first_after_three as number)} |`);
 }
 console.log(JSON.stringify({ rows, seconds: Math.round((performance.now() - t0) / 1000) }));

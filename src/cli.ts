@@ -41,7 +41,7 @@ commands:
   eval          teach a running server each style through /v1/feedback and measure it on held-out probes
                   --url <url> (http://127.0.0.1:8000)  --key <api key>  --styles caps,brief,name,signoff
                   --events <n> (8)  --every <k> (2)  --probes <n> (20)  --seed <n> (1)  --rank <n> (8)
-                  --lr <x> (2e-3)  --train-steps <n> (4)  --alpha <x> (0)  --teacher <mode> (current)  --out <dir>  --json
+                  --lr <x> (1e-3)  --train-steps <n> (2)  --alpha <x> (0)  --teacher <mode> (current)  --out <dir>  --json
   demo          learn from one piece of feedback on a model and show the metrics of each SDPO step
                   --model <dir>   model folder (default: a small random Qwen3 model in --data)
                   --data <dir>    state directory (default: ./data)
@@ -146,8 +146,8 @@ async function main(argv: string[]): Promise<number> {
       every: { type: 'string', default: '2' },
       probes: { type: 'string', default: '20' },
       rank: { type: 'string', default: '8' },
-      lr: { type: 'string', default: '2e-3' },
-      'train-steps': { type: 'string', default: '4' },
+      lr: { type: 'string', default: '1e-3' },
+      'train-steps': { type: 'string', default: '2' },
       alpha: { type: 'string', default: '0' },
       json: { type: 'boolean', default: false },
     },
@@ -209,6 +209,8 @@ async function main(argv: string[]): Promise<number> {
         retention_delta: summary.retention_delta,
         control_delta: summary.control_delta,
         distinct2_ratio: summary.distinct2_ratio,
+        entropy_ratio: summary.entropy_ratio,
+        max_kl_to_base: summary.max_kl_to_base,
         sequence_first_after_all: summary.sequence?.first_after_all ?? null,
         seconds: summary.seconds,
       };

@@ -2,6 +2,19 @@
 export interface ChatReply {
   id: string;
   text: string;
+  /** Mean per-token entropy (nats) over the top-20 alternatives of each sampled position. */
+  entropy: number;
+}
+
+function meanEntropy(content: { top_logprobs: { logprob: number }[] }[]): number {
+  if (content.length === 0) return 0;
+  let sum = 0;
+  for (const c of content) {
+    const p = c.top_logprobs.map((a) => Math.exp(a.logprob));
+    const z = p.reduce((a, b) => a + b, 0);
+    sum += -p.reduce((a, q) => a + (q > 0 ? (q / z) * Math.log(q / z) : 0), 0);
+  }
+  return sum / content.length;
 }
 
 export class EvalClient {
@@ -25,14 +38,17 @@ export class EvalClient {
   }
 
   async chat(model: string, prompt: string, opts: { temperature?: number; seed?: number; maxTokens?: number } = {}): Promise<ChatReply> {
-    const r = await this.call<{ id: string; choices: { message: { content: string | null } }[] }>('POST', '/v1/chat/completions', {
+    const r = await this.call<{ id: string; choices: { message: { content: string | null }; logprobs: { content: { top_logprobs: { logprob: number }[] }[] } | null }[] }>('POST', '/v1/chat/completions', {
       model,
       messages: [{ role: 'user', content: prompt }],
       max_tokens: opts.maxTokens ?? 48,
       temperature: opts.temperature ?? 0,
       seed: opts.seed,
+      logprobs: true,
+      top_logprobs: 20,
     });
-    return { id: r.id, text: r.choices[0]!.message.content ?? '' };
+    const c = r.choices[0]!;
+    return { id: r.id, text: c.message.content ?? '', entropy: meanEntropy(c.logprobs?.content ?? []) };
   }
 
   /** Sum of the log-probs of `reply` after the Qwen3 chat rendering of `prompt` (prompt_logprobs scoring). */

@@ -14,6 +14,8 @@ export interface Measurement {
   accuracy: number;
   /** Distinct word bigrams over all bigrams of the replies. */
   distinct2: number;
+  /** Mean per-token entropy of the replies (nats, over each position's top 20). */
+  entropy: number;
   /** Mean log-prob margin (compliant minus default reply) for the style being learned, if asked. */
   margin: number | null;
   replies: string[];
@@ -30,7 +32,12 @@ export function distinct2(texts: string[]): number {
 
 export async function measure(client: EvalClient, model: string, probes: Task[], marginStyle: StyleName | null, marginProbes = 4): Promise<Measurement> {
   const replies: string[] = [];
-  for (const p of probes) replies.push((await client.chat(model, p.prompt)).text);
+  let entropy = 0;
+  for (const p of probes) {
+    const r = await client.chat(model, p.prompt);
+    replies.push(r.text);
+    entropy += r.entropy / probes.length;
+  }
   const adherence = Object.fromEntries((Object.keys(STYLES) as StyleName[]).map((s) => [s, replies.filter((r) => STYLES[s].verify(r)).length / replies.length])) as Record<StyleName, number>;
   let margin: number | null = null;
   if (marginStyle) {
@@ -44,6 +51,7 @@ export async function measure(client: EvalClient, model: string, probes: Task[],
     defaultRate: replies.filter(isDefault).length / replies.length,
     accuracy: probes.filter((p, i) => answered(p, replies[i]!)).length / probes.length,
     distinct2: distinct2(replies),
+    entropy,
     margin,
     replies,
   };

@@ -29,16 +29,20 @@ export interface StyleResult {
   after: number;
   /** Events until adherence reached the target (null: not within the budget). */
   events: number | null;
-  curve: { events: number; adherence: number; margin: number | null; accuracy: number; distinct2: number }[];
+  curve: { events: number; adherence: number; margin: number | null; accuracy: number; distinct2: number; entropy: number }[];
   guard: { klToBase: number; entropy: number }[];
 }
 
 export interface EvalSummary {
   seed: number;
   styles: Partial<Record<StyleName, StyleResult>>;
-  base: { accuracy: number; distinct2: number; defaultRate: number; adherence: Record<StyleName, number> };
+  base: { accuracy: number; distinct2: number; entropy: number; defaultRate: number; adherence: Record<StyleName, number> };
   retention_delta: number;
   distinct2_ratio: number;
+  /** Learned adapters' reply entropy over the base model's (the value farthest from 1). */
+  entropy_ratio: number;
+  /** Largest KL to base (nats/token) the collapse guard measured after any update. */
+  max_kl_to_base: number;
   control_delta: number;
   sequence: { order: StyleName[]; first_after_all: number; last: number } | null;
   seconds: number;
@@ -50,7 +54,7 @@ function guardOf(result: Record<string, unknown>): { klToBase: number; entropy: 
 }
 
 async function teach(client: EvalClient, adapter: string, style: StyleName, train: Task[], probes: Task[], o: EvalOptions, start: Measurement): Promise<StyleResult> {
-  const curve: StyleResult['curve'] = [{ events: 0, adherence: start.adherence[style], margin: start.margin, accuracy: start.accuracy, distinct2: start.distinct2 }];
+  const curve: StyleResult['curve'] = [{ events: 0, adherence: start.adherence[style], margin: start.margin, accuracy: start.accuracy, distinct2: start.distinct2, entropy: start.entropy }];
   const guard: StyleResult['guard'] = [];
   let reached: number | null = start.adherence[style] >= o.target ? 0 : null;
   let last = start;
@@ -62,7 +66,7 @@ async function teach(client: EvalClient, adapter: string, style: StyleName, trai
     guard.push(guardOf(result));
     if (e % o.every === 0 || e === o.events) {
       last = await measure(client, adapter, probes, style);
-      curve.push({ events: e, adherence: last.adherence[style], margin: last.margin, accuracy: last.accuracy, distinct2: last.distinct2 });
+      curve.push({ events: e, adherence: last.adherence[style], margin: last.margin, accuracy: last.accuracy, distinct2: last.distinct2, entropy: last.entropy });
       o.log(`  ${style}: ${e} event(s): adherence ${last.adherence[style].toFixed(2)}, margin ${last.margin?.toFixed(2)}, accuracy ${last.accuracy.toFixed(2)}`);
       if (last.adherence[style] >= o.target) reached = e;
     }
@@ -82,15 +86,18 @@ export async function runEval(o: EvalOptions): Promise<EvalSummary> {
   const summary: EvalSummary = {
     seed: o.seed,
     styles: {},
-    base: { accuracy: baseline.accuracy, distinct2: baseline.distinct2, defaultRate: baseline.defaultRate, adherence: baseline.adherence },
+    base: { accuracy: baseline.accuracy, distinct2: baseline.distinct2, entropy: baseline.entropy, defaultRate: baseline.defaultRate, adherence: baseline.adherence },
     retention_delta: 0,
     distinct2_ratio: 1,
+    entropy_ratio: 1,
+    max_kl_to_base: 0,
     control_delta: 0,
     sequence: null,
     seconds: 0,
   };
   let worstAccuracy = baseline.accuracy;
   let worstDistinct = baseline.distinct2;
+  let entropyRatio = 1;
   for (const style of o.styles) {
     const adapter = `eval/${style}-${tag}`;
     await client.createAdapter(adapter, o.rank);
@@ -101,10 +108,14 @@ export async function runEval(o: EvalOptions): Promise<EvalSummary> {
     const end = r.curve.at(-1)!;
     worstAccuracy = Math.min(worstAccuracy, end.accuracy);
     worstDistinct = Math.min(worstDistinct, end.distinct2);
+    const ratio = baseline.entropy > 0 ? end.entropy / baseline.entropy : 1;
+    if (Math.abs(ratio - 1) > Math.abs(entropyRatio - 1)) entropyRatio = ratio;
+    summary.max_kl_to_base = Math.max(summary.max_kl_to_base, ...r.guard.map((g) => g.klToBase));
     await client.deleteAdapter(adapter);
   }
   summary.retention_delta = worstAccuracy - baseline.accuracy;
   summary.distinct2_ratio = baseline.distinct2 > 0 ? worstDistinct / baseline.distinct2 : 1;
+  summary.entropy_ratio = entropyRatio;
 
   // Control: unrelated "feedback" for as many events as a style got; no style may move.
   const control = `eval/control-${tag}`;
