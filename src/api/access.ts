@@ -48,7 +48,10 @@ function presentedKey(request: FastifyRequest): string | undefined {
   const auth = request.headers.authorization;
   if (typeof auth === 'string' && /^bearer\s+/i.test(auth)) return auth.replace(/^bearer\s+/i, '').trim();
   const x = request.headers['x-api-key'];
-  return typeof x === 'string' ? x.trim() : undefined;
+  if (typeof x === 'string') return x.trim();
+  // A browser opening the dashboard cannot send a header; the page drops the key from its address.
+  const q = (request.query as { key?: unknown } | undefined)?.key;
+  return request.routeOptions.url === '/v1/dashboard' && typeof q === 'string' ? q : undefined;
 }
 
 function deny(reply: FastifyReply, status: number, message: string, code: string) {

@@ -14,6 +14,7 @@ import { healthRoutes, type RequestCounters } from './health.js';
 import { modelRoutes } from './models.js';
 import { adminRoutes } from './admin.js';
 import { evalRunRoutes } from './eval-runs.js';
+import { dashboardRoutes } from './dashboard.js';
 import { registerAccess } from './access.js';
 import { KeyStore } from '../auth/keys.js';
 import { RateLimiter, type RateLimit } from '../auth/rate-limit.js';
@@ -31,8 +32,13 @@ export interface AppOptions {
 }
 
 export async function buildApp(service: InferenceService, options: AppOptions = {}): Promise<FastifyInstance> {
+  // Logged requests carry the path without its query string (a dashboard key may travel there).
+  const logger =
+    options.logger && typeof options.logger === 'object'
+      ? { ...options.logger, serializers: { req: (r: { method: string; url: string; ip?: string }) => ({ method: r.method, url: r.url.split('?')[0], remoteAddress: r.ip }) } }
+      : (options.logger ?? false);
   const app = Fastify({
-    logger: options.logger ?? false,
+    logger,
     bodyLimit: options.bodyLimit ?? 4 * 1024 * 1024,
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
   });
@@ -58,6 +64,7 @@ export async function buildApp(service: InferenceService, options: AppOptions = 
   if (options.orchestrator) {
     await app.register(loraRoutes(options.orchestrator.registry));
     await app.register(feedbackRoutes(options.orchestrator));
+    await app.register(dashboardRoutes(service, options.orchestrator));
   }
   return app;
 }
