@@ -8,7 +8,9 @@ import { Tokenizer } from '../model/tokenizer.js';
 import { writeTokenizerFiles } from '../model/toy-tokenizer.js';
 import { corpus } from './corpus.js';
 
-export const TOY_SHAPE = { hidden: 128, layers: 4, heads: 4, kvHeads: 2, headDim: 32, intermediate: 384, maxPositions: 512 };
+// 32k positions: clients such as OpenClaw send ~10k-token prompts (RoPE needs no trained table, though
+// the model only ever saw short conversations).
+export const TOY_SHAPE = { hidden: 128, layers: 4, heads: 4, kvHeads: 2, headDim: 32, intermediate: 384, maxPositions: 32768 };
 
 export function buildToyData(dir: string, seed: number, samples: number): { vocab: number; tokens: number } {
   const data = corpus(seed, samples);
