@@ -1,6 +1,7 @@
 """Trains the toy assistant (models/toy): a Qwen3-architecture decoder, from scratch, on the tokenized
 corpus that src/toy/build-data.ts wrote to <dir>/.data. Next-token loss on the replies only.
-Deterministic from the seed (single process, fixed thread count). Writes <dir>/model.safetensors.
+Seeded: with --threads 1 a run is bitwise reproducible; with more threads the floating-point reduction
+order may differ between runs (the shipped model used 2). Writes <dir>/model.safetensors.
 
     /usr/bin/python3 models/toy/train.py models/toy [--steps N] [--seed S]
 """
