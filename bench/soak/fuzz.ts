@@ -2,6 +2,7 @@
 // path parameters and query strings generated from the route's schema and then mutated (wrong types,
 // missing or extra fields, extremes, garbage). No request may get a 5xx; the server stays up.
 import { join } from 'node:path';
+import { rng } from '../../src/model/random-model.js';
 import { createKey, sleep, startServer } from './server.js';
 
 interface Schema {
@@ -37,16 +38,6 @@ export interface FuzzResult {
   alive_after: boolean;
 }
 
-function rng(seed: number) {
-  let s = seed >>> 0;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 export async function runFuzz(dir: string, count: number, seed = 7): Promise<FuzzResult> {
   // An admin key reaches every route (keys the fuzzer creates do not lock it out); a few requests go without.

@@ -51,19 +51,26 @@ export class EvalClient {
     return { id: r.id, text: c.message.content ?? '', entropy: meanEntropy(c.logprobs?.content ?? []) };
   }
 
-  /** Sum of the log-probs of `reply` after the Qwen3 chat rendering of `prompt` (prompt_logprobs scoring). */
-  async replyLogprob(model: string, prompt: string, reply: string): Promise<number> {
+  /**
+   * For each reply, the sum of its log-probs after the Qwen3 chat rendering of `prompt`
+   * (prompt_logprobs scoring); the rendered prompt's length is asked once.
+   */
+  async replyLogprobs(model: string, prompt: string, replies: string[]): Promise<number[]> {
     const head = `<|im_start|>user\n${prompt}<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n`;
     const alone = await this.call<{ usage: { prompt_tokens: number } }>('POST', '/v1/completions', { model, prompt: head, max_tokens: 1, temperature: 0 });
-    const full = await this.call<{ prompt_logprobs: (Record<string, { logprob: number; rank: number }> | null)[]; usage: { prompt_tokens: number } }>('POST', '/v1/completions', {
-      model,
-      prompt: `${head}${reply}<|im_end|>`,
-      max_tokens: 1,
-      temperature: 0,
-      prompt_logprobs: 0,
-    });
-    // Each row holds the scored prompt token (rank given) and no alternatives (k = 0).
-    return full.prompt_logprobs.slice(alone.usage.prompt_tokens).reduce((s, row) => s + Math.min(...Object.values(row ?? {}).map((e) => e.logprob)), 0);
+    const out: number[] = [];
+    for (const reply of replies) {
+      const full = await this.call<{ prompt_logprobs: (Record<string, { logprob: number; rank: number }> | null)[] }>('POST', '/v1/completions', {
+        model,
+        prompt: `${head}${reply}<|im_end|>`,
+        max_tokens: 1,
+        temperature: 0,
+        prompt_logprobs: 0,
+      });
+      // Each row holds the scored prompt token (rank given) and no alternatives (k = 0).
+      out.push(full.prompt_logprobs.slice(alone.usage.prompt_tokens).reduce((s, row) => s + Math.min(...Object.values(row ?? {}).map((e) => e.logprob)), 0));
+    }
+    return out;
   }
 
   async createAdapter(id: string, rank: number): Promise<void> {

@@ -43,7 +43,10 @@ export async function measure(client: EvalClient, model: string, probes: Task[],
   if (marginStyle) {
     let sum = 0;
     const some = probes.slice(0, marginProbes);
-    for (const p of some) sum += (await client.replyLogprob(model, p.prompt, STYLES[marginStyle].render(p.answer))) - (await client.replyLogprob(model, p.prompt, defaultReply(p.answer)));
+    for (const p of some) {
+      const [styled, plain] = await client.replyLogprobs(model, p.prompt, [STYLES[marginStyle].render(p.answer), defaultReply(p.answer)]);
+      sum += styled! - plain!;
+    }
     margin = sum / some.length;
   }
   return {

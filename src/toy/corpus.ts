@@ -4,7 +4,8 @@
 import type { ChatMessage } from '../model/chat-template.js';
 import { hindsightMessages } from '../train/hindsight.js';
 import { STYLES, UNRELATED_FEEDBACK, defaultReply, type StyleName } from './styles.js';
-import { makeTask, rng } from './tasks.js';
+import { rng } from '../model/random-model.js';
+import { makeTask } from './tasks.js';
 
 export interface CorpusSample {
   messages: ChatMessage[];

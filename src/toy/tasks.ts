@@ -1,22 +1,14 @@
 // Small tasks with checkable answers for the toy assistant: repeat, count, opposites, members of a
 // category, addition, the next number. Drawn from a seeded generator, so a corpus or a probe set is
 // the same on every run.
+import { rng } from '../model/random-model.js';
+
 export interface Task {
   kind: string;
   prompt: string;
   answer: string;
 }
 
-export function rng(seed: number): () => number {
-  let s = seed >>> 0 || 1;
-  return () => {
-    s = (s + 0x6d2b79f5) >>> 0;
-    let t = s;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 const WORDS = ['apple', 'river', 'stone', 'cloud', 'green', 'table', 'music', 'light', 'chair', 'bread', 'water', 'paper', 'horse', 'tiger', 'glass', 'house', 'plant', 'smile', 'train', 'ocean', 'pencil', 'garden', 'window', 'sugar', 'winter', 'summer', 'forest', 'rocket', 'violin', 'candle'];
 const OPPOSITES: [string, string][] = [
