@@ -1,0 +1,78 @@
+// The decoder on the device: bf16 frozen weights, fp32 activations and adapter, and the same
+// forward / backward / SDPO step / decode as the CPU engine (native/engine), op for op.
+// Logits only ever exist for a chunk of rows at a time (the LM head, log-softmax, top-K and SDPO
+// loss run chunk by chunk), so no [T, V] fp32 matrix is stored.
+#pragma once
+#include <memory>
+#include <random>
+#include <vector>
+
+#include "cpu/sample.h"
+#include "cuda/ops.h"
+#include "cuda/runtime.h"
+#include "engine/model.h"
+#include "engine/sdpo_step.h"
+
+namespace claas::cuda {
+
+struct DeviceLayer {
+  DeviceBuffer<bf16> W[kModuleCount];
+  DeviceBuffer<float> inNorm, postNorm, qNorm, kNorm, b[4];
+};
+
+struct DeviceModel {
+  ModelConfig cfg;
+  Stream stream;
+  DeviceBuffer<bf16> embed, lmHeadOwned;
+  const bf16* lmHead = nullptr;  // lmHeadOwned, or embed when tied
+  DeviceBuffer<float> finalNorm;
+  std::vector<DeviceLayer> layers;
+  bool checkpoint = false;  // keep only layer inputs for the backward and recompute the rest
+  int logitRows = 64;       // rows of logits materialized at once
+};
+
+// Uploads a host model (fp32 weights as loaded by the CPU engine) as bf16.
+std::unique_ptr<DeviceModel> upload_model(const Model& host);
+
+// An adapter whose parameters, gradients, AdamW moments and EMA copy live on the device.
+struct DeviceAdapter {
+  LoraLayout layout;
+  DeviceBuffer<float> params, grads, m, v, ema;
+  int64_t step = 0;
+};
+
+std::shared_ptr<DeviceAdapter> upload_adapter(const DeviceModel& dm, const Adapter& host);
+// Host copy (params, grads, m, v, ema, step) of a device adapter.
+Adapter download_adapter(const DeviceModel& dm, const DeviceAdapter& a);
+
+// Which LoRA weights a pass uses; params null for the base model.
+struct DeviceLoraView {
+  const LoraLayout* layout = nullptr;
+  const float* params = nullptr;
+};
+
+// Logits [T, V] of every position (copied to the host: the API returns them).
+std::vector<float> forward_logits(DeviceModel& dm, const DeviceLoraView& lora, const std::vector<int32_t>& ids);
+// log p(ids[t] | ids[<t]) for t >= start.
+std::vector<float> token_logprobs(DeviceModel& dm, const DeviceLoraView& lora, const std::vector<int32_t>& ids,
+                                  int start);
+
+SdpoStepResult sdpo_step(DeviceModel& dm, DeviceAdapter& adapter, const std::vector<SdpoSample>& batch,
+                         const SdpoStepOptions& opt);
+
+struct DeviceSequence {
+  int length = 0, capacity = 0;
+  std::vector<DeviceBuffer<float>> k, v;  // per layer [capacity, NKV * D], RoPE applied to k
+  std::mt19937_64 rng;
+};
+
+struct DeviceDecodeEntry {
+  DeviceSequence* seq;
+  std::vector<int32_t> ids;
+  cpu::SamplingParams sampling;
+  cpu::SampledToken out;
+};
+
+void decode_step(DeviceModel& dm, const DeviceLoraView& lora, std::vector<DeviceDecodeEntry>& entries);
+
+}  // namespace claas::cuda

@@ -1,0 +1,612 @@
+// N-API classes of the CUDA engine: NativeModel, NativeAdapter and NativeSequence with the CPU
+// addon's methods and argument checks (native/addon/addon.cc), backed by native/cuda/device_model.
+// Heavy calls run on worker threads and resolve promises; errors carry the engine's code.
+#include "cuda/model_entry.h"
+
+#include <functional>
+#include <mutex>
+#include <memory>
+#include <string>
+
+#include "cuda/device_model.h"
+#include "engine/errors.h"
+
+namespace claas::cuda {
+namespace {
+
+Napi::Error make_error(Napi::Env env, const std::string& code, const std::string& message) {
+  Napi::Error e = Napi::Error::New(env, message);
+  e.Set("code", Napi::String::New(env, code));
+  return e;
+}
+
+[[noreturn]] void fail(const std::string& code, const std::string& message) { throw EngineError(code, message); }
+
+class PromiseWorker : public Napi::AsyncWorker {
+ public:
+  PromiseWorker(Napi::Env env, std::function<void()> work, std::function<Napi::Value(Napi::Env)> done)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)),
+        done_(std::move(done)) {}
+  Napi::Promise promise() { return deferred_.Promise(); }
+
+ protected:
+  void Execute() override {
+    try {
+      work_();
+    } catch (const EngineError& e) {
+      code_ = e.code;
+      SetError(e.what());
+    } catch (const std::bad_alloc&) {
+      code_ = "E_MEMORY";
+      SetError("out of host memory");
+    } catch (const std::exception& e) {
+      code_ = "E_INTERNAL";
+      SetError(e.what());
+    }
+  }
+  void OnOK() override {
+    try {
+      deferred_.Resolve(done_(Env()));
+    } catch (const Napi::Error& e) {
+      deferred_.Reject(e.Value());
+    }
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(make_error(Env(), code_, e.Message()).Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  std::function<void()> work_;
+  std::function<Napi::Value(Napi::Env)> done_;
+  std::string code_ = "E_INTERNAL";
+};
+
+Napi::Value run_async(Napi::Env env, std::function<void()> work, std::function<Napi::Value(Napi::Env)> done) {
+  auto* w = new PromiseWorker(env, std::move(work), std::move(done));
+  Napi::Promise p = w->promise();
+  w->Queue();
+  return p;
+}
+
+template <typename F>
+Napi::Value guarded(Napi::Env env, F&& f) {
+  try {
+    return f();
+  } catch (const EngineError& e) {
+    throw make_error(env, e.code, e.what());
+  }
+}
+
+int get_int(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) fail("E_INPUT", std::string("expected a number for '") + key + "'");
+  return v.As<Napi::Number>().Int32Value();
+}
+double get_num(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsNumber()) fail("E_INPUT", std::string("expected a number for '") + key + "'");
+  return v.As<Napi::Number>().DoubleValue();
+}
+bool get_bool(const Napi::Object& o, const char* key) {
+  Napi::Value v = o.Get(key);
+  if (!v.IsBoolean()) fail("E_INPUT", std::string("expected a boolean for '") + key + "'");
+  return v.As<Napi::Boolean>().Value();
+}
+
+std::vector<int32_t> get_ids(const Napi::Value& v, int vocab, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
+    fail("E_INPUT", std::string(what) + " must be an Int32Array");
+  }
+  Napi::Int32Array a = v.As<Napi::Int32Array>();
+  std::vector<int32_t> ids(a.Data(), a.Data() + a.ElementLength());
+  for (int32_t id : ids) {
+    if (id < 0 || id >= vocab) fail("E_INPUT", std::string(what) + " has token id " + std::to_string(id) + " outside the vocabulary");
+  }
+  return ids;
+}
+
+std::vector<float> get_floats(const Napi::Value& v, size_t expected, const char* what) {
+  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
+    fail("E_INPUT", std::string(what) + " must be a Float32Array");
+  }
+  Napi::Float32Array a = v.As<Napi::Float32Array>();
+  if (expected != SIZE_MAX && a.ElementLength() != expected) {
+    fail("E_SHAPE", std::string(what) + " has " + std::to_string(a.ElementLength()) + " values, expected " +
+                        std::to_string(expected));
+  }
+  return std::vector<float>(a.Data(), a.Data() + a.ElementLength());
+}
+
+Napi::Float32Array to_js(Napi::Env env, const std::vector<float>& v) {
+  Napi::Float32Array a = Napi::Float32Array::New(env, v.size());
+  std::copy(v.begin(), v.end(), a.Data());
+  return a;
+}
+
+// A loaded device model; the worker threads of one engine never run two calls at once on it
+// (the TypeScript engine serializes its calls), and the lock keeps that true for any caller.
+struct Loaded {
+  std::unique_ptr<DeviceModel> dm;
+  std::mutex lock;
+};
+
+class AdapterWrap : public Napi::ObjectWrap<AdapterWrap> {
+ public:
+  static Napi::FunctionReference ctor;
+  static void Register(Napi::Env env) {
+    Napi::Function f = DefineClass(env, "NativeCudaAdapter",
+                                   {InstanceMethod("layout", &AdapterWrap::Layout),
+                                    InstanceMethod("state", &AdapterWrap::State),
+                                    InstanceMethod("clone", &AdapterWrap::Clone)});
+    ctor = Napi::Persistent(f);
+    ctor.SuppressDestruct();
+  }
+  static Napi::Object Wrap(std::shared_ptr<DeviceAdapter> a, std::shared_ptr<Loaded> model) {
+    Napi::Object o = ctor.New({});
+    AdapterWrap* w = Unwrap(o);
+    w->adapter = std::move(a);
+    w->model = std::move(model);
+    return o;
+  }
+  explicit AdapterWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AdapterWrap>(info) {}
+  std::shared_ptr<DeviceAdapter> adapter;
+  std::shared_ptr<Loaded> model;
+
+ private:
+  Napi::Value Layout(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    const LoraLayout& L = adapter->layout;
+    const ModelConfig& c = model->dm->cfg;
+    Napi::Array entries = Napi::Array::New(env);
+    uint32_t n = 0;
+    for (int l = 0; l < L.layers; ++l) {
+      for (int m = 0; m < kModuleCount; ++m) {
+        if (!L.target[m]) continue;
+        const size_t i = static_cast<size_t>(l) * kModuleCount + m;
+        Napi::Object e = Napi::Object::New(env);
+        e.Set("layer", l);
+        e.Set("module", m);
+        e.Set("aOffset", static_cast<double>(L.offA[i]));
+        e.Set("bOffset", static_cast<double>(L.offB[i]));
+        e.Set("inFeatures", c.moduleIn(m));
+        e.Set("outFeatures", c.moduleOut(m));
+        entries.Set(n++, e);
+      }
+    }
+    Napi::Object out = Napi::Object::New(env);
+    out.Set("rank", L.rank);
+    out.Set("alpha", L.alpha);
+    out.Set("total", static_cast<double>(L.total));
+    out.Set("entries", entries);
+    return out;
+  }
+  Napi::Value State(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      std::lock_guard<std::mutex> g(model->lock);
+      const Adapter h = download_adapter(*model->dm, *adapter);
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("params", to_js(env, h.params));
+      o.Set("ema", to_js(env, h.ema));
+      o.Set("m", to_js(env, h.m));
+      o.Set("v", to_js(env, h.v));
+      o.Set("grads", to_js(env, h.grads));
+      o.Set("step", static_cast<double>(h.step));
+      return o;
+    });
+  }
+  Napi::Value Clone(const Napi::CallbackInfo& info) {
+    return guarded(info.Env(), [&]() -> Napi::Value {
+      std::lock_guard<std::mutex> g(model->lock);
+      return Wrap(upload_adapter(*model->dm, download_adapter(*model->dm, *adapter)), model);
+    });
+  }
+};
+Napi::FunctionReference AdapterWrap::ctor;
+
+class SequenceWrap : public Napi::ObjectWrap<SequenceWrap> {
+ public:
+  static Napi::FunctionReference ctor;
+  static void Register(Napi::Env env) {
+    Napi::Function f = DefineClass(env, "NativeCudaSequence", {InstanceAccessor("length", &SequenceWrap::Length, nullptr)});
+    ctor = Napi::Persistent(f);
+    ctor.SuppressDestruct();
+  }
+  explicit SequenceWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SequenceWrap>(info) {}
+  std::shared_ptr<DeviceSequence> seq;
+  std::shared_ptr<Loaded> model;
+
+ private:
+  Napi::Value Length(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), seq->length); }
+};
+Napi::FunctionReference SequenceWrap::ctor;
+
+class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
+ public:
+  static Napi::FunctionReference ctor;
+  static void Register(Napi::Env env) {
+    Napi::Function f = DefineClass(env, "NativeCudaModel",
+                                   {InstanceMethod("createAdapter", &ModelWrap::CreateAdapter),
+                                    InstanceMethod("forward", &ModelWrap::Forward),
+                                    InstanceMethod("tokenLogprobs", &ModelWrap::TokenLogprobs),
+                                    InstanceMethod("sdpoStep", &ModelWrap::SdpoStep),
+                                    InstanceMethod("createSequence", &ModelWrap::CreateSequence),
+                                    InstanceMethod("decode", &ModelWrap::Decode)});
+    ctor = Napi::Persistent(f);
+    ctor.SuppressDestruct();
+  }
+  explicit ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {}
+  std::shared_ptr<Loaded> model;
+
+ private:
+  std::shared_ptr<DeviceAdapter> adapter_arg(const Napi::Value& v) {
+    if (v.IsNull() || v.IsUndefined()) return nullptr;
+    if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(AdapterWrap::ctor.Value())) {
+      fail("E_INPUT", "adapter must be a NativeAdapter of the CUDA backend or null");
+    }
+    AdapterWrap* w = AdapterWrap::Unwrap(v.As<Napi::Object>());
+    if (w->model != model) fail("E_INPUT", "adapter belongs to another model");
+    return w->adapter;
+  }
+
+  Napi::Value CreateAdapter(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      if (!info[0].IsObject()) fail("E_INPUT", "createAdapter expects an options object");
+      Napi::Object o = info[0].As<Napi::Object>();
+      const int rank = get_int(o, "rank");
+      const double alpha = get_num(o, "alpha");
+      if (rank <= 0) fail("E_INPUT", "LoRA rank must be positive");
+      Napi::Value tv = o.Get("targets");
+      if (!tv.IsArray() || tv.As<Napi::Array>().Length() != kModuleCount) fail("E_INPUT", "targets must be 7 booleans");
+      bool target[kModuleCount];
+      for (uint32_t m = 0; m < kModuleCount; ++m) target[m] = tv.As<Napi::Array>().Get(m).ToBoolean().Value();
+      const ModelConfig& cfg = model->dm->cfg;
+      Adapter a;
+      a.layout = make_lora_layout(cfg, rank, static_cast<float>(alpha), target);
+      const size_t n = a.layout.total;
+      if (o.Has("params") && !o.Get("params").IsUndefined()) {
+        a.params = get_floats(o.Get("params"), n, "params");
+      } else {
+        init_lora(a, cfg, static_cast<uint64_t>(get_num(o, "seed")));  // the CPU engine's init, same seed, same A
+      }
+      const auto optional = [&](const char* key, std::vector<float> fallback) {
+        return o.Has(key) && !o.Get(key).IsUndefined() ? get_floats(o.Get(key), n, key) : fallback;
+      };
+      a.ema = optional("ema", a.params);
+      a.m = optional("m", std::vector<float>(n, 0.0f));
+      a.v = optional("v", std::vector<float>(n, 0.0f));
+      a.grads.assign(n, 0.0f);
+      a.step = o.Has("step") && !o.Get("step").IsUndefined() ? static_cast<int64_t>(get_num(o, "step")) : 0;
+      std::lock_guard<std::mutex> g(model->lock);
+      return AdapterWrap::Wrap(upload_adapter(*model->dm, a), model);
+    });
+  }
+
+  static DeviceLoraView view_of(const std::shared_ptr<DeviceAdapter>& a, bool useEma) {
+    if (!a) return DeviceLoraView{};
+    return DeviceLoraView{&a->layout, useEma ? a->ema.get() : a->params.get()};
+  }
+
+  Napi::Value Forward(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      auto ids = std::make_shared<std::vector<int32_t>>(get_ids(info[0], model->dm->cfg.vocab, "ids"));
+      if (ids->empty()) fail("E_INPUT", "ids must not be empty");
+      auto adapter = adapter_arg(info[1]);
+      const bool useEma = info[2].ToBoolean().Value();
+      auto out = std::make_shared<std::vector<float>>();
+      auto m = model;
+      return run_async(
+          env,
+          [m, ids, adapter, useEma, out]() {
+            std::lock_guard<std::mutex> g(m->lock);
+            *out = forward_logits(*m->dm, view_of(adapter, useEma), *ids);
+          },
+          [out](Napi::Env e) -> Napi::Value { return to_js(e, *out); });
+    });
+  }
+
+  Napi::Value TokenLogprobs(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      auto ids = std::make_shared<std::vector<int32_t>>(get_ids(info[0], model->dm->cfg.vocab, "ids"));
+      auto adapter = adapter_arg(info[1]);
+      const int start = info[2].ToNumber().Int32Value();
+      if (start < 1 || start >= static_cast<int>(ids->size())) fail("E_INPUT", "start must be in [1, ids.length)");
+      auto out = std::make_shared<std::vector<float>>();
+      auto m = model;
+      return run_async(
+          env,
+          [m, ids, adapter, start, out]() {
+            std::lock_guard<std::mutex> g(m->lock);
+            *out = token_logprobs(*m->dm, view_of(adapter, false), *ids, start);
+          },
+          [out](Napi::Env e) -> Napi::Value { return to_js(e, *out); });
+    });
+  }
+
+  Napi::Value CreateSequence(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      if (!info[0].IsNumber()) fail("E_INPUT", "createSequence expects a numeric seed");
+      auto seq = std::make_shared<DeviceSequence>();
+      seq->rng.seed(static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue()));
+      Napi::Object o = SequenceWrap::ctor.New({});
+      SequenceWrap* w = SequenceWrap::Unwrap(o);
+      w->seq = seq;
+      w->model = model;
+      return o;
+    });
+  }
+
+  Napi::Value Decode(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      if (!info[0].IsArray()) fail("E_INPUT", "decode expects an array of entries");
+      Napi::Array arr = info[0].As<Napi::Array>();
+      auto adapter = adapter_arg(info[1]);
+      auto entries = std::make_shared<std::vector<DeviceDecodeEntry>>();
+      auto keep = std::make_shared<std::vector<std::shared_ptr<DeviceSequence>>>();
+      const int V = model->dm->cfg.vocab;
+      for (uint32_t i = 0; i < arr.Length(); ++i) {
+        Napi::Object e = arr.Get(i).As<Napi::Object>();
+        Napi::Value sv = e.Get("seq");
+        if (!sv.IsObject() || !sv.As<Napi::Object>().InstanceOf(SequenceWrap::ctor.Value())) fail("E_INPUT", "entry.seq must be a NativeSequence of the CUDA backend");
+        SequenceWrap* sw = SequenceWrap::Unwrap(sv.As<Napi::Object>());
+        if (sw->model != model) fail("E_INPUT", "sequence belongs to another model");
+        for (const auto& k : *keep) {
+          if (k == sw->seq) fail("E_INPUT", "a sequence appears twice in one decode call");
+        }
+        DeviceDecodeEntry d;
+        d.seq = sw->seq.get();
+        d.ids = get_ids(e.Get("ids"), V, "ids");
+        if (d.ids.empty()) fail("E_INPUT", "entry.ids is empty");
+        d.sampling.temperature = static_cast<float>(get_num(e, "temperature"));
+        d.sampling.topP = static_cast<float>(get_num(e, "topP"));
+        d.sampling.topK = get_int(e, "topK");
+        d.sampling.topLogprobs = get_int(e, "topLogprobs");
+        if (e.Has("vocabLimit")) d.sampling.vocabLimit = get_int(e, "vocabLimit");
+        keep->push_back(sw->seq);
+        entries->push_back(std::move(d));
+      }
+      auto m = model;
+      return run_async(
+          env,
+          [m, adapter, entries, keep]() {
+            std::lock_guard<std::mutex> g(m->lock);
+            decode_step(*m->dm, view_of(adapter, false), *entries);
+          },
+          [entries](Napi::Env e) -> Napi::Value {
+            Napi::Array out = Napi::Array::New(e, entries->size());
+            for (uint32_t i = 0; i < entries->size(); ++i) {
+              const cpu::SampledToken& t = (*entries)[i].out;
+              Napi::Object o = Napi::Object::New(e);
+              o.Set("id", t.id);
+              o.Set("logprob", t.logprob);
+              Napi::Int32Array ids = Napi::Int32Array::New(e, t.topIds.size());
+              std::copy(t.topIds.begin(), t.topIds.end(), ids.Data());
+              o.Set("topIds", ids);
+              o.Set("topLogprobs", to_js(e, t.topLogprobs));
+              out.Set(i, o);
+            }
+            return out;
+          });
+    });
+  }
+
+  Napi::Value SdpoStep(const Napi::CallbackInfo& info) {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      auto adapter = adapter_arg(info[0]);
+      if (!adapter) fail("E_INPUT", "sdpoStep needs an adapter");
+      if (!info[1].IsArray()) fail("E_INPUT", "samples must be an array");
+      Napi::Array arr = info[1].As<Napi::Array>();
+      if (arr.Length() == 0) fail("E_INPUT", "the batch is empty");
+      const int V = model->dm->cfg.vocab;
+      auto batch = std::make_shared<std::vector<SdpoSample>>();
+      for (uint32_t i = 0; i < arr.Length(); ++i) {
+        Napi::Object so = arr.Get(i).As<Napi::Object>();
+        SdpoSample s;
+        s.prompt = get_ids(so.Get("prompt"), V, "prompt");
+        s.teacherPrompt = get_ids(so.Get("teacherPrompt"), V, "teacherPrompt");
+        s.response = get_ids(so.Get("response"), V, "response");
+        if (s.prompt.empty() || s.teacherPrompt.empty()) fail("E_INPUT", "sample " + std::to_string(i) + " has an empty prompt");
+        if (s.response.empty()) fail("E_INPUT", "sample " + std::to_string(i) + " has an empty response");
+        Napi::Value ol = so.Get("oldLogprobs");
+        if (!ol.IsUndefined() && !ol.IsNull()) s.oldLogprobs = get_floats(ol, s.response.size(), "oldLogprobs");
+        Napi::Value tk = so.Get("teacherK");
+        if (!tk.IsUndefined() && !tk.IsNull()) {
+          s.teacherK = tk.As<Napi::Number>().Int32Value();
+          if (s.teacherK < 1 || s.teacherK > V) fail("E_INPUT", "teacherK must be in [1, vocab]");
+          const size_t TK = s.response.size() * static_cast<size_t>(s.teacherK);
+          s.teacherTopIds = get_ids(so.Get("teacherTopIds"), V, "teacherTopIds");
+          if (s.teacherTopIds.size() != TK) fail("E_SHAPE", "teacherTopIds must have response length * teacherK entries");
+          s.teacherTopLogprobs = get_floats(so.Get("teacherTopLogprobs"), TK, "teacherTopLogprobs");
+          s.teacherTokenLogprobs = get_floats(so.Get("teacherTokenLogprobs"), s.response.size(), "teacherTokenLogprobs");
+        }
+        batch->push_back(std::move(s));
+      }
+      Napi::Object o = info[2].As<Napi::Object>();
+      SdpoStepOptions opt;
+      opt.loss.alpha = static_cast<float>(get_num(o, "alpha"));
+      opt.loss.tail = get_bool(o, "tail");
+      opt.loss.sampledToken = get_bool(o, "sampledToken");
+      opt.loss.isClip = static_cast<float>(get_num(o, "isClip"));
+      opt.loss.beta = static_cast<float>(get_num(o, "beta"));
+      opt.topK = get_int(o, "topK");
+      if (opt.topK < 1 || opt.topK > V) fail("E_INPUT", "topK must be in [1, vocab]");
+      opt.teacher = static_cast<TeacherMode>(get_int(o, "teacher"));
+      opt.learningRate = static_cast<float>(get_num(o, "learningRate"));
+      opt.maxGradNorm = static_cast<float>(get_num(o, "maxGradNorm"));
+      opt.weightDecay = static_cast<float>(get_num(o, "weightDecay"));
+      opt.beta1 = static_cast<float>(get_num(o, "adamBeta1"));
+      opt.beta2 = static_cast<float>(get_num(o, "adamBeta2"));
+      opt.eps = static_cast<float>(get_num(o, "adamEps"));
+      opt.emaRate = static_cast<float>(get_num(o, "emaRate"));
+      opt.steps = get_int(o, "steps");
+      auto result = std::make_shared<SdpoStepResult>();
+      auto m = model;
+      return run_async(
+          env,
+          [m, adapter, batch, opt, result]() {
+            std::lock_guard<std::mutex> g(m->lock);
+            *result = sdpo_step(*m->dm, *adapter, *batch, opt);
+          },
+          [result](Napi::Env e) -> Napi::Value {
+            const SdpoStepResult& r = *result;
+            Napi::Object out = Napi::Object::New(e);
+            out.Set("loss", r.loss);
+            out.Set("distillLoss", r.distillLoss);
+            out.Set("klToBase", r.klToBase);
+            out.Set("meanIsWeight", r.meanIsWeight);
+            out.Set("clipFraction", r.clipFraction);
+            out.Set("gradNorm", r.gradNorm);
+            out.Set("teacherStudentKl", r.teacherStudentKl);
+            out.Set("tokens", static_cast<double>(r.tokens));
+            Napi::Array losses = Napi::Array::New(e, r.stepLosses.size());
+            for (uint32_t i = 0; i < r.stepLosses.size(); ++i) losses.Set(i, r.stepLosses[i]);
+            out.Set("stepLosses", losses);
+            Napi::Object t = Napi::Object::New(e);
+            t.Set("teacherMs", r.teacherMs);
+            t.Set("baseMs", r.baseMs);
+            t.Set("studentForwardMs", r.studentForwardMs);
+            t.Set("backwardMs", r.backwardMs);
+            t.Set("optimizerMs", r.optimizerMs);
+            out.Set("timings", t);
+            return out;
+          });
+    });
+  }
+};
+Napi::FunctionReference ModelWrap::ctor;
+
+const char* const kRoles[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
+
+// loadModel({config, tensors, checkpoint?, logitRows?}): the CPU addon's spec; weights are read on the
+// host (fp32 / fp16 / bf16 files), uploaded as bf16 and the host copies dropped.
+Napi::Value LoadModel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const std::string reason = device_unavailable_reason();
+    if (!reason.empty()) fail("E_NO_DEVICE", reason);
+    if (!info[0].IsObject()) fail("E_INPUT", "loadModel expects a spec object");
+    Napi::Object spec = info[0].As<Napi::Object>();
+    auto host = std::make_shared<Model>();
+    Napi::Object c = spec.Get("config").As<Napi::Object>();
+    ModelConfig& cfg = host->cfg;
+    cfg.vocab = get_int(c, "vocab");
+    cfg.hidden = get_int(c, "hidden");
+    cfg.layers = get_int(c, "layers");
+    cfg.heads = get_int(c, "heads");
+    cfg.kvHeads = get_int(c, "kvHeads");
+    cfg.headDim = get_int(c, "headDim");
+    cfg.intermediate = get_int(c, "intermediate");
+    cfg.ropeTheta = get_num(c, "ropeTheta");
+    cfg.rmsEps = static_cast<float>(get_num(c, "rmsEps"));
+    cfg.tieEmbeddings = get_bool(c, "tieEmbeddings");
+    cfg.qkNorm = get_bool(c, "qkNorm");
+    Napi::Array bias = c.Get("bias").As<Napi::Array>();
+    for (uint32_t i = 0; i < 4; ++i) cfg.bias[i] = bias.Get(i).ToBoolean().Value();
+    if (cfg.vocab <= 0 || cfg.hidden <= 0 || cfg.layers <= 0 || cfg.heads <= 0 || cfg.kvHeads <= 0 ||
+        cfg.headDim <= 0 || cfg.intermediate <= 0 || cfg.heads % cfg.kvHeads != 0 || cfg.headDim % 2 != 0) {
+      fail("E_CONFIG", "invalid model dimensions");
+    }
+    if (cfg.headDim > 256) fail("E_CONFIG", "the CUDA backend supports head dimensions up to 256");
+    const bool checkpoint = spec.Has("checkpoint") && spec.Get("checkpoint").ToBoolean().Value();
+    const int logitRows = spec.Has("logitRows") && spec.Get("logitRows").IsNumber() ? get_int(spec, "logitRows") : 64;
+    if (logitRows < 1) fail("E_INPUT", "logitRows must be positive");
+    host->layers.resize(cfg.layers);
+
+    struct Pending {
+      const float** slot;
+      TensorSource src;
+    };
+    auto pending = std::make_shared<std::vector<Pending>>();
+    Napi::Array tensors = spec.Get("tensors").As<Napi::Array>();
+    const uint64_t H = cfg.hidden, D = cfg.headDim;
+    for (uint32_t i = 0; i < tensors.Length(); ++i) {
+      Napi::Object t = tensors.Get(i).As<Napi::Object>();
+      const std::string role = t.Get("role").As<Napi::String>().Utf8Value();
+      const int layer = get_int(t, "layer");
+      if (layer < -1 || layer >= cfg.layers) fail("E_INPUT", "tensor layer out of range for " + role);
+      Pending p;
+      uint64_t expected = 0;
+      p.src.file = t.Get("file").As<Napi::String>().Utf8Value();
+      p.src.offset = static_cast<uint64_t>(get_num(t, "offset"));
+      p.src.count = static_cast<uint64_t>(get_num(t, "count"));
+      p.src.dtype = static_cast<DType>(get_int(t, "dtype"));
+      LayerWeights* lw = layer >= 0 ? &host->layers[layer] : nullptr;
+      const auto need_layer = [&]() {
+        if (!lw) fail("E_INPUT", role + " needs a layer index");
+      };
+      if (role == "embed") {
+        p.slot = &host->embed, expected = static_cast<uint64_t>(cfg.vocab) * H;
+      } else if (role == "final_norm") {
+        p.slot = &host->finalNorm, expected = H;
+      } else if (role == "lm_head") {
+        p.slot = &host->lmHead, expected = static_cast<uint64_t>(cfg.vocab) * H;
+      } else if (role == "in_norm") {
+        need_layer(), p.slot = &lw->inNorm, expected = H;
+      } else if (role == "post_norm") {
+        need_layer(), p.slot = &lw->postNorm, expected = H;
+      } else if (role == "q_norm") {
+        need_layer(), p.slot = &lw->qNorm, expected = D;
+      } else if (role == "k_norm") {
+        need_layer(), p.slot = &lw->kNorm, expected = D;
+      } else {
+        bool found = false;
+        for (int m = 0; m < kModuleCount && !found; ++m) {
+          const std::string name = kRoles[m];
+          if (role == name) {
+            need_layer(), p.slot = &lw->W[m];
+            expected = static_cast<uint64_t>(cfg.moduleIn(m)) * cfg.moduleOut(m);
+            found = true;
+          } else if (m <= kO && role == name.substr(0, 1) + "_bias") {
+            need_layer(), p.slot = &lw->b[m], expected = cfg.moduleOut(m);
+            found = true;
+          }
+        }
+        if (!found) fail("E_INPUT", "unknown tensor role " + role);
+      }
+      if (p.src.count != expected) {
+        fail("E_SHAPE", role + " has " + std::to_string(p.src.count) + " elements, expected " + std::to_string(expected));
+      }
+      pending->push_back(std::move(p));
+    }
+    auto loaded = std::make_shared<Loaded>();
+    return run_async(
+        env,
+        [host, pending, loaded, checkpoint, logitRows]() {
+          for (auto& p : *pending) *p.slot = host->store.load(p.src);
+          const ModelConfig& c = host->cfg;
+          if (c.tieEmbeddings && !host->lmHead) host->lmHead = host->embed;
+          if (!host->embed || !host->finalNorm || !host->lmHead) fail("E_WEIGHTS", "missing embedding, final norm or LM head");
+          for (int l = 0; l < c.layers; ++l) {
+            const LayerWeights& w = host->layers[l];
+            bool ok = w.inNorm && w.postNorm && (!c.qkNorm || (w.qNorm && w.kNorm));
+            for (int m = 0; m < kModuleCount; ++m) ok = ok && w.W[m];
+            for (int b = 0; b < 4; ++b) ok = ok && (!c.bias[b] || w.b[b]);
+            if (!ok) fail("E_WEIGHTS", "missing weights in layer " + std::to_string(l));
+          }
+          loaded->dm = upload_model(*host);
+          loaded->dm->checkpoint = checkpoint;
+          loaded->dm->logitRows = logitRows;
+        },
+        [loaded](Napi::Env e) -> Napi::Value {
+          Napi::Object o = ModelWrap::ctor.New({});
+          ModelWrap::Unwrap(o)->model = loaded;
+          return o;
+        });
+  });
+}
+
+}  // namespace
+
+void register_model(Napi::Env env, Napi::Object exports) {
+  AdapterWrap::Register(env);
+  SequenceWrap::Register(env);
+  ModelWrap::Register(env);
+  exports.Set("loadModel", Napi::Function::New(env, LoadModel));
+}
+
+}  // namespace claas::cuda
