@@ -1,5 +1,6 @@
 // The one place that picks a compute backend, recording why each candidate was skipped.
 import { InputError } from '../errors.js';
+import { cudaUnavailableReason } from './cuda.js';
 
 export type BackendName = 'cuda' | 'webgpu' | 'cpu';
 export type BackendRequest = BackendName | 'auto';
@@ -7,7 +8,7 @@ export type BackendRequest = BackendName | 'auto';
 /** Backends this build can run, with the reason for the ones it cannot. */
 function availability(): Record<BackendName, string | null> {
   return {
-    cuda: 'this build has no CUDA backend',
+    cuda: cudaUnavailableReason(),
     webgpu: 'this build has no WebGPU backend',
     cpu: null,
   };

@@ -7,6 +7,7 @@ import { fromNative, InputError, ShapeError } from '../errors.js';
 import { readModelConfig, type ModelConfig } from '../model/config.js';
 import { weightSpecs } from '../model/weights.js';
 import { pickBackend, type BackendName, type BackendRequest } from './backend.js';
+import { cudaAddon } from './cuda.js';
 import { LORA_MODULES, peftKey, type LoraModule } from './lora-modules.js';
 import { nativeAddon, type NativeAdapter, type NativeModel, type NativeSample, type NativeSampled, type NativeSequence } from './native.js';
 import { loadAdapterFiles, readAdapterConfig, saveAdapterFiles, validateTargets, type AdapterFileState, type LoraShape, type LoraTensorSlot } from './peft.js';
@@ -182,7 +183,7 @@ export class Engine {
     const tensors = weightSpecs(dir, config);
     const c = config;
     try {
-      const model = await nativeAddon().loadModel({
+      const model = await (choice.backend === 'cuda' ? cudaAddon() : nativeAddon()).loadModel({
         config: {
           vocab: c.vocabSize,
           hidden: c.hiddenSize,

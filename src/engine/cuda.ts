@@ -1,0 +1,73 @@
+// The CUDA addon (build/Release/claas_cuda.node, built when a CUDA toolkit was found): loading it,
+// probing for a usable device, and its op-level entry points for the parity tests. It exposes the
+// same NativeModel interface as the CPU addon, so the engine runs on either.
+import { createRequire } from 'node:module';
+import { existsSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import { dirname, join } from 'node:path';
+import type { NativeAddon } from './native.js';
+
+export interface CudaDeviceStatus {
+  available: boolean;
+  /** Why the backend cannot run here; empty when it can. */
+  reason: string;
+  /** e.g. "NVIDIA H200 (sm_90, 139 GiB)"; empty without a device. */
+  device: string;
+}
+
+export type OpArgs = Record<string, Float32Array | Int32Array | number | boolean>;
+export type OpResult = Record<string, Float32Array | Int32Array | Float64Array>;
+/** One function per op (the names of native/cpu and kernels/cuda), taking and returning named arrays. */
+export type OpTable = Record<string, (args: OpArgs) => OpResult>;
+
+export interface CudaAddon extends NativeAddon {
+  deviceStatus(): CudaDeviceStatus;
+  /** The CUDA ops; they throw an error with code E_NO_DEVICE without a device. */
+  cudaOps: OpTable;
+  /** The CPU reference ops with the same signatures. */
+  cpuOps: OpTable;
+}
+
+let loaded: { addon: CudaAddon } | { reason: string } | undefined;
+
+function packageRoot(): string {
+  let dir = dirname(fileURLToPath(import.meta.url));
+  while (!existsSync(join(dir, 'package.json'))) {
+    const up = dirname(dir);
+    if (up === dir) throw new Error('cannot locate the claas package root');
+    dir = up;
+  }
+  return dir;
+}
+
+/** The CUDA addon, or why it could not be loaded (not built, or failed to load). */
+export function loadCudaAddon(): { addon: CudaAddon } | { reason: string } {
+  if (loaded) return loaded;
+  const root = packageRoot();
+  const file = [join(root, 'build', 'Release', 'claas_cuda.node'), join(root, 'build', 'Debug', 'claas_cuda.node')].find((f) => existsSync(f));
+  if (!file) {
+    loaded = { reason: 'this build has no CUDA backend (no CUDA toolkit was found when the addon was compiled)' };
+  } else {
+    try {
+      loaded = { addon: createRequire(import.meta.url)(file) as CudaAddon };
+    } catch (err) {
+      loaded = { reason: `the CUDA addon failed to load: ${(err as Error).message}` };
+    }
+  }
+  return loaded;
+}
+
+/** null when the CUDA backend can run here, else the reason it cannot. */
+export function cudaUnavailableReason(): string | null {
+  const l = loadCudaAddon();
+  if ('reason' in l) return l.reason;
+  const status = l.addon.deviceStatus();
+  return status.available ? null : status.reason;
+}
+
+/** The loaded CUDA addon; throws with the reason when it is missing. */
+export function cudaAddon(): CudaAddon {
+  const l = loadCudaAddon();
+  if ('reason' in l) throw new Error(l.reason);
+  return l.addon;
+}

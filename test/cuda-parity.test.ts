@@ -1,0 +1,315 @@
+// CUDA backend against the CPU backend (the oracle): every op of kernels/cuda next to its
+// native/cpu twin on the same inputs (odd sizes included), then whole-model logits, token
+// log-probs, SDPO steps (metrics, every LoRA gradient, weights after AdamW), activation
+// checkpointing and KV-cache decode. Runs wherever a CUDA device is present; elsewhere each case is
+// skipped with the reason, and with CLAAS_REQUIRE_CUDA=1 a missing device fails the run.
+// Tolerances (next to each case) are max |cuda - cpu| <= tol * max(|cpu|, floor): fp32 ops differ
+// only in summation order (1e-5..1e-4); bf16 GEMMs are checked on bf16-representable inputs (then
+// only the order differs) and on raw fp32 inputs, where the device rounds activations to bf16
+// (8 significant bits: 2^-9 relative per element, so 1e-2 of the output scale).
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { join } from 'node:path';
+import { Engine } from '../src/engine/engine.js';
+import { pickBackend } from '../src/engine/backend.js';
+import { loadCudaAddon, type OpArgs, type OpResult, type OpTable } from '../src/engine/cuda.js';
+import { normal, rng, tempDir, writeRandomModel } from '../src/model/random-model.js';
+import { readSafetensors, writeSafetensors } from '../src/model/safetensors.js';
+
+const loaded = loadCudaAddon();
+const status = 'addon' in loaded ? loaded.addon.deviceStatus() : { available: false, reason: loaded.reason, device: '' };
+const skip: string | false = status.available ? false : `no usable CUDA device: ${status.reason}`;
+
+test('a CUDA device is present when CLAAS_REQUIRE_CUDA=1', () => {
+  if (process.env.CLAAS_REQUIRE_CUDA === '1') assert.equal(skip, false, String(skip));
+});
+
+test('without a device the backend reports why, and the CUDA ops refuse to run', { skip: status.available ? 'a CUDA device is present' : false }, () => {
+  assert.ok(status.reason.length > 0, 'an unavailable backend must say why');
+  assert.ok(pickBackend('auto').skipped.some((s) => s.backend === 'cuda' && s.reason.length > 0), 'auto must record why cuda was skipped');
+  assert.throws(() => pickBackend('cuda'), /backend cuda is not available/);
+  if ('addon' in loaded) {
+    assert.throws(
+      () => loaded.addon.cudaOps.swiglu!({ g: new Float32Array(2), u: new Float32Array(2) }),
+      (e: Error & { code?: string }) => e.code === 'E_NO_DEVICE',
+    );
+  }
+});
+
+// ---------------------------------------------------------------------------------------------
+const rand = rng(20260);
+function randn(n: number, std = 1): Float32Array {
+  const a = new Float32Array(n);
+  for (let i = 0; i < n; i++) a[i] = std * normal(rand);
+  return a;
+}
+/** Rounds to the nearest bf16 value (ties to even), as the device does. */
+function bf16(a: Float32Array): Float32Array {
+  const out = new Float32Array(a.length);
+  const u = new Uint32Array(out.buffer);
+  out.set(a);
+  for (let i = 0; i < u.length; i++) u[i] = ((u[i]! + 0x7fff + ((u[i]! >>> 16) & 1)) & 0xffff0000) >>> 0;
+  return out;
+}
+function ids(n: number, below: number): Int32Array {
+  const a = new Int32Array(n);
+  for (let i = 0; i < n; i++) a[i] = Math.floor(rand() * below);
+  return a;
+}
+function logSoftmaxRows(x: Float32Array, R: number, V: number): Float32Array {
+  const out = new Float32Array(x.length);
+  for (let r = 0; r < R; r++) {
+    let mx = -Infinity;
+    for (let v = 0; v < V; v++) mx = Math.max(mx, x[r * V + v]!);
+    let s = 0;
+    for (let v = 0; v < V; v++) s += Math.exp(x[r * V + v]! - mx);
+    for (let v = 0; v < V; v++) out[r * V + v] = x[r * V + v]! - mx - Math.log(s);
+  }
+  return out;
+}
+
+/** Fails with the first mismatches when max |a - b| > tol * max(max |b|, floor). */
+function close(name: string, a: ArrayLike<number>, b: ArrayLike<number>, tol: number, floor = 1): void {
+  assert.equal(a.length, b.length, `${name}: length ${a.length} vs ${b.length}`);
+  let scale = floor, worst = 0, at = -1;
+  for (let i = 0; i < b.length; i++) scale = Math.max(scale, Math.abs(b[i]!));
+  const bad: string[] = [];
+  for (let i = 0; i < b.length; i++) {
+    const d = Math.abs(a[i]! - b[i]!);
+    if (!(d <= tol * scale)) {
+      if (bad.length < 5) bad.push(`[${i}] cuda ${a[i]} cpu ${b[i]}`);
+      if (!(d <= worst)) {
+        worst = d;
+        at = i;
+      }
+    }
+  }
+  assert.ok(bad.length === 0, `${name}: max diff ${worst} at ${at} > ${tol} * ${scale}; first: ${bad.join(', ')}`);
+}
+
+interface OpCase {
+  op: string;
+  args: OpArgs;
+  /** Output name -> tolerance (relative to the output's scale). */
+  tol: Record<string, number>;
+  exact?: string[];
+}
+
+function opCases(): OpCase[] {
+  const cases: OpCase[] = [];
+  for (const [T, H, V] of [[1, 8, 5], [63, 1025, 17]] as const) {
+    cases.push({ op: 'embedding', args: { table: bf16(randn(V * H)), ids: ids(T, V), V, T, H }, tol: {}, exact: ['out'] });
+  }
+  for (const [N, D] of [[1, 1], [63, 1025], [7, 4096]] as const) {
+    const x = randn(N * D), w = randn(D);
+    cases.push({ op: 'rmsnorm', args: { x, w, N, D, eps: 1e-6 }, tol: { y: 1e-5, rstd: 1e-5 } });
+    const rstd = new Float32Array(N).map(() => 0.5 + rand());
+    for (const accumulate of [false, true]) {
+      cases.push({ op: 'rmsnorm_backward', args: { dx0: randn(N * D), dy: randn(N * D), x, rstd, w, N, D, accumulate }, tol: { dx: 1e-5 } });
+    }
+  }
+  for (const [T, I, O] of [[1, 1, 1], [63, 1025, 17], [64, 256, 512]] as const) {
+    const x = randn(T * I), W = randn(O * I, 0.05), b = randn(O);
+    // bf16-representable inputs: only the summation order differs.
+    cases.push({ op: 'linear', args: { x: bf16(x), W: bf16(W), b, T, I, O }, tol: { y: 1e-5 } });
+    // raw fp32 activations, rounded to bf16 on the device (2^-9 relative per element).
+    cases.push({ op: 'linear', args: { x, W: bf16(W), T, I, O }, tol: { y: 1e-2 } });
+    const dy = bf16(randn(T * O));
+    cases.push({ op: 'linear_backward_input', args: { dx0: randn(T * I), dy, W: bf16(W), T, I, O, accumulate: true }, tol: { dx: 1e-5 } });
+    cases.push({ op: 'linear_backward_input', args: { dx0: randn(T * I), dy, W: bf16(W), T, I, O, accumulate: false }, tol: { dx: 1e-5 } });
+  }
+  for (const [T, I, O, R] of [[1, 1, 1, 1], [63, 1025, 17, 8], [64, 256, 512, 32]] as const) {
+    const x = randn(T * I), A = randn(R * I, 0.1), B = randn(O * R, 0.1);
+    cases.push({ op: 'lora', args: { y0: randn(T * O), x, A, B, T, I, O, R, scale: 2 }, tol: { y: 1e-5, u: 1e-5 } });
+    cases.push({
+      op: 'lora_backward',
+      args: { dx0: randn(T * I), dA0: randn(R * I), dB0: randn(O * R), dy: randn(T * O), x, u: randn(T * R), A, B, T, I, O, R, scale: 2 },
+      tol: { dx: 1e-5, dA: 1e-5, dB: 1e-5 },
+    });
+  }
+  for (const [T, N, D] of [[1, 1, 2], [63, 3, 128], [5, 2, 18]] as const) {
+    const positions = Int32Array.from({ length: T }, (_, i) => i * 7 + 3);
+    for (const op of ['rope', 'rope_backward']) cases.push({ op, args: { x: randn(T * N * D), positions, T, N, D, theta: 1e6 }, tol: { x: 1e-5 } });
+  }
+  // Attention: GQA groups, head dims below / at / between the kernel's 32-lane slices, a KV-cache offset.
+  for (const [T, N, M, D, q0] of [[1, 1, 1, 16, 0], [63, 4, 2, 16, 0], [70, 8, 2, 128, 0], [33, 4, 1, 96, 0], [9, 4, 2, 64, 40], [1, 4, 4, 256, 100]] as const) {
+    const q = randn(T * N * D), k = randn((q0 + T) * M * D), v = randn((q0 + T) * M * D);
+    // fp32 both sides; online vs two-pass softmax and summation order differ.
+    cases.push({ op: 'attention', args: { q, k, v, T, N, NKV: M, D, q0 }, tol: { out: 5e-5, lse: 1e-5 } });
+  }
+  for (const [T, N, M, D] of [[1, 1, 1, 16], [63, 4, 2, 16], [70, 8, 2, 128], [33, 4, 1, 96]] as const) {
+    const q = randn(T * N * D), k = randn(T * M * D), v = randn(T * M * D);
+    const ref = loaded && 'addon' in loaded ? loaded.addon.cpuOps.attention!({ q, k, v, T, N, NKV: M, D, q0: 0 }) : { out: new Float32Array(T * N * D), lse: new Float32Array(N * T) };
+    cases.push({
+      op: 'attention_backward',
+      args: { dout: randn(T * N * D), q, k, v, out: ref.out as Float32Array, lse: ref.lse as Float32Array, T, N, NKV: M, D },
+      tol: { dq: 1e-4, dk: 1e-4, dv: 1e-4 },
+    });
+  }
+  for (const n of [1, 1025, 100003]) {
+    const g = randn(n, 3), u = randn(n);
+    cases.push({ op: 'swiglu', args: { g, u }, tol: { h: 1e-6 } });
+    cases.push({ op: 'swiglu_backward', args: { dh: randn(n), g, u }, tol: { dg: 1e-6, du: 1e-6 } });
+  }
+  for (const [R, V] of [[1, 1], [3, 1025], [5, 151936]] as const) {
+    const logits = randn(R * V, 4);
+    cases.push({ op: 'log_softmax', args: { logits, R, V }, tol: { out: 1e-6, lse: 1e-6 }, exact: [] });
+    cases.push({ op: 'log_softmax_backward', args: { ds: randn(R * V), logp: logSoftmaxRows(logits, R, V), R, V }, tol: { dlogits: 1e-5 } });
+  }
+  for (const [R, V, K] of [[1, 1, 1], [4, 1025, 100], [3, 151936, 100], [2, 300, 300]] as const) {
+    cases.push({ op: 'topk', args: { x: randn(R * V), R, V, K }, tol: { val: 0 }, exact: ['idx'] });
+    // Many ties: the lower index must win, as on the CPU.
+    cases.push({ op: 'topk', args: { x: randn(R * V).map((x) => Math.round(x * 2)), R, V, K }, tol: { val: 0 }, exact: ['idx'] });
+  }
+  // SDPO loss: every divergence form, tail and renormalized, sampled token, importance weights and k3.
+  for (const [R, V, K] of [[3, 64, 8], [4, 151936, 100]] as const) {
+    const s = logSoftmaxRows(randn(R * V, 2), R, V);
+    const teacher = logSoftmaxRows(randn(R * V, 2), R, V);
+    const top = loaded && 'addon' in loaded ? loaded.addon.cpuOps.topk!({ x: teacher, R, V, K }) : { idx: new Int32Array(R * K), val: new Float32Array(R * K) };
+    const y = ids(R, V);
+    const tail = loaded && 'addon' in loaded ? loaded.addon.cpuOps.sdpo_teacher_tail!({ logp: teacher, idx: top.idx as Int32Array, y, R, V, K }) : { tail: new Float32Array(R), token: new Float32Array(R) };
+    const common = { s, R, V, K, y, tIdx: top.idx as Int32Array, tLogp: top.val as Float32Array, tTail: tail.tail as Float32Array, tToken: tail.token as Float32Array, base: randn(R, 0.3).map((x, i) => x + s[i * V + y[i]!]!), isClip: 2, coef: 1 / R };
+    cases.push({ op: 'sdpo_teacher_tail', args: { logp: teacher, idx: top.idx as Int32Array, y, R, V, K }, tol: { tail: 1e-6, token: 0 } });
+    for (const [alpha, tl] of [[0.5, true], [0, true], [1, true], [0.5, false], [0, false]] as const) {
+      cases.push({ op: 'sdpo_loss', args: { ...common, alpha, tail: tl, sampledToken: false, beta: 0 }, tol: { ds: 1e-5, values: 1e-6 } });
+    }
+    const old = randn(R, 0.5).map((x, i) => x + s[i * V + y[i]!]!);
+    cases.push({ op: 'sdpo_loss', args: { ...common, old, alpha: 0.5, tail: true, sampledToken: false, beta: 0.1 }, tol: { ds: 1e-5, values: 1e-6 } });
+    cases.push({ op: 'sdpo_loss', args: { ...common, old, alpha: 0.5, tail: true, sampledToken: true, beta: 0.1 }, tol: { ds: 1e-5, values: 1e-6 } });
+  }
+  for (const n of [1, 1025, 300007]) {
+    for (const [step, gradScale] of [[1, 1], [7, 0.25]] as const) {
+      cases.push({
+        op: 'adamw',
+        args: { p: randn(n), m: randn(n, 0.01), v: randn(n, 0.01).map(Math.abs), g: randn(n), lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weightDecay: 0.01, step, gradScale },
+        tol: { p: 1e-6, m: 1e-6, v: 1e-6 },
+      });
+    }
+  }
+  return cases;
+}
+
+const counts = new Map<string, number>();
+for (const c of opCases()) {
+  const n = (counts.get(c.op) ?? 0) + 1;
+  counts.set(c.op, n);
+  const dims = Object.entries(c.args).filter(([, v]) => typeof v === 'number' || typeof v === 'boolean').map(([k, v]) => `${k}=${String(v)}`).join(' ');
+  test(`cuda ${c.op} #${n} matches cpu (${dims})`, { skip }, () => {
+    const { addon } = loaded as { addon: { cudaOps: OpTable; cpuOps: OpTable } };
+    const got: OpResult = addon.cudaOps[c.op]!(c.args);
+    const want: OpResult = addon.cpuOps[c.op]!(c.args);
+    for (const name of Object.keys(want)) {
+      if (c.exact?.includes(name)) assert.deepEqual(Array.from(got[name]!), Array.from(want[name]!), `${c.op}.${name} must match exactly`);
+      else close(`${c.op}.${name}`, got[name]!, want[name]!, c.tol[name] ?? 0);
+    }
+  });
+}
+
+// ---------------------------------------------------------------------------------------------
+// Whole model: a tiny Qwen3 with bf16-representable weights, so both backends use the same weights
+// and differ only by the device's bf16 activations at GEMM inputs and summation order.
+function bf16Model(opts: Parameters<typeof writeRandomModel>[0]): string {
+  const dir = writeRandomModel(opts, join(tempDir('claas-cuda-'), 'model'));
+  const file = join(dir, 'model.safetensors');
+  const { tensors } = readSafetensors(file);
+  writeSafetensors(file, [...tensors].map(([name, t]) => ({ name, shape: t.shape, data: bf16(t.data) })), { format: 'pt' });
+  return dir;
+}
+
+function relL2(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  let d = 0, n = 0;
+  for (let i = 0; i < b.length; i++) {
+    d += (a[i]! - b[i]!) ** 2;
+    n += b[i]! ** 2;
+  }
+  return Math.sqrt(d) / Math.max(Math.sqrt(n), 1e-12);
+}
+
+for (const [name, shape] of [
+  ['tied, GQA 4/2, head dim 16', { vocab: 97, hidden: 64, layers: 2, heads: 4, kvHeads: 2, headDim: 16, intermediate: 96, tied: true, seed: 3 }],
+  ['untied, head dim 128', { vocab: 1000, hidden: 256, layers: 2, heads: 4, kvHeads: 1, headDim: 128, intermediate: 384, tied: false, seed: 4 }],
+] as const) {
+  test(`cuda engine matches the cpu engine: ${name}`, { skip }, async () => {
+    const dir = bf16Model(shape);
+    const cpu = await Engine.open(dir, { backend: 'cpu', threads: 2 });
+    const gpu = await Engine.open(dir, { backend: 'cuda' });
+    assert.equal(gpu.backend, 'cuda');
+    const V = shape.vocab;
+    const shapeL = { rank: 8, alpha: 16, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const };
+    const layoutTotal = cpu.createAdapter({ rank: 8, alpha: 16, seed: 1 }).state().params.length;
+    const params = randn(layoutTotal, 0.05);
+    const make = (e: Engine) => e.restoreAdapter({ ...shapeL, targetModules: [...shapeL.targetModules] }, { params, step: 0 });
+
+    // Logits and token log-probs. bf16 activations at GEMM inputs: 2e-2 of the logit scale.
+    const tokens = Array.from(ids(40, V));
+    close('logits (base)', await gpu.logits(tokens, null), await cpu.logits(tokens, null), 2e-2);
+    close('logits (adapter)', await gpu.logits(tokens, make(gpu)), await cpu.logits(tokens, make(cpu)), 2e-2);
+    close('token logprobs', await gpu.logprobs(tokens, make(gpu), 10), await cpu.logprobs(tokens, make(cpu), 10), 2e-2);
+
+    // SDPO steps: metrics 2e-2 relative, gradients 5e-2 relative L2 per tensor, AdamW update 0.1.
+    const batch = [
+      { promptIds: Array.from(ids(12, V)), teacherPromptIds: Array.from(ids(17, V)), responseIds: Array.from(ids(9, V)), oldLogprobs: null },
+      { promptIds: Array.from(ids(5, V)), teacherPromptIds: Array.from(ids(8, V)), responseIds: Array.from(ids(20, V)), oldLogprobs: Array.from(randn(20, 0.3), (x) => -2 - Math.abs(x)) },
+    ];
+    for (const options of [{ alpha: 0.5, topK: 20, tail: true }, { alpha: 0, topK: 20, tail: false, beta: 0.1 }, { sampledToken: true }, { alpha: 1, topK: 5, teacher: 'base' as const, steps: 2 }]) {
+      const a = make(cpu), b = make(gpu);
+      const rc = await cpu.sdpoStep(a, batch, { learningRate: 1e-3, ...options });
+      const rg = await gpu.sdpoStep(b, batch, { learningRate: 1e-3, ...options });
+      for (const m of ['loss', 'distillLoss', 'klToBase', 'meanIsWeight', 'gradNorm', 'teacherStudentKl'] as const) {
+        const err = Math.abs(rg[m] - rc[m]) / Math.max(Math.abs(rc[m]), 1e-3);
+        assert.ok(err <= 2e-2, `${JSON.stringify(options)} ${m}: cuda ${rg[m]} cpu ${rc[m]}`);
+      }
+      assert.equal(rg.tokens, rc.tokens);
+      const gc = a.tensors('grads'), gg = b.tensors('grads');
+      for (const [key, ref] of gc) {
+        const e = relL2(gg.get(key)!, ref);
+        assert.ok(e <= 5e-2, `${JSON.stringify(options)} grad ${key}: relative L2 error ${e}`);
+      }
+      // AdamW's first step moves each weight by about lr * sign(g), so entries whose gradient is
+      // tiny can flip; the update as a whole must agree to 10% (relative L2).
+      const upd = (p: Float32Array) => p.map((x, i) => x - params[i]!);
+      const e = relL2(upd(b.state().params), upd(a.state().params));
+      assert.ok(e <= 0.1, `${JSON.stringify(options)} AdamW update: relative L2 error ${e}`);
+    }
+
+    // Decode: the log-prob the device reports for the token it picked, against the CPU's log-softmax.
+    const prompt = Array.from(ids(11, V));
+    const seq = gpu.createSequence(5);
+    let [tok] = await gpu.decode([{ sequence: seq, ids: prompt, sampling: { temperature: 0, topP: 1, topK: 0, topLogprobs: 5 } }]);
+    const seen = [...prompt];
+    for (let i = 0; i < 6; i++) {
+      const logits = await cpu.logits(seen, null);
+      const lp = logSoftmaxRows(logits.slice((seen.length - 1) * V), 1, V);
+      assert.ok(Math.abs(lp[tok!.id]! - tok!.logprob) <= 2e-2 * Math.max(1, Math.abs(lp[tok!.id]!)), `decode step ${i}: logprob ${tok!.logprob} vs cpu ${lp[tok!.id]}`);
+      assert.ok(lp[tok!.id]! >= Math.max(...lp) - 5e-2, `decode step ${i}: greedy pick ${tok!.id} is not (nearly) the cpu argmax`);
+      seen.push(tok!.id);
+      [tok] = await gpu.decode([{ sequence: seq, ids: [tok!.id], sampling: { temperature: 0, topP: 1, topK: 0, topLogprobs: 5 } }]);
+    }
+    assert.equal(seq.length, seen.length);
+  });
+}
+
+test('activation checkpointing gives the same step as keeping every activation', { skip }, async () => {
+  const { addon } = loaded as { addon: import('../src/engine/cuda.js').CudaAddon };
+  const dir = bf16Model({ vocab: 97, hidden: 64, layers: 3, heads: 4, kvHeads: 2, headDim: 16, intermediate: 96, seed: 9 });
+  const { readModelConfig } = await import('../src/model/config.js');
+  const { weightSpecs } = await import('../src/model/weights.js');
+  const c = readModelConfig(dir);
+  const spec = {
+    config: { vocab: c.vocabSize, hidden: c.hiddenSize, layers: c.numLayers, heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, intermediate: c.intermediateSize, ropeTheta: c.ropeTheta, rmsEps: c.rmsNormEps, tieEmbeddings: c.tieWordEmbeddings, qkNorm: c.qkNorm, bias: [c.bias.q, c.bias.k, c.bias.v, c.bias.o] as [boolean, boolean, boolean, boolean] },
+    threads: 1,
+    tensors: weightSpecs(dir, c),
+  };
+  const plain = await addon.loadModel(spec);
+  const ckpt = await addon.loadModel({ ...spec, checkpoint: true, logitRows: 3 } as typeof spec);
+  const targets = [true, true, true, true, true, true, true];
+  const sample = { prompt: ids(9, 97), teacherPrompt: ids(13, 97), response: ids(11, 97) };
+  const options = { alpha: 0.5, tail: true, sampledToken: false, isClip: 2, beta: 0, topK: 10, teacher: 1, learningRate: 1e-3, maxGradNorm: 1, weightDecay: 0.01, adamBeta1: 0.9, adamBeta2: 0.999, adamEps: 1e-8, emaRate: 0.05, steps: 1 };
+  const a = plain.createAdapter({ rank: 4, alpha: 8, targets, params: randn(plain.createAdapter({ rank: 4, alpha: 8, targets, seed: 1 }).state().params.length, 0.05) });
+  const b = ckpt.createAdapter({ rank: 4, alpha: 8, targets, params: a.state().params });
+  const ra = await plain.sdpoStep(a, [sample], options);
+  const rb = await ckpt.sdpoStep(b, [sample], options);
+  // Same kernels on the same inputs; only the chunking of the LM head rows differs.
+  assert.ok(Math.abs(ra.loss - rb.loss) <= 1e-5 * Math.max(1, Math.abs(ra.loss)), `loss ${ra.loss} vs ${rb.loss}`);
+  close('grads with checkpointing', b.state().grads, a.state().grads, 1e-5, 0);
+});
