@@ -34,6 +34,9 @@ struct DeviceModel {
 // Uploads a host model (fp32 weights as loaded by the CPU engine) as bf16.
 std::unique_ptr<DeviceModel> upload_model(const Model& host);
 
+// Random weights made on the device (bench/): matrices ~ N(0, std^2) in bf16, norm weights 1, no biases.
+std::unique_ptr<DeviceModel> random_model(const ModelConfig& cfg, uint64_t seed, float std);
+
 // An adapter whose parameters, gradients, AdamW moments and EMA copy live on the device.
 struct DeviceAdapter {
   LoraLayout layout;

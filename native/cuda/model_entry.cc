@@ -480,6 +480,46 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
 };
 Napi::FunctionReference ModelWrap::ctor;
 
+// The model configuration of a loadModel spec (as the CPU addon reads it).
+ModelConfig parse_config(const Napi::Object& spec) {
+  if (!spec.Get("config").IsObject()) fail("E_INPUT", "the spec needs a config object");
+  Napi::Object c = spec.Get("config").As<Napi::Object>();
+  ModelConfig cfg;
+  cfg.vocab = get_int(c, "vocab");
+  cfg.hidden = get_int(c, "hidden");
+  cfg.layers = get_int(c, "layers");
+  cfg.heads = get_int(c, "heads");
+  cfg.kvHeads = get_int(c, "kvHeads");
+  cfg.headDim = get_int(c, "headDim");
+  cfg.intermediate = get_int(c, "intermediate");
+  cfg.ropeTheta = get_num(c, "ropeTheta");
+  cfg.rmsEps = static_cast<float>(get_num(c, "rmsEps"));
+  cfg.tieEmbeddings = get_bool(c, "tieEmbeddings");
+  cfg.qkNorm = get_bool(c, "qkNorm");
+  Napi::Value bias = c.Get("bias");
+  if (!bias.IsArray() || bias.As<Napi::Array>().Length() != 4) fail("E_INPUT", "config.bias must be 4 booleans");
+  for (uint32_t i = 0; i < 4; ++i) cfg.bias[i] = bias.As<Napi::Array>().Get(i).ToBoolean().Value();
+  if (cfg.vocab <= 0 || cfg.hidden <= 0 || cfg.layers <= 0 || cfg.heads <= 0 || cfg.kvHeads <= 0 ||
+      cfg.headDim <= 0 || cfg.intermediate <= 0 || cfg.heads % cfg.kvHeads != 0 || cfg.headDim % 2 != 0) {
+    fail("E_CONFIG", "invalid model dimensions");
+  }
+  if (cfg.headDim > 256) fail("E_CONFIG", "the CUDA backend supports head dimensions up to 256");
+  return cfg;
+}
+
+// checkpoint (recompute layer activations in the backward) and logitRows (LM-head chunk rows).
+void parse_device_options(const Napi::Object& spec, bool& checkpoint, int& logitRows) {
+  checkpoint = spec.Has("checkpoint") && spec.Get("checkpoint").ToBoolean().Value();
+  logitRows = spec.Has("logitRows") && spec.Get("logitRows").IsNumber() ? get_int(spec, "logitRows") : 64;
+  if (logitRows < 1) fail("E_INPUT", "logitRows must be positive");
+}
+
+Napi::Object wrap_model(std::shared_ptr<Loaded> loaded) {
+  Napi::Object o = ModelWrap::ctor.New({});
+  ModelWrap::Unwrap(o)->model = std::move(loaded);
+  return o;
+}
+
 const char* const kRoles[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
 
 // loadModel({config, tensors, checkpoint?, logitRows?}): the CPU addon's spec; weights are read on the
@@ -492,29 +532,11 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     if (!info[0].IsObject()) fail("E_INPUT", "loadModel expects a spec object");
     Napi::Object spec = info[0].As<Napi::Object>();
     auto host = std::make_shared<Model>();
-    Napi::Object c = spec.Get("config").As<Napi::Object>();
+    host->cfg = parse_config(spec);
     ModelConfig& cfg = host->cfg;
-    cfg.vocab = get_int(c, "vocab");
-    cfg.hidden = get_int(c, "hidden");
-    cfg.layers = get_int(c, "layers");
-    cfg.heads = get_int(c, "heads");
-    cfg.kvHeads = get_int(c, "kvHeads");
-    cfg.headDim = get_int(c, "headDim");
-    cfg.intermediate = get_int(c, "intermediate");
-    cfg.ropeTheta = get_num(c, "ropeTheta");
-    cfg.rmsEps = static_cast<float>(get_num(c, "rmsEps"));
-    cfg.tieEmbeddings = get_bool(c, "tieEmbeddings");
-    cfg.qkNorm = get_bool(c, "qkNorm");
-    Napi::Array bias = c.Get("bias").As<Napi::Array>();
-    for (uint32_t i = 0; i < 4; ++i) cfg.bias[i] = bias.Get(i).ToBoolean().Value();
-    if (cfg.vocab <= 0 || cfg.hidden <= 0 || cfg.layers <= 0 || cfg.heads <= 0 || cfg.kvHeads <= 0 ||
-        cfg.headDim <= 0 || cfg.intermediate <= 0 || cfg.heads % cfg.kvHeads != 0 || cfg.headDim % 2 != 0) {
-      fail("E_CONFIG", "invalid model dimensions");
-    }
-    if (cfg.headDim > 256) fail("E_CONFIG", "the CUDA backend supports head dimensions up to 256");
-    const bool checkpoint = spec.Has("checkpoint") && spec.Get("checkpoint").ToBoolean().Value();
-    const int logitRows = spec.Has("logitRows") && spec.Get("logitRows").IsNumber() ? get_int(spec, "logitRows") : 64;
-    if (logitRows < 1) fail("E_INPUT", "logitRows must be positive");
+    bool checkpoint;
+    int logitRows;
+    parse_device_options(spec, checkpoint, logitRows);
     host->layers.resize(cfg.layers);
 
     struct Pending {
@@ -592,12 +614,51 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
           loaded->dm->checkpoint = checkpoint;
           loaded->dm->logitRows = logitRows;
         },
-        [loaded](Napi::Env e) -> Napi::Value {
-          Napi::Object o = ModelWrap::ctor.New({});
-          ModelWrap::Unwrap(o)->model = loaded;
-          return o;
-        });
+        [loaded](Napi::Env) -> Napi::Value { return wrap_model(loaded); });
   });
+}
+
+// loadRandomModel({config, seed, std, checkpoint?, logitRows?}) -> Promise<NativeModel>: weights
+// made on the device (bench/), matrices ~ N(0, std^2), norms 1.
+Napi::Value LoadRandomModel(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  return guarded(env, [&]() -> Napi::Value {
+    const std::string reason = device_unavailable_reason();
+    if (!reason.empty()) fail("E_NO_DEVICE", reason);
+    if (!info[0].IsObject()) fail("E_INPUT", "loadRandomModel expects a spec object");
+    Napi::Object spec = info[0].As<Napi::Object>();
+    ModelConfig cfg = parse_config(spec);
+    for (bool b : cfg.bias) {
+      if (b) fail("E_CONFIG", "random models have no biases");
+    }
+    const uint64_t seed = static_cast<uint64_t>(get_num(spec, "seed"));
+    const float std = static_cast<float>(get_num(spec, "std"));
+    bool checkpoint;
+    int logitRows;
+    parse_device_options(spec, checkpoint, logitRows);
+    auto loaded = std::make_shared<Loaded>();
+    return run_async(
+        env,
+        [loaded, cfg, seed, std, checkpoint, logitRows]() {
+          loaded->dm = random_model(cfg, seed, std);
+          loaded->dm->checkpoint = checkpoint;
+          loaded->dm->logitRows = logitRows;
+        },
+        [loaded](Napi::Env) -> Napi::Value { return wrap_model(loaded); });
+  });
+}
+
+// deviceMemory() -> {inUseBytes, peakBytes}: the engine's own device buffers; resetPeak() restarts the peak.
+Napi::Value DeviceMemory(const Napi::CallbackInfo& info) {
+  Napi::Object o = Napi::Object::New(info.Env());
+  o.Set("inUseBytes", static_cast<double>(device_bytes_in_use()));
+  o.Set("peakBytes", static_cast<double>(device_bytes_peak()));
+  return o;
+}
+
+Napi::Value ResetPeak(const Napi::CallbackInfo& info) {
+  reset_device_bytes_peak();
+  return info.Env().Undefined();
 }
 
 }  // namespace
@@ -607,6 +668,9 @@ void register_model(Napi::Env env, Napi::Object exports) {
   SequenceWrap::Register(env);
   ModelWrap::Register(env);
   exports.Set("loadModel", Napi::Function::New(env, LoadModel));
+  exports.Set("loadRandomModel", Napi::Function::New(env, LoadRandomModel));
+  exports.Set("deviceMemory", Napi::Function::New(env, DeviceMemory));
+  exports.Set("resetPeak", Napi::Function::New(env, ResetPeak));
 }
 
 }  // namespace claas::cuda

@@ -1,6 +1,8 @@
 // Device probe and error reporting for the CUDA backend.
 #include "cuda/runtime.h"
 
+#include <atomic>
+
 namespace claas::cuda {
 
 void check(cudaError_t err, const char* what) {
@@ -31,6 +33,24 @@ std::string device_description() {
   CLAAS_CUDA(cudaGetDeviceProperties(&prop, 0));
   return std::string(prop.name) + " (sm_" + std::to_string(prop.major * 10 + prop.minor) + ", " +
          std::to_string(prop.totalGlobalMem >> 30) + " GiB)";
+}
+
+namespace {
+std::atomic<size_t> inUse{0}, peak{0};
+}  // namespace
+
+size_t device_bytes_in_use() { return inUse.load(); }
+size_t device_bytes_peak() { return peak.load(); }
+void reset_device_bytes_peak() { peak.store(inUse.load()); }
+void note_device_bytes(size_t bytes, bool allocated) {
+  if (!allocated) {
+    inUse -= bytes;
+    return;
+  }
+  const size_t now = inUse += bytes;
+  size_t p = peak.load();
+  while (now > p && !peak.compare_exchange_weak(p, now)) {
+  }
 }
 
 Stream::Stream() { CLAAS_CUDA(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }

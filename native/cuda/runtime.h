@@ -20,6 +20,12 @@ std::string device_unavailable_reason();
 // "NVIDIA H200 (sm_90, 139 GiB)" for device 0.
 std::string device_description();
 
+// Bytes held by DeviceBuffers now, and the most held at once since the last reset (for bench/).
+size_t device_bytes_in_use();
+size_t device_bytes_peak();
+void reset_device_bytes_peak();
+void note_device_bytes(size_t bytes, bool allocated);
+
 // An owned device allocation of n elements of T.
 template <typename T>
 class DeviceBuffer {
@@ -29,12 +35,12 @@ class DeviceBuffer {
   ~DeviceBuffer() { release(); }
   DeviceBuffer(const DeviceBuffer&) = delete;
   DeviceBuffer& operator=(const DeviceBuffer&) = delete;
-  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(o.p_), n_(o.n_) { o.p_ = nullptr, o.n_ = 0; }
+  DeviceBuffer(DeviceBuffer&& o) noexcept : p_(o.p_), n_(o.n_), cap_(o.cap_) { o.p_ = nullptr, o.n_ = o.cap_ = 0; }
   DeviceBuffer& operator=(DeviceBuffer&& o) noexcept {
     if (this != &o) {
       release();
-      p_ = o.p_, n_ = o.n_;
-      o.p_ = nullptr, o.n_ = 0;
+      p_ = o.p_, n_ = o.n_, cap_ = o.cap_;
+      o.p_ = nullptr, o.n_ = o.cap_ = 0;
     }
     return *this;
   }
@@ -45,7 +51,10 @@ class DeviceBuffer {
       return;
     }
     release();
-    if (n > 0) CLAAS_CUDA(cudaMalloc(reinterpret_cast<void**>(&p_), n * sizeof(T)));
+    if (n > 0) {
+      CLAAS_CUDA(cudaMalloc(reinterpret_cast<void**>(&p_), n * sizeof(T)));
+      note_device_bytes(n * sizeof(T), true);
+    }
     n_ = cap_ = n;
   }
   void zero(cudaStream_t s) {
@@ -66,7 +75,10 @@ class DeviceBuffer {
 
  private:
   void release() {
-    if (p_) cudaFree(p_);
+    if (p_) {
+      cudaFree(p_);
+      note_device_bytes(cap_ * sizeof(T), false);
+    }
     p_ = nullptr;
     n_ = cap_ = 0;
   }
