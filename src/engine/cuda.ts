@@ -5,7 +5,7 @@ import { createRequire } from 'node:module';
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
-import type { NativeAddon } from './native.js';
+import type { NativeAddon, NativeConfig, NativeModel } from './native.js';
 
 export interface CudaDeviceStatus {
   available: boolean;
@@ -26,6 +26,19 @@ export interface CudaAddon extends NativeAddon {
   cudaOps: OpTable;
   /** The CPU reference ops with the same signatures. */
   cpuOps: OpTable;
+  /** A model with weights made on the device (bench/): matrices ~ N(0, std^2), norms 1. */
+  loadRandomModel(spec: { config: NativeConfig; seed: number; std: number } & CudaModelOptions): Promise<NativeModel>;
+  /** Bytes held by the engine's device buffers now and at most since resetPeak(). */
+  deviceMemory(): { inUseBytes: number; peakBytes: number };
+  resetPeak(): void;
+}
+
+/** Device-only loadModel options. */
+export interface CudaModelOptions {
+  /** Keep only layer inputs for the backward and recompute the rest (activation checkpointing). */
+  checkpoint?: boolean;
+  /** LM-head rows materialized at once (default 64). */
+  logitRows?: number;
 }
 
 let loaded: { addon: CudaAddon } | { reason: string } | undefined;
