@@ -42,6 +42,7 @@ struct Forward {
   std::vector<DeviceBuffer<float>> inputs;   // layer inputs when checkpointing
   DeviceBuffer<float> xLast, rstdF, xf, cos, sin;
   DeviceBuffer<bf16> xfB;                    // bf16 copy of xf for the LM head
+  DeviceBuffer<int32_t> ids;
 };
 
 // bf16 staging for GEMM inputs, grown on demand.
@@ -160,10 +161,9 @@ void forward(DeviceModel& dm, const DeviceLoraView& view, const std::vector<int3
   std::vector<int32_t> positions(T);
   for (int t = 0; t < T; ++t) positions[t] = t;
   upload_rope(dm, f, positions);
-  DeviceBuffer<int32_t> idsD;
-  idsD.upload(ids.data(), ids.size(), s);
+  f.ids.upload(ids.data(), ids.size(), s);
   f.xLast.resize(sz(T, H));
-  embedding(s, f.xLast.get(), dm.embed.get(), idsD.get(), T, H);
+  embedding(s, f.xLast.get(), dm.embed.get(), f.ids.get(), T, H);
   const Attend attend = [&](Acts& a) {
     a.lse.resize(sz(N, T));
     attention(s, a.attn.get(), a.lse.get(), a.q.get(), a.k.get(), a.v.get(), T, N, M, D);
@@ -182,15 +182,26 @@ void forward(DeviceModel& dm, const DeviceLoraView& view, const std::vector<int3
   to_bf16(s, f.xfB.get(), f.xf.get(), sz(T, H));
 }
 
+// Gradient buffers of the backward (every one is written before it is read).
+struct Grads {
+  DeviceBuffer<float> dx, dh1, dxn, dact, dg, du, dattn, dq, dk, dv, dqRaw, dkRaw, scratch, attnScratch, xTmp;
+};
+
 // Back-propagates dxf [T, H] to the LoRA gradients (accumulated into grads), as claas::backward.
 void backward(DeviceModel& dm, const DeviceLoraView& view, float* grads, Forward& f, const float* dxf_TH,
-              Staging& st) {
+              Staging& st, Grads& g) {
   const ModelConfig& c = dm.cfg;
   const cudaStream_t s = dm.stream.get();
   const int T = f.T, H = c.hidden, N = c.heads, M = c.kvHeads, D = c.headDim, F = c.intermediate;
   const size_t TH = sz(T, H);
-  DeviceBuffer<float> dx(TH), dh1(TH), dxn(TH), dact(sz(T, F)), dg(sz(T, F)), du(sz(T, F)), dattn(sz(T, N, D)),
-      dq(sz(T, N, D)), dk(sz(T, M, D)), dv(sz(T, M, D)), dqRaw, dkRaw, scratch, attnScratch(sz(N, T)), xTmp;
+  for (DeviceBuffer<float>* b : {&g.dx, &g.dh1, &g.dxn}) b->resize(TH);
+  for (DeviceBuffer<float>* b : {&g.dact, &g.dg, &g.du}) b->resize(sz(T, F));
+  for (DeviceBuffer<float>* b : {&g.dattn, &g.dq}) b->resize(sz(T, N, D));
+  for (DeviceBuffer<float>* b : {&g.dk, &g.dv}) b->resize(sz(T, M, D));
+  g.attnScratch.resize(sz(N, T));
+  DeviceBuffer<float>&dx = g.dx, &dh1 = g.dh1, &dxn = g.dxn, &dact = g.dact, &dg = g.dg, &du = g.du, &dattn = g.dattn,
+  &dq = g.dq, &dk = g.dk, &dv = g.dv, &dqRaw = g.dqRaw, &dkRaw = g.dkRaw, &scratch = g.scratch,
+  &attnScratch = g.attnScratch, &xTmp = g.xTmp;
   rmsnorm_backward(s, dx.get(), dxf_TH, f.xLast.get(), f.rstdF.get(), dm.finalNorm.get(), T, H, false);
   const Attend attend = [&](Acts& a) {
     a.lse.resize(sz(N, T));
@@ -259,6 +270,24 @@ struct Targets {
 
 }  // namespace
 
+struct Workspace {
+  Forward kept, scratch;  // the student's forward (kept for the backward) and any other
+  Grads grads;
+  Staging st, stLogits;
+  DeviceBuffer<float> chunk, ds;
+  // decode
+  Forward rope;
+  Acts acts;
+  DeviceBuffer<float> x, lse, last, normed, logits;
+};
+
+namespace {
+Workspace& workspace(DeviceModel& dm) {
+  if (!dm.work) dm.work = std::make_shared<Workspace>();
+  return *dm.work;
+}
+}  // namespace
+
 std::unique_ptr<DeviceModel> upload_model(const Model& host) {
   auto dm = std::make_unique<DeviceModel>();
   const ModelConfig& c = dm->cfg = host.cfg;
@@ -323,9 +352,9 @@ Adapter download_adapter(const DeviceModel& dm, const DeviceAdapter& a) {
 }
 
 std::vector<float> forward_logits(DeviceModel& dm, const DeviceLoraView& view, const std::vector<int32_t>& ids) {
-  Forward f;
-  Staging st;
-  forward(dm, view, ids, f, false, st);
+  Workspace& ws = workspace(dm);
+  Forward& f = ws.scratch;
+  forward(dm, view, ids, f, false, ws.st);
   const int T = static_cast<int>(ids.size()), H = dm.cfg.hidden, V = dm.cfg.vocab;
   DeviceBuffer<float> logits(sz(T, V));
   linear(dm.stream.get(), logits.get(), f.xfB.get(), dm.lmHead, nullptr, T, H, V);
@@ -334,15 +363,15 @@ std::vector<float> forward_logits(DeviceModel& dm, const DeviceLoraView& view, c
 
 std::vector<float> token_logprobs(DeviceModel& dm, const DeviceLoraView& view, const std::vector<int32_t>& ids,
                                   int start) {
-  Forward f;
-  Staging st;
-  forward(dm, view, ids, f, false, st);
+  Workspace& ws = workspace(dm);
+  Forward& f = ws.scratch;
+  forward(dm, view, ids, f, false, ws.st);
   const cudaStream_t s = dm.stream.get();
   const int R = static_cast<int>(ids.size()) - start, V = dm.cfg.vocab;
   DeviceBuffer<int32_t> next;
   next.upload(ids.data() + start, R, s);
-  DeviceBuffer<float> out(R), chunk;
-  logprob_chunks(dm, f, start - 1, R, chunk, [&](int r0, int n, const float* logp) {
+  DeviceBuffer<float> out(R);
+  logprob_chunks(dm, f, start - 1, R, ws.chunk, [&](int r0, int n, const float* logp) {
     gather_rows(s, out.get() + r0, logp, next.get() + r0, n, V);
   });
   return out.download(s);
@@ -354,8 +383,9 @@ SdpoStepResult sdpo_step(DeviceModel& dm, DeviceAdapter& ad, const std::vector<S
   const cudaStream_t s = dm.stream.get();
   const int B = static_cast<int>(batch.size()), V = dm.cfg.vocab, H = dm.cfg.hidden;
   const LoraLayout& L = ad.layout;
-  Staging st, stLogits;
-  DeviceBuffer<float> chunk, ds;
+  Workspace& ws = workspace(dm);
+  Staging &st = ws.st, &stLogits = ws.stLogits;
+  DeviceBuffer<float>&chunk = ws.chunk, &ds = ws.ds;
   const auto joined = [](const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
     std::vector<int32_t> ids(a);
     ids.insert(ids.end(), b.begin(), b.end());
@@ -395,7 +425,7 @@ SdpoStepResult sdpo_step(DeviceModel& dm, DeviceAdapter& ad, const std::vector<S
     tt.logp.resize(sz(T, K));
     tt.tail.resize(T);
     tt.token.resize(T);
-    Forward f;
+    Forward& f = ws.scratch;
     forward(dm, teacherView, joined(smp.teacherPrompt, smp.response), f, false, st);
     logprob_chunks(dm, f, static_cast<int>(smp.teacherPrompt.size()) - 1, T, chunk, [&](int r0, int n, const float* lp) {
       topk(s, tt.idx.get() + sz(r0, K), tt.logp.get() + sz(r0, K), lp, n, V, K);
@@ -411,7 +441,7 @@ SdpoStepResult sdpo_step(DeviceModel& dm, DeviceAdapter& ad, const std::vector<S
   for (int b = 0; b < B; ++b) {
     const SdpoSample& smp = batch[b];
     const int T = static_cast<int>(smp.response.size());
-    Forward f;
+    Forward& f = ws.scratch;
     forward(dm, DeviceLoraView{}, joined(smp.prompt, smp.response), f, false, st);
     baseLogp[b].resize(T);
     logprob_chunks(dm, f, static_cast<int>(smp.prompt.size()) - 1, T, chunk, [&](int r0, int n, const float* lp) {
@@ -434,7 +464,7 @@ SdpoStepResult sdpo_step(DeviceModel& dm, DeviceAdapter& ad, const std::vector<S
       const int T = static_cast<int>(smp.response.size()), P = static_cast<int>(smp.prompt.size());
       const Targets& tt = targets[b];
       auto tf = Clock::now();
-      Forward f;
+      Forward& f = ws.kept;
       forward(dm, student, joined(smp.prompt, smp.response), f, true, st);
       dm.stream.sync();
       res.studentForwardMs += ms_since(tf);
@@ -454,7 +484,7 @@ SdpoStepResult sdpo_step(DeviceModel& dm, DeviceAdapter& ad, const std::vector<S
         linear_backward_input(s, dxf.get() + sz(P - 1 + r0, H), stLogits.of(s, ds.get(), sz(n, V)), dm.lmHead, n, H, V,
                               false);
       });
-      backward(dm, student, ad.grads.get(), f, dxf.get(), st);
+      backward(dm, student, ad.grads.get(), f, dxf.get(), st, ws.grads);
       const std::vector<double> v = values.download(s);
       double sD = 0, sWD = 0, sK = 0;
       for (int t = 0; t < T; ++t) {
@@ -548,14 +578,15 @@ void decode_step(DeviceModel& dm, const DeviceLoraView& view, std::vector<Device
     ensure(dm, *e.seq, e.seq->length + static_cast<int>(e.ids.size()));
   }
   const int T = static_cast<int>(ids.size());
-  Forward f;
+  Workspace& ws = workspace(dm);
+  Forward& f = ws.rope;
   upload_rope(dm, f, positions);
-  DeviceBuffer<int32_t> idsD;
-  idsD.upload(ids.data(), ids.size(), s);
-  DeviceBuffer<float> x(sz(T, H)), lse;
-  embedding(s, x.get(), dm.embed.get(), idsD.get(), T, H);
-  Acts a;
-  Staging st;
+  f.ids.upload(ids.data(), ids.size(), s);
+  DeviceBuffer<float>&x = ws.x, &lse = ws.lse;
+  x.resize(sz(T, H));
+  embedding(s, x.get(), dm.embed.get(), f.ids.get(), T, H);
+  Acts& a = ws.acts;
+  Staging& st = ws.st;
   for (int l = 0; l < c.layers; ++l) {
     const Attend attend = [&](Acts& acts) {
       for (size_t b = 0; b < entries.size(); ++b) {
@@ -574,7 +605,10 @@ void decode_step(DeviceModel& dm, const DeviceLoraView& view, std::vector<Device
 
   // Only the last new row of each sequence is scored.
   const int B = static_cast<int>(entries.size());
-  DeviceBuffer<float> last(sz(B, H)), normed(sz(B, H)), logits(sz(B, V));
+  DeviceBuffer<float>&last = ws.last, &normed = ws.normed, &logits = ws.logits;
+  last.resize(sz(B, H));
+  normed.resize(sz(B, H));
+  logits.resize(sz(B, V));
   for (int b = 0; b < B; ++b) {
     const int row = rowStart[b] + static_cast<int>(entries[b].ids.size()) - 1;
     copy_d2d(s, last.get() + sz(b, H), x.get() + sz(row, H), H);

@@ -20,6 +20,9 @@ struct DeviceLayer {
   DeviceBuffer<float> inNorm, postNorm, qNorm, kNorm, b[4];
 };
 
+// Device buffers reused across calls (activations, gradients, logit chunks), grown on demand.
+struct Workspace;
+
 struct DeviceModel {
   ModelConfig cfg;
   Stream stream;
@@ -29,6 +32,7 @@ struct DeviceModel {
   std::vector<DeviceLayer> layers;
   bool checkpoint = false;  // keep only layer inputs for the backward and recompute the rest
   int logitRows = 64;       // rows of logits materialized at once
+  std::shared_ptr<Workspace> work;  // last member: freed before the stream
 };
 
 // Uploads a host model (fp32 weights as loaded by the CPU engine) as bf16.
