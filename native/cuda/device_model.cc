@@ -55,13 +55,14 @@ struct Staging {
   }
 };
 
+// Projection m of layer l with its LoRA branch; xB is the bf16 copy of x for the frozen GEMM.
 void project(DeviceModel& dm, const DeviceLoraView& view, int l, int m, float* y, DeviceBuffer<float>& u,
-             const float* x, int T, Staging& st) {
+             const float* x, const bf16* xB, int T) {
   const ModelConfig& c = dm.cfg;
   const cudaStream_t s = dm.stream.get();
   const int I = c.moduleIn(m), O = c.moduleOut(m);
   const DeviceLayer& w = dm.layers[l];
-  linear(s, y, st.of(s, x, sz(T, I)), w.W[m].get(), m <= kO && c.bias[m] ? w.b[m].get() : nullptr, T, I, O);
+  linear(s, y, xB, w.W[m].get(), m <= kO && c.bias[m] ? w.b[m].get() : nullptr, T, I, O);
   if (view.params && view.layout->target[m]) {
     const size_t i = static_cast<size_t>(l) * kModuleCount + m;
     u.resize(sz(T, view.layout->rank));
@@ -106,9 +107,10 @@ void layer_forward(DeviceModel& dm, const DeviceLoraView& view, int l, float* x_
   a.q.resize(sz(T, N, D));
   a.k.resize(sz(T, M, D));
   a.v.resize(sz(T, M, D));
-  project(dm, view, l, kQ, a.q.get(), a.loraU[kQ], a.xn1.get(), T, st);
-  project(dm, view, l, kK, a.k.get(), a.loraU[kK], a.xn1.get(), T, st);
-  project(dm, view, l, kV, a.v.get(), a.loraU[kV], a.xn1.get(), T, st);
+  const bf16* xn1B = st.of(s, a.xn1.get(), TH);  // one bf16 copy serves q, k and v
+  project(dm, view, l, kQ, a.q.get(), a.loraU[kQ], a.xn1.get(), xn1B, T);
+  project(dm, view, l, kK, a.k.get(), a.loraU[kK], a.xn1.get(), xn1B, T);
+  project(dm, view, l, kV, a.v.get(), a.loraU[kV], a.xn1.get(), xn1B, T);
   if (c.qkNorm) {
     a.qRaw.resize(a.q.size());
     a.kRaw.resize(a.k.size());
@@ -125,7 +127,7 @@ void layer_forward(DeviceModel& dm, const DeviceLoraView& view, int l, float* x_
   attend(a);
 
   a.h1.resize(TH);
-  project(dm, view, l, kO, a.h1.get(), a.loraU[kO], a.attn.get(), T, st);
+  project(dm, view, l, kO, a.h1.get(), a.loraU[kO], a.attn.get(), st.of(s, a.attn.get(), sz(T, N, D)), T);
   add(s, a.h1.get(), a.x.get(), TH);
   a.xn2.resize(TH);
   a.rstd2.resize(T);
@@ -133,10 +135,11 @@ void layer_forward(DeviceModel& dm, const DeviceLoraView& view, int l, float* x_
   a.g.resize(sz(T, F));
   a.u.resize(sz(T, F));
   a.act.resize(sz(T, F));
-  project(dm, view, l, kGate, a.g.get(), a.loraU[kGate], a.xn2.get(), T, st);
-  project(dm, view, l, kUp, a.u.get(), a.loraU[kUp], a.xn2.get(), T, st);
+  const bf16* xn2B = st.of(s, a.xn2.get(), TH);
+  project(dm, view, l, kGate, a.g.get(), a.loraU[kGate], a.xn2.get(), xn2B, T);
+  project(dm, view, l, kUp, a.u.get(), a.loraU[kUp], a.xn2.get(), xn2B, T);
   swiglu(s, a.act.get(), a.g.get(), a.u.get(), sz(T, F));
-  project(dm, view, l, kDown, x_TH, a.loraU[kDown], a.act.get(), T, st);
+  project(dm, view, l, kDown, x_TH, a.loraU[kDown], a.act.get(), st.of(s, a.act.get(), sz(T, F)), T);
   add(s, x_TH, a.h1.get(), TH);
 }
 
