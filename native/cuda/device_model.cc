@@ -19,12 +19,6 @@ double ms_since(Clock::time_point t0) { return std::chrono::duration<double, std
 
 size_t sz(size_t a, size_t b = 1, size_t c = 1) { return a * b * c; }
 
-std::vector<bf16> to_bf16_host(const float* x, size_t n) {
-  std::vector<bf16> out(n);
-  for (size_t i = 0; i < n; ++i) out[i] = __float2bfloat16_rn(x[i]);
-  return out;
-}
-
 template <typename T>
 void copy_d2d(cudaStream_t s, T* dst, const T* src, size_t n) {
   if (n) CLAAS_CUDA(cudaMemcpyAsync(dst, src, n * sizeof(T), cudaMemcpyDeviceToDevice, s));
@@ -291,40 +285,50 @@ Workspace& workspace(DeviceModel& dm) {
 }
 }  // namespace
 
-std::unique_ptr<DeviceModel> upload_model(const Model& host) {
-  auto dm = std::make_unique<DeviceModel>();
-  const ModelConfig& c = dm->cfg = host.cfg;
-  const cudaStream_t s = dm->stream.get();
-  const auto bf = [&](DeviceBuffer<bf16>& d, const float* x, size_t n) {
-    const std::vector<bf16> h = to_bf16_host(x, n);
-    d.upload(h.data(), n, s);
-    dm->stream.sync();  // h is freed on return
-  };
+void upload_bf16(DeviceModel& dm, DeviceBuffer<bf16>& dst, const uint8_t* data, DType dtype, size_t count) {
+  constexpr size_t kSlice = size_t{1} << 24;
+  dst.resize(count);
+  std::vector<bf16> host(std::min(count, kSlice));
+  for (size_t i0 = 0; i0 < count; i0 += kSlice) {
+    const size_t n = std::min(kSlice, count - i0);
+    if (dtype == DType::BF16) {
+      std::memcpy(host.data(), data + 2 * i0, 2 * n);
+    } else {
+      for (size_t i = 0; i < n; ++i) {
+        float f;
+        if (dtype == DType::F32) {
+          std::memcpy(&f, data + 4 * (i0 + i), 4);
+        } else {
+          uint16_t h;
+          std::memcpy(&h, data + 2 * (i0 + i), 2);
+          f = half_to_float(h);
+        }
+        host[i] = __float2bfloat16_rn(f);
+      }
+    }
+    CLAAS_CUDA(cudaMemcpyAsync(dst.get() + i0, host.data(), n * sizeof(bf16), cudaMemcpyHostToDevice, dm.stream.get()));
+    dm.stream.sync();  // host is refilled next
+  }
+}
+
+void upload_vectors(DeviceModel& dm, const Model& host) {
+  const ModelConfig& c = dm.cfg;
+  const cudaStream_t s = dm.stream.get();
   const auto f32 = [&](DeviceBuffer<float>& d, const float* x, size_t n) {
     if (x) d.upload(x, n, s);
   };
-  const size_t VH = sz(c.vocab, c.hidden);
-  bf(dm->embed, host.embed, VH);
-  if (host.lmHead == host.embed) {
-    dm->lmHead = dm->embed.get();
-  } else {
-    bf(dm->lmHeadOwned, host.lmHead, VH);
-    dm->lmHead = dm->lmHeadOwned.get();
-  }
-  f32(dm->finalNorm, host.finalNorm, c.hidden);
-  dm->layers.resize(c.layers);
+  f32(dm.finalNorm, host.finalNorm, c.hidden);
+  dm.layers.resize(c.layers);
   for (int l = 0; l < c.layers; ++l) {
     const LayerWeights& w = host.layers[l];
-    DeviceLayer& d = dm->layers[l];
-    for (int m = 0; m < kModuleCount; ++m) bf(d.W[m], w.W[m], sz(c.moduleIn(m), c.moduleOut(m)));
+    DeviceLayer& d = dm.layers[l];
     f32(d.inNorm, w.inNorm, c.hidden);
     f32(d.postNorm, w.postNorm, c.hidden);
     f32(d.qNorm, w.qNorm, c.headDim);
     f32(d.kNorm, w.kNorm, c.headDim);
     for (int b = 0; b < 4; ++b) f32(d.b[b], w.b[b], c.moduleOut(b));
   }
-  dm->stream.sync();
-  return dm;
+  dm.stream.sync();
 }
 
 std::shared_ptr<DeviceAdapter> upload_adapter(const DeviceModel& dm, const Adapter& host) {

@@ -35,8 +35,11 @@ struct DeviceModel {
   std::shared_ptr<Workspace> work;  // last member: freed before the stream
 };
 
-// Uploads a host model (fp32 weights as loaded by the CPU engine) as bf16.
-std::unique_ptr<DeviceModel> upload_model(const Model& host);
+// Uploads count elements of a weight file's data (fp32, fp16 or bf16) as bf16, converting on the
+// host a slice at a time, so no full fp32 copy of a large matrix is ever made.
+void upload_bf16(DeviceModel& dm, DeviceBuffer<bf16>& dst, const uint8_t* data, DType dtype, size_t count);
+// Uploads the small fp32 tensors of a host model (norm weights, biases) into dm.
+void upload_vectors(DeviceModel& dm, const Model& host);
 
 // Random weights made on the device (bench/): matrices ~ N(0, std^2) in bf16, norm weights 1, no biases.
 std::unique_ptr<DeviceModel> random_model(const ModelConfig& cfg, uint64_t seed, float std);

@@ -522,8 +522,8 @@ Napi::Object wrap_model(std::shared_ptr<Loaded> loaded) {
 
 const char* const kRoles[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
 
-// loadModel({config, tensors, checkpoint?, logitRows?}): the CPU addon's spec; weights are read on the
-// host (fp32 / fp16 / bf16 files), uploaded as bf16 and the host copies dropped.
+// loadModel({config, tensors, checkpoint?, logitRows?}): the CPU addon's spec (fp32 / fp16 / bf16
+// safetensors); matrices are uploaded as bf16 slice by slice, norms and biases as fp32.
 Napi::Value LoadModel(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   return guarded(env, [&]() -> Napi::Value {
@@ -599,20 +599,60 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
     return run_async(
         env,
         [host, pending, loaded, checkpoint, logitRows]() {
-          for (auto& p : *pending) *p.slot = host->store.load(p.src);
           const ModelConfig& c = host->cfg;
-          if (c.tieEmbeddings && !host->lmHead) host->lmHead = host->embed;
-          if (!host->embed || !host->finalNorm || !host->lmHead) fail("E_WEIGHTS", "missing embedding, final norm or LM head");
+          auto dm = std::make_unique<DeviceModel>();
+          dm->cfg = c;
+          dm->layers.resize(c.layers);
+          // The large matrices go straight from the mapped file to bf16 on the device; the small
+          // fp32 tensors (norms, biases) are read as the CPU engine reads them.
+          const auto matrix = [&](const float** slot) -> DeviceBuffer<bf16>* {
+            if (slot == &host->embed) return &dm->embed;
+            if (slot == &host->lmHead) return &dm->lmHeadOwned;
+            for (int l = 0; l < c.layers; ++l) {
+              for (int m = 0; m < kModuleCount; ++m) {
+                if (slot == &host->layers[l].W[m]) return &dm->layers[l].W[m];
+              }
+            }
+            return nullptr;
+          };
+          std::vector<std::unique_ptr<MappedFile>> files;
+          const auto file = [&](const std::string& path) -> const MappedFile& {
+            for (const auto& f : files) {
+              if (f->path() == path) return *f;
+            }
+            files.push_back(std::make_unique<MappedFile>(path));
+            return *files.back();
+          };
+          for (auto& p : *pending) {
+            DeviceBuffer<bf16>* dst = matrix(p.slot);
+            if (!dst) {
+              *p.slot = host->store.load(p.src);
+              continue;
+            }
+            const MappedFile& f = file(p.src.file);
+            const uint64_t bytes = p.src.count * (p.src.dtype == DType::F32 ? 4 : 2);
+            if (p.src.offset > f.size() || bytes > f.size() - p.src.offset) {
+              fail("E_WEIGHTS", "tensor data lies outside " + p.src.file + " (file truncated?)");
+            }
+            upload_bf16(*dm, *dst, f.data() + p.src.offset, p.src.dtype, p.src.count);
+          }
+          if (dm->lmHeadOwned.size()) {
+            dm->lmHead = dm->lmHeadOwned.get();
+          } else if (c.tieEmbeddings) {
+            dm->lmHead = dm->embed.get();
+          }
+          if (!dm->embed.size() || !host->finalNorm || !dm->lmHead) fail("E_WEIGHTS", "missing embedding, final norm or LM head");
           for (int l = 0; l < c.layers; ++l) {
             const LayerWeights& w = host->layers[l];
             bool ok = w.inNorm && w.postNorm && (!c.qkNorm || (w.qNorm && w.kNorm));
-            for (int m = 0; m < kModuleCount; ++m) ok = ok && w.W[m];
+            for (int m = 0; m < kModuleCount; ++m) ok = ok && dm->layers[l].W[m].size() > 0;
             for (int b = 0; b < 4; ++b) ok = ok && (!c.bias[b] || w.b[b]);
             if (!ok) fail("E_WEIGHTS", "missing weights in layer " + std::to_string(l));
           }
-          loaded->dm = upload_model(*host);
-          loaded->dm->checkpoint = checkpoint;
-          loaded->dm->logitRows = logitRows;
+          upload_vectors(*dm, *host);
+          dm->checkpoint = checkpoint;
+          dm->logitRows = logitRows;
+          loaded->dm = std::move(dm);
         },
         [loaded](Napi::Env) -> Napi::Value { return wrap_model(loaded); });
   });
