@@ -25,9 +25,8 @@ def main():
         vocab_size=c["vocab"], hidden_size=c["hidden"], intermediate_size=c["intermediate"],
         num_hidden_layers=c["layers"], num_attention_heads=c["heads"], num_key_value_heads=c["kvHeads"],
         head_dim=c["headDim"], rope_theta=c["ropeTheta"], rms_norm_eps=c["rmsEps"],
-        tie_word_embeddings=c["tieEmbeddings"], max_position_embeddings=40960,
+        tie_word_embeddings=c["tieEmbeddings"], max_position_embeddings=40960, attn_implementation="sdpa",
     )
-    cfg._attn_implementation = "sdpa"
     torch.manual_seed(0)
     torch.set_default_dtype(torch.bfloat16)
     with dev:
