@@ -2,7 +2,8 @@
 // native/cpu twin on the same inputs (odd sizes included), then whole-model logits, token
 // log-probs, SDPO steps (metrics, every LoRA gradient, weights after AdamW), activation
 // checkpointing and KV-cache decode. Runs wherever a CUDA device is present; elsewhere each case is
-// skipped with the reason, and with CLAAS_REQUIRE_CUDA=1 a missing device fails the run.
+// skipped with the reason, and with CLAAS_REQUIRE_CUDA=1 a missing device fails the run. Every
+// device buffer of an op call has a guard band after it; a write past an output fails the op.
 // Tolerances (next to each case) are max |cuda - cpu| <= tol * max(|cpu|, floor): fp32 ops differ
 // only in summation order (1e-5..1e-4); bf16 GEMMs are checked on bf16-representable inputs (then
 // only the order differs) and on raw fp32 inputs, where the device rounds activations to bf16

@@ -21,19 +21,23 @@ using Floats = std::vector<float>;
 using Ints = std::vector<int32_t>;
 using T_ = OpTensors;
 
-// Device scratch for one op call, freed on return.
+// Device scratch for one op call, freed on return. Every allocation is followed by a guard band of
+// a known byte pattern; reading results checks the bands, so a kernel writing past its output fails
+// the op (E_BOUNDS) instead of passing unnoticed.
 class Dev {
  public:
   ~Dev() {
-    for (void* p : owned_) cudaFree(p);
+    for (const Guarded& g : owned_) cudaFree(g.base);
   }
   cudaStream_t s() const { return stream_.get(); }
   template <typename X>
   X* alloc(size_t n) {
+    const size_t bytes = n * sizeof(X);
     void* p = nullptr;
-    CLAAS_CUDA(cudaMalloc(&p, std::max<size_t>(n, 1) * sizeof(X)));
-    owned_.push_back(p);
-    CLAAS_CUDA(cudaMemsetAsync(p, 0, std::max<size_t>(n, 1) * sizeof(X), s()));
+    CLAAS_CUDA(cudaMalloc(&p, bytes + kGuardBytes));
+    owned_.push_back(Guarded{p, bytes});
+    CLAAS_CUDA(cudaMemsetAsync(p, 0, bytes, s()));
+    CLAAS_CUDA(cudaMemsetAsync(static_cast<char*>(p) + bytes, kGuardByte, kGuardBytes, s()));
     return static_cast<X*>(p);
   }
   template <typename X>
@@ -53,12 +57,32 @@ class Dev {
     std::vector<X> out(n);
     if (n) CLAAS_CUDA(cudaMemcpyAsync(out.data(), p, n * sizeof(X), cudaMemcpyDeviceToHost, s()));
     stream_.sync();
+    check_guards();
     return out;
   }
 
  private:
+  static constexpr size_t kGuardBytes = 256;
+  static constexpr int kGuardByte = 0xA5;
+  struct Guarded {
+    void* base;
+    size_t bytes;
+  };
+  void check_guards() {
+    std::vector<unsigned char> band(kGuardBytes);
+    for (size_t i = 0; i < owned_.size(); ++i) {
+      CLAAS_CUDA(cudaMemcpy(band.data(), static_cast<char*>(owned_[i].base) + owned_[i].bytes, kGuardBytes,
+                            cudaMemcpyDeviceToHost));
+      for (unsigned char b : band) {
+        if (b != kGuardByte) {
+          throw EngineError("E_BOUNDS", "an op wrote past the end of device buffer " + std::to_string(i) + " (" +
+                                            std::to_string(owned_[i].bytes) + " bytes)");
+        }
+      }
+    }
+  }
   Stream stream_;
-  std::vector<void*> owned_;
+  std::vector<Guarded> owned_;
 };
 
 size_t sz(int a, int b = 1, int c = 1) { return static_cast<size_t>(a) * b * c; }
