@@ -157,6 +157,16 @@ test('a restart keeps queued feedback, each conversation\'s last reply and unrep
   assert.ok(!existsSync(first.file));
 });
 
+test('two instances on one buffer file (OpenClaw registers a plugin more than once) share one state', async () => {
+  const one = setup({ batchSize: 2 });
+  const two = one.reopen();
+  one.server.known.add('c-1');
+  one.service.recordReply('conv', 'c-1'); // seen by the instance whose hook fired
+  assert.equal(await two.service.command(cmd('conv', 'u', 'shorter')), 'queued 1/2'); // handled by the other
+  assert.equal(await one.service.command(cmd('conv', 'u', 'warmer')), 'learned → v2');
+  assert.deepEqual(one.server.posts[0]!.items.map((i) => [i.completion_id, i.feedback]), [['c-1', 'shorter'], ['c-1', 'warmer']]);
+});
+
 test('senders outside the allowlist get a polite refusal and nothing is recorded or sent', async () => {
   const { server, service, buffer } = setup({ allowlist: ['telegram:ana', '42'] });
   server.known.add('c-1');

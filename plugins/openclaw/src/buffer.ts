@@ -1,6 +1,8 @@
 // The durable state of the plugin, one JSON file replaced atomically (temp file, fsync, rename):
 // each conversation's last reply (our completion id), feedback waiting to be sent, batches sent but
 // not yet reported, and per-conversation notices (results to show in that conversation only).
+// The file is the source of truth: every operation reads it first, so several instances of the
+// plugin in one gateway (OpenClaw may register a plugin more than once) see one state.
 import { randomUUID } from 'node:crypto';
 import { closeSync, existsSync, fsyncSync, mkdirSync, openSync, readFileSync, renameSync, writeSync } from 'node:fs';
 import { dirname } from 'node:path';
@@ -65,6 +67,17 @@ export class FeedbackBuffer {
     }
   }
 
+  /** Takes the file's current state (written by this or another instance). */
+  private load(): State {
+    try {
+      this.state = parse(readFileSync(this.file, 'utf8'));
+    } catch (err) {
+      // Missing: nothing was saved yet. Unreadable after open: keep the state in memory.
+      if ((err as NodeJS.ErrnoException).code !== 'ENOENT') return this.state;
+    }
+    return this.state;
+  }
+
   private save(): void {
     mkdirSync(dirname(this.file), { recursive: true });
     const tmp = `${this.file}.${process.pid}.${randomUUID()}.tmp`;
@@ -79,6 +92,7 @@ export class FeedbackBuffer {
   }
 
   setReply(conversation: string, completionId: string, at: number): void {
+    this.load();
     delete this.state.replies[conversation];
     this.state.replies[conversation] = { completionId, at };
     const names = Object.keys(this.state.replies);
@@ -87,10 +101,12 @@ export class FeedbackBuffer {
   }
 
   lastReply(conversation: string): string | undefined {
+    this.load();
     return this.state.replies[conversation]?.completionId;
   }
 
   add(item: Omit<PendingItem, 'id'>): PendingItem {
+    this.load();
     const full = { id: randomUUID(), ...item };
     this.state.pending.push(full);
     this.save();
@@ -98,15 +114,18 @@ export class FeedbackBuffer {
   }
 
   get pending(): readonly PendingItem[] {
+    this.load();
     return this.state.pending;
   }
 
   get submitted(): readonly SubmittedBatch[] {
+    this.load();
     return this.state.submitted;
   }
 
   /** Removes items (sent or dropped) and records what was sent, in one write. */
   settle(removed: readonly PendingItem[], sent: SubmittedBatch | null, notes: readonly { conversation: string; text: string }[] = []): void {
+    this.load();
     const gone = new Set(removed.map((i) => i.id));
     this.state.pending = this.state.pending.filter((i) => !gone.has(i.id));
     if (sent) this.state.submitted.push(sent);
@@ -116,7 +135,9 @@ export class FeedbackBuffer {
 
   /** Replaces a reported batch by the notices it produced. */
   report(batch: SubmittedBatch, notes: readonly { conversation: string; text: string }[]): void {
-    this.state.submitted = this.state.submitted.filter((b) => b !== batch);
+    this.load();
+    const same = (b: SubmittedBatch) => b.jobIds.length === batch.jobIds.length && b.jobIds.every((id, i) => id === batch.jobIds[i]);
+    this.state.submitted = this.state.submitted.filter((b) => !same(b));
     for (const n of notes) this.pushNotice(n.conversation, n.text);
     this.save();
   }
@@ -129,6 +150,7 @@ export class FeedbackBuffer {
 
   /** The conversation's notices, removed from the buffer. */
   takeNotices(conversation: string): string[] {
+    this.load();
     const list = this.state.notices[conversation];
     if (!list || list.length === 0) return [];
     delete this.state.notices[conversation];
