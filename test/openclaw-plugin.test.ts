@@ -4,13 +4,14 @@
 // rejects the whole request with 404; jobs of one request train into one new version).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { existsSync, readdirSync, writeFileSync } from 'node:fs';
+import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../src/model/random-model.js';
 import { FeedbackBuffer } from '../plugins/openclaw/src/buffer.js';
 import { ClaasClient, type Fetch } from '../plugins/openclaw/src/client.js';
 import { FeedbackService } from '../plugins/openclaw/src/feedback-service.js';
 import { readSettings, mayTrain } from '../plugins/openclaw/src/settings.js';
+import { defaultPluginPath, openClawConfig, PLUGIN_ID } from '../src/openclaw-config.js';
 
 interface Posted {
   key: string;
@@ -235,4 +236,39 @@ test('settings: defaults, and a clear message for each bad value', () => {
   assert.throws(() => readSettings({ serverUrl: 'http://x', adapter: 'assistant' }), /adapter must be an adapter id "tenant\/name"/);
   assert.throws(() => readSettings({ serverUrl: 'http://x', adapter: 'me/a', batchSize: 0 }), /batchSize must be an integer in \[1, 64\] \(got 0\)/);
   assert.throws(() => readSettings({ serverUrl: 'http://x', adapter: 'me/a', colour: 'red' }), /unknown config key "colour"/);
+});
+
+test('claas openclaw-config: provider, model, plugin entry; bad options are refused with a reason', () => {
+  const base = { url: 'http://127.0.0.1:8000/v1', adapter: 'me/assistant', allow: ['telegram:42'], batchSize: 4, flushIntervalMs: 60_000, replyWaitMs: 60_000, contextWindow: 32768, maxTokens: 512, smallPrompt: false };
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const c = openClawConfig(base) as any;
+  const provider = c.models.providers.claas;
+  assert.deepEqual([provider.baseUrl, provider.api, provider.apiKey], ['http://127.0.0.1:8000/v1', 'openai-completions', 'none']);
+  assert.deepEqual([provider.models[0].id, provider.models[0].contextWindow, provider.models[0].maxTokens], ['me/assistant', 32768, 512]);
+  assert.equal(c.agents.defaults.model.primary, 'claas/me/assistant');
+  assert.equal(c.session.dmScope, 'per-channel-peer');
+  assert.deepEqual(c.plugins.load.paths, [defaultPluginPath()]);
+  const entry = c.plugins.entries[PLUGIN_ID];
+  assert.deepEqual(entry.hooks, { allowConversationAccess: true });
+  assert.deepEqual(readSettings(entry.config).allowlist, ['telegram:42'], 'the plugin accepts the config it is given');
+  assert.equal(c.tools, undefined);
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const small = openClawConfig({ ...base, smallPrompt: true, key: 'sk-1' }) as any;
+  assert.deepEqual([small.agents.defaults.skipBootstrap, small.tools.profile, small.plugins.slots.memory], [true, 'minimal', 'none']);
+  assert.equal(small.plugins.entries[PLUGIN_ID].config.apiKey, 'sk-1');
+  assert.throws(() => openClawConfig({ ...base, adapter: 'assistant' }), /--adapter must be an adapter id "tenant\/name"/);
+  assert.throws(() => openClawConfig({ ...base, contextWindow: 8192 }), /--context-window must be an integer in \[16000/);
+  assert.throws(() => openClawConfig({ ...base, url: 'localhost:8000' }), /--url must be the server's http\(s\) URL/);
+  assert.throws(() => openClawConfig({ ...base, pluginPath: tempDir() }), /no OpenClaw plugin at .*openclaw\.plugin\.json is missing/);
+});
+
+test('the manifest (openclaw.plugin.json) is strict and names exactly the settings the plugin reads', () => {
+  const manifest = JSON.parse(readFileSync(join(defaultPluginPath(), 'openclaw.plugin.json'), 'utf8')) as { id: string; configSchema: { additionalProperties: boolean; required: string[]; properties: Record<string, unknown> } };
+  assert.equal(manifest.id, PLUGIN_ID);
+  assert.equal(manifest.configSchema.additionalProperties, false);
+  assert.deepEqual(manifest.configSchema.required, ['serverUrl', 'adapter']);
+  const all = { serverUrl: 'http://x', apiKey: 'k', adapter: 'me/a', provider: 'p', batchSize: 2, flushIntervalMs: 5000, replyWaitMs: 0, allowlist: ['*'], stateFile: '/tmp/b.json' };
+  assert.deepEqual(Object.keys(manifest.configSchema.properties).sort(), Object.keys(all).sort());
+  assert.deepEqual(readSettings(all), all);
+  assert.match(readFileSync(join(defaultPluginPath(), 'index.ts'), 'utf8'), new RegExp(`id: '${PLUGIN_ID}'`));
 });
