@@ -36,6 +36,8 @@ interface State {
 const MAX_CONVERSATIONS = 5000;
 const MAX_NOTICES = 20;
 
+const sameJobs = (a: SubmittedBatch, b: SubmittedBatch) => a.jobIds.length === b.jobIds.length && a.jobIds.every((id, i) => id === b.jobIds[i]);
+
 const empty = (): State => ({ format: 1, replies: {}, pending: [], submitted: [], notices: {} });
 
 function parse(text: string): State {
@@ -128,7 +130,8 @@ export class FeedbackBuffer {
     this.load();
     const gone = new Set(removed.map((i) => i.id));
     this.state.pending = this.state.pending.filter((i) => !gone.has(i.id));
-    if (sent) this.state.submitted.push(sent);
+    // Another instance may have sent the same items (same idempotency key, same job ids) already.
+    if (sent && !this.state.submitted.some((b) => sameJobs(b, sent))) this.state.submitted.push(sent);
     for (const n of notes) this.pushNotice(n.conversation, n.text);
     this.save();
   }
@@ -136,8 +139,7 @@ export class FeedbackBuffer {
   /** Replaces a reported batch by the notices it produced. */
   report(batch: SubmittedBatch, notes: readonly { conversation: string; text: string }[]): void {
     this.load();
-    const same = (b: SubmittedBatch) => b.jobIds.length === batch.jobIds.length && b.jobIds.every((id, i) => id === batch.jobIds[i]);
-    this.state.submitted = this.state.submitted.filter((b) => !same(b));
+    this.state.submitted = this.state.submitted.filter((b) => !sameJobs(b, batch));
     for (const n of notes) this.pushNotice(n.conversation, n.text);
     this.save();
   }
