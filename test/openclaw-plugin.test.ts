@@ -168,6 +168,20 @@ test('two instances on one buffer file (OpenClaw registers a plugin more than on
   assert.deepEqual(one.server.posts[0]!.items.map((i) => [i.completion_id, i.feedback]), [['c-1', 'shorter'], ['c-1', 'warmer']]);
 });
 
+test('two instances flushing the same items at once send them once and report them once', async () => {
+  const one = setup({ batchSize: 4, flushIntervalMs: 1000 });
+  const two = one.reopen();
+  one.server.known.add('c-1');
+  one.service.recordReply('conv', 'c-1');
+  await one.service.command(cmd('conv', 'u', 'shorter'));
+  one.clock.advance(1000);
+  await Promise.all([one.service.tick(), two.service.tick()]);
+  assert.equal(one.server.posts.length, 1, 'the second request carried the same idempotency key');
+  assert.ok(one.buffer.submitted.length <= 1);
+  await one.service.tick();
+  assert.equal(await two.service.command(cmd('conv', 'u', '')), 'learned → v2\nqueued 0/4. Usage: /feedback <what the last reply should have done differently>');
+});
+
 test('senders outside the allowlist get a polite refusal and nothing is recorded or sent', async () => {
   const { server, service, buffer } = setup({ allowlist: ['telegram:ana', '42'] });
   server.known.add('c-1');

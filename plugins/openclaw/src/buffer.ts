@@ -136,12 +136,17 @@ export class FeedbackBuffer {
     this.save();
   }
 
-  /** Replaces a reported batch by the notices it produced. */
-  report(batch: SubmittedBatch, notes: readonly { conversation: string; text: string }[]): void {
+  /**
+   * Replaces a reported batch by the notices it produced; false (and no notices) when it was
+   * reported already, by another instance.
+   */
+  report(batch: SubmittedBatch, notes: readonly { conversation: string; text: string }[]): boolean {
     this.load();
+    if (!this.state.submitted.some((b) => sameJobs(b, batch))) return false;
     this.state.submitted = this.state.submitted.filter((b) => !sameJobs(b, batch));
     for (const n of notes) this.pushNotice(n.conversation, n.text);
     this.save();
+    return true;
   }
 
   private pushNotice(conversation: string, text: string): void {
