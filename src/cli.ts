@@ -1,7 +1,7 @@
 #!/usr/bin/env node
 // The claas command line: engine utilities (model info, a random test model, a learning demo).
 import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
-import { join, resolve } from 'node:path';
+import { dirname, join, resolve } from 'node:path';
 import { parseArgs } from 'node:util';
 import { Engine } from './engine/engine.js';
 import { ClaasError } from './errors.js';
@@ -12,6 +12,7 @@ import { openDb } from './store/db.js';
 import { adherenceSvg } from './eval/plot.js';
 import { runEval } from './eval/run.js';
 import { STYLES, type StyleName } from './toy/styles.js';
+import { openClawConfig } from './openclaw-config.js';
 
 const USAGE = `usage: claas <command> [options]
 
@@ -42,6 +43,14 @@ commands:
                   --url <url> (http://127.0.0.1:8000)  --key <api key>  --styles caps,brief,name,signoff
                   --events <n> (8)  --every <k> (2)  --probes <n> (20)  --seed <n> (1)  --rank <n> (8)
                   --lr <x> (1e-3)  --train-steps <n> (2)  --alpha <x> (0)  --teacher <mode> (current)  --out <dir>  --json
+  openclaw-config  the OpenClaw config that chats through this server and loads the /feedback plugin
+                  --adapter <tenant/name>  (required) the model OpenClaw uses and /feedback trains
+                  --url <url> (http://127.0.0.1:8000)  --key <api key> (default: $CLAAS_API_KEY)
+                  --allow <ids>   senders who may train, comma-separated: id, channel:id, or *
+                  --batch-size <n> (4)  --flush-ms <n> (60000)  --reply-wait-ms <n> (60000)
+                  --context-window <n> (32768)  --max-tokens <n> (8192)  --small-prompt
+                  --plugin-path <dir> (this package's plugins/openclaw)  --state-file <file>
+                  --out <file>    write it there (default: print it)
   demo          learn from one piece of feedback on a model and show the metrics of each SDPO step
                   --model <dir>   model folder (default: a small random Qwen3 model in --data)
                   --data <dir>    state directory (default: ./data)
@@ -150,6 +159,14 @@ async function main(argv: string[]): Promise<number> {
       'train-steps': { type: 'string', default: '2' },
       alpha: { type: 'string', default: '0' },
       json: { type: 'boolean', default: false },
+      adapter: { type: 'string' },
+      allow: { type: 'string', multiple: true },
+      'flush-ms': { type: 'string', default: '60000' },
+      'reply-wait-ms': { type: 'string', default: '60000' },
+      'context-window': { type: 'string', default: '32768' },
+      'plugin-path': { type: 'string' },
+      'state-file': { type: 'string' },
+      'small-prompt': { type: 'boolean', default: false },
     },
     allowPositionals: true,
   });
@@ -215,6 +232,32 @@ async function main(argv: string[]): Promise<number> {
         seconds: summary.seconds,
       };
       console.log(JSON.stringify(compact));
+      return 0;
+    }
+    case 'openclaw-config': {
+      if (!values.adapter) throw new ClaasError('E_USAGE', 'openclaw-config needs --adapter <tenant/name> (create it with POST /v1/lora/init)');
+      const config = openClawConfig({
+        url: values.url!,
+        key: values.key ?? process.env.CLAAS_API_KEY,
+        adapter: values.adapter,
+        allow: (values.allow ?? []).flatMap((a) => a.split(',')).map((a) => a.trim()).filter((a) => a !== ''),
+        batchSize: Number(values['batch-size']),
+        flushIntervalMs: Number(values['flush-ms']),
+        replyWaitMs: Number(values['reply-wait-ms']),
+        contextWindow: Number(values['context-window']),
+        maxTokens: Number(values['max-tokens']),
+        pluginPath: values['plugin-path'],
+        stateFile: values['state-file'],
+        smallPrompt: values['small-prompt']!,
+      });
+      const text = `${JSON.stringify(config, null, 2)}\n`;
+      if (values.out) {
+        mkdirSync(dirname(resolve(values.out)), { recursive: true });
+        writeFileSync(values.out, text, { mode: 0o600 });
+        console.error(`wrote ${values.out}; point OpenClaw at it with OPENCLAW_STATE_DIR=${dirname(resolve(values.out))} (file name openclaw.json) or OPENCLAW_CONFIG_PATH=${resolve(values.out)}`);
+      } else {
+        process.stdout.write(text);
+      }
       return 0;
     }
     case 'demo':

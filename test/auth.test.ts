@@ -114,6 +114,7 @@ test("tenants: B's key cannot see or touch A's adapters, completions, jobs and e
   assert.equal((await call('POST', '/v1/feedback', 'b', { lora_id: 'a/style', completion_id: chat.body.id, feedback: 'x' })).status, 403);
   assert.equal((await call('POST', '/v1/feedback', 'b', { requests: [{ lora_id: 'b/own', messages: [{ role: 'user', content: 'q' }], response: 'r', feedback: 'f' }, { lora_id: 'a/style', messages: [{ role: 'user', content: 'q' }], response: 'r', feedback: 'f' }] })).status, 403);
   assert.equal((await call('DELETE', `/v1/completions/${chat.body.id}`, 'b')).status, 404);
+  assert.equal((await call('GET', `/v1/completions/${chat.body.id}`, 'b')).status, 404);
   assert.equal((await call('DELETE', '/v1/tenants/a/data', 'b')).status, 404);
   assert.deepEqual(((await call('GET', '/v1/models', 'b')).body.data as Json[]).map((m) => m.id), ['random-tiny', 'b/own']);
   assert.deepEqual(((await call('GET', '/v1/lora', 'b')).body.data as Json[]).map((a) => a.lora_id), ['b/own']);
@@ -121,6 +122,8 @@ test("tenants: B's key cannot see or touch A's adapters, completions, jobs and e
 
   // A: its own things work; the admin sees everyone's.
   assert.equal((await call('GET', `/v1/feedback/jobs/${fb.body.job_id}`, 'a')).status, 200);
+  const record = await call('GET', `/v1/completions/${chat.body.id}`, 'a');
+  assert.deepEqual([record.status, record.body.adapter, record.body.adapter_version, record.body.choices[0].text], [200, 'a/style', 'v0001', chat.body.choices[0].message.content]);
   assert.equal((await call('GET', '/v1/lora/a/style/export', 'a')).status, 200);
   assert.deepEqual(((await call('GET', '/v1/lora', 'admin')).body.data as Json[]).map((a) => a.lora_id).sort(), ['a/style', 'b/own']);
   assert.equal((await call('GET', `/v1/feedback/jobs/${fb.body.job_id}`, 'admin')).status, 200);

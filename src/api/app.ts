@@ -9,6 +9,7 @@ import { loraRoutes } from './lora.js';
 import { vllmAdminRoutes } from './vllm-admin.js';
 import { chatRoutes } from './chat.js';
 import { completionRoutes } from './completions.js';
+import { completionRecordRoutes } from './completion-records.js';
 import { registerErrorHandlers } from './errors.js';
 import { healthRoutes, type RequestCounters } from './health.js';
 import { modelRoutes } from './models.js';
@@ -58,6 +59,7 @@ export async function buildApp(service: InferenceService, options: AppOptions = 
   await app.register(evalRunRoutes(service.store.db));
   await app.register(chatRoutes(service));
   await app.register(completionRoutes(service));
+  await app.register(completionRecordRoutes(service.store));
   await app.register(modelRoutes(service));
   await app.register(healthRoutes(service, counters));
   await app.register(vllmAdminRoutes(service));
