@@ -29,7 +29,7 @@ console.log(`model: ${JSON.stringify(BENCH_MODEL)}`);
 console.log(`sample: ${work.sample.promptIds.length} prompt + ${work.sample.responseIds.length} response tokens, teacher prompt ${work.sample.teacherPromptIds.length}; LoRA r=${BENCH_LORA.rank} on all 7 projections; K=${BENCH_OPTIONS.topK}; threads=${threads}`);
 
 // --- in process: tinybench over the engine ---------------------------------------------------
-const engine = await Engine.open(work.modelDir, { threads });
+const engine = await Engine.open(work.modelDir, { backend: 'cpu', threads });
 const adapter = engine.createAdapter({ ...BENCH_LORA, seed: 1 });
 let phases: Record<string, number> = {};
 const bench = new Bench({ iterations: steps, warmupIterations: 5, time: 0 });

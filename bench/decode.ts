@@ -18,7 +18,7 @@ const r = rng(3);
 const prompt = Array.from({ length: 32 }, () => Math.floor(r() * BENCH_MODEL.vocab!));
 console.log(`model: ${JSON.stringify(BENCH_MODEL)}; prompt ${prompt.length} tokens, ${newTokens} new tokens, greedy, batch 1, threads ${threads}`);
 
-const engine = await Engine.open(modelDir, { threads });
+const engine = await Engine.open(modelDir, { backend: 'cpu', threads });
 const greedy = { temperature: 0, topP: 1, topK: 0, topLogprobs: 0 };
 const run = async () => {
   const seq = engine.createSequence(0);

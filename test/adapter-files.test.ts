@@ -11,7 +11,7 @@ import { tempDir, writeRandomModel } from '../src/model/random-model.js';
 const sample = { promptIds: [4, 5, 6, 7], teacherPromptIds: [4, 5, 30, 31, 6, 7], responseIds: [9, 10, 1] };
 
 test('a saved adapter has PEFT key names and config, and reloads to identical logits and state', async () => {
-  const engine = await Engine.open(writeRandomModel({ seed: 3, tied: false }), { threads: 2 });
+  const engine = await Engine.open(writeRandomModel({ seed: 3, tied: false }), { backend: 'cpu', threads: 2 });
   const adapter = engine.createAdapter({ rank: 4, alpha: 8, targetModules: ['q_proj', 'v_proj', 'down_proj'], seed: 5 });
   await engine.sdpoStep(adapter, [sample], { learningRate: 1e-2, topK: 8 });
   await engine.sdpoStep(adapter, [sample], { learningRate: 1e-2, topK: 8 });
@@ -56,7 +56,7 @@ test('a saved adapter has PEFT key names and config, and reloads to identical lo
 });
 
 test('the TypeScript LoRA layout matches the native one', async () => {
-  const engine = await Engine.open(writeRandomModel({ seed: 4, heads: 4, kvHeads: 1, headDim: 8 }), { threads: 1 });
+  const engine = await Engine.open(writeRandomModel({ seed: 4, heads: 4, kvHeads: 1, headDim: 8 }), { backend: 'cpu', threads: 1 });
   const adapter = engine.createAdapter({ rank: 3, alpha: 6, targetModules: ['k_proj', 'o_proj', 'up_proj'], seed: 1 });
   const native = adapter.native.layout();
   const { slots, total } = loraSlots(engine.config, adapter.shape);
@@ -66,7 +66,7 @@ test('the TypeScript LoRA layout matches the native one', async () => {
 });
 
 test('a fresh adapter is the base model (B = 0) and A is Kaiming-uniform', async () => {
-  const engine = await Engine.open(writeRandomModel({ seed: 5 }), { threads: 1 });
+  const engine = await Engine.open(writeRandomModel({ seed: 5 }), { backend: 'cpu', threads: 1 });
   const adapter = engine.createAdapter({ rank: 8, alpha: 16, seed: 11 });
   const ids = [1, 2, 3, 4, 5, 6];
   assert.deepEqual(await engine.logits(ids, adapter), await engine.logits(ids, null));

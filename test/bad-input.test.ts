@@ -70,7 +70,7 @@ test('a tensor whose shape disagrees with config.json gives ShapeError', async (
 });
 
 test('bad adapter and step arguments give typed errors', async () => {
-  const engine = await Engine.open(good, { threads: 1 });
+  const engine = await Engine.open(good, { backend: 'cpu', threads: 1 });
   assert.throws(() => engine.createAdapter({ targetModules: ['q_proj', 'lm_head'] }), (e: unknown) => e instanceof AdapterError && /unknown target module "lm_head"/.test(e.message));
   assert.throws(() => engine.createAdapter({ rank: 0 }), InputError);
   const adapter = engine.createAdapter({ rank: 2, alpha: 4, seed: 1 });
@@ -98,7 +98,7 @@ test('bad adapter and step arguments give typed errors', async () => {
 });
 
 test('the native layer rejects what would crash it even without the TypeScript checks', async () => {
-  const engine = await Engine.open(good, { threads: 1 });
+  const engine = await Engine.open(good, { backend: 'cpu', threads: 1 });
   const native = (engine as unknown as { model: { forward(ids: unknown, a: unknown, e: boolean): Promise<unknown> } }).model;
   assert.throws(() => native.forward(new Int32Array([1, 99999]), null, false), /outside the vocabulary/);
   assert.throws(() => native.forward([1, 2], null, false), /must be an Int32Array/);

@@ -13,7 +13,7 @@ const batch: SdpoSample[] = [
 
 test('analytic LoRA gradients match central finite differences', async (t) => {
   let worst = 0;
-  const engine = await Engine.open(writeRandomModel({ seed: 7 }), { threads: 2 });
+  const engine = await Engine.open(writeRandomModel({ seed: 7 }), { backend: 'cpu', threads: 2 });
   const shape = { rank: 4, alpha: 8, targetModules: ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const };
   const probe = engine.createAdapter({ ...shape, targetModules: [...shape.targetModules], seed: 1 });
   const n = probe.state().params.length;

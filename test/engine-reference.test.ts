@@ -54,7 +54,7 @@ for (const name of fixtures) {
       assert.ok(v, `expected.safetensors lacks ${key}`);
       return v.data;
     };
-    const engine = await Engine.open(join(dir, 'model'), { threads: 2 });
+    const engine = await Engine.open(join(dir, 'model'), { backend: 'cpu', threads: 2 });
     const fixtureAdapter = await engine.loadAdapter(join(dir, 'adapter'));
 
     const logitsErr = Math.max(

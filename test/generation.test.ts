@@ -31,7 +31,7 @@ async function generate(engine: Engine, prompt: number[], n: number, adapter: Ad
 }
 
 test('cached greedy decoding equals the full forward recomputed at every step', async () => {
-  const engine = await Engine.open(writeRandomModel({ seed: 41 }), { threads: 2 });
+  const engine = await Engine.open(writeRandomModel({ seed: 41 }), { backend: 'cpu', threads: 2 });
   const adapter = await trained(engine);
   for (const a of [null, adapter]) {
     const prompt = [5, 17, 3, 40, 22, 9, 61];
@@ -56,7 +56,7 @@ test('cached greedy decoding equals the full forward recomputed at every step', 
 });
 
 test('prompt chunking and batching with other sequences give the same tokens', async () => {
-  const engine = await Engine.open(writeRandomModel({ seed: 42 }), { threads: 2 });
+  const engine = await Engine.open(writeRandomModel({ seed: 42 }), { backend: 'cpu', threads: 2 });
   const p1 = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11];
   const p2 = [33, 34, 35];
   const alone1 = await generate(engine, p1, 8, null);
@@ -80,7 +80,7 @@ test('prompt chunking and batching with other sequences give the same tokens', a
 });
 
 test('sampling with a seed is reproducible and respects top-k', async () => {
-  const engine = await Engine.open(writeRandomModel({ seed: 43 }), { threads: 1 });
+  const engine = await Engine.open(writeRandomModel({ seed: 43 }), { backend: 'cpu', threads: 1 });
   const run = async (seed: number) => {
     const seq = engine.createSequence(seed);
     const sampling = { temperature: 1.5, topP: 0.95, topK: 5, topLogprobs: 5 };
@@ -96,7 +96,7 @@ test('sampling with a seed is reproducible and respects top-k', async () => {
 });
 
 test('decode rejects bad sampling parameters and positions beyond the model', async () => {
-  const engine = await Engine.open(writeRandomModel({ seed: 44 }), { threads: 1 });
+  const engine = await Engine.open(writeRandomModel({ seed: 44 }), { backend: 'cpu', threads: 1 });
   const seq = engine.createSequence(1);
   await assert.rejects(engine.decode([{ sequence: seq, ids: [1], sampling: { ...greedy, temperature: -1 } }]), /temperature/);
   await assert.rejects(engine.decode([{ sequence: seq, ids: [1], sampling: { ...greedy, topP: 0 } }]), /topP/);
@@ -105,7 +105,7 @@ test('decode rejects bad sampling parameters and positions beyond the model', as
 });
 
 test('sampling never picks ids at or above vocabLimit (padded model vocabularies)', async () => {
-  const engine = await Engine.open(writeRandomModel({ seed: 45 }), { threads: 1 });
+  const engine = await Engine.open(writeRandomModel({ seed: 45 }), { backend: 'cpu', threads: 1 });
   const limit = 10;
   for (const sampling of [{ ...greedy, vocabLimit: limit }, { temperature: 2, topP: 1, topK: 0, topLogprobs: 5, vocabLimit: limit }]) {
     const seq = engine.createSequence(9);

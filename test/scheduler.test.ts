@@ -8,7 +8,7 @@ import { Scheduler } from '../src/serve/scheduler.js';
 const greedy = { temperature: 0, topP: 1, topK: 0, topLogprobs: 0 };
 
 test('concurrent generations are batched and match generating alone', async () => {
-  const engine = await Engine.open(writeRandomModel({ seed: 51 }), { threads: 2 });
+  const engine = await Engine.open(writeRandomModel({ seed: 51 }), { backend: 'cpu', threads: 2 });
   const prompts = Array.from({ length: 8 }, (_, i) => Array.from({ length: 3 + i * 5 }, (_, j) => (i * 7 + j * 3) % 60));
   const request = (p: number[]) => ({ promptIds: p, adapter: null, served: null, maxTokens: 10, sampling: greedy, seed: 1, stopTokenIds: [] });
 
@@ -24,7 +24,7 @@ test('concurrent generations are batched and match generating alone', async () =
 });
 
 test('stop tokens, a false from onToken and an abort end a generation', async () => {
-  const engine = await Engine.open(writeRandomModel({ seed: 52 }), { threads: 1 });
+  const engine = await Engine.open(writeRandomModel({ seed: 52 }), { backend: 'cpu', threads: 1 });
   const scheduler = new Scheduler(engine);
   const base = { promptIds: [1, 2, 3], adapter: null, served: null, maxTokens: 20, sampling: greedy, seed: 1, stopTokenIds: [] as number[] };
   const full = await scheduler.generate(base);

@@ -27,7 +27,7 @@ async function trainedAdapter(engine: Engine): Promise<Adapter> {
 }
 
 test('teacher "base" and the KL-to-base term run with the adapter truly off', async () => {
-  const engine = await Engine.open(writeRandomModel({ seed: 31 }), { threads: 2 });
+  const engine = await Engine.open(writeRandomModel({ seed: 31 }), { backend: 'cpu', threads: 2 });
   const adapter = await trainedAdapter(engine);
   const ids = [...prompt, ...response];
   const student = await engine.logits(ids, adapter);
@@ -61,7 +61,7 @@ test('teacher "base" and the KL-to-base term run with the adapter truly off', as
 });
 
 test('a fresh adapter starts at KL 0 to the base model and training moves it away', async () => {
-  const engine = await Engine.open(writeRandomModel({ seed: 32 }), { threads: 2 });
+  const engine = await Engine.open(writeRandomModel({ seed: 32 }), { backend: 'cpu', threads: 2 });
   const adapter = engine.createAdapter({ rank: 4, alpha: 8, seed: 2 });
   const sample = { promptIds: prompt, teacherPromptIds: [3, 14, 60, 61, 62, 15, 9, 26], responseIds: response };
   const first = await engine.sdpoStep(adapter, [sample], { learningRate: 5e-3, topK: 8 });
@@ -73,7 +73,7 @@ test('a fresh adapter starts at KL 0 to the base model and training moves it awa
 });
 
 test("each request's learning rate is used, also after the optimizer state is reloaded", async () => {
-  const engine = await Engine.open(writeRandomModel({ seed: 33 }), { threads: 2 });
+  const engine = await Engine.open(writeRandomModel({ seed: 33 }), { backend: 'cpu', threads: 2 });
   const adapter = await trainedAdapter(engine);
   const sample = { promptIds: prompt, teacherPromptIds: [3, 14, 60, 15, 9, 26], responseIds: response };
   await engine.sdpoStep(adapter, [sample], { learningRate: 1e-2, topK: 8 });
@@ -93,7 +93,7 @@ test("each request's learning rate is used, also after the optimizer state is re
 });
 
 test('steps > 1 keep the teacher targets and keep lowering the loss', async () => {
-  const engine = await Engine.open(writeRandomModel({ seed: 34 }), { threads: 2 });
+  const engine = await Engine.open(writeRandomModel({ seed: 34 }), { backend: 'cpu', threads: 2 });
   const adapter = await trainedAdapter(engine);
   const sample = { promptIds: prompt, teacherPromptIds: [3, 14, 60, 15, 9, 26], responseIds: response };
   const r = await engine.sdpoStep(adapter, [sample], { learningRate: 1e-2, topK: 8, steps: 4 });
@@ -103,7 +103,7 @@ test('steps > 1 keep the teacher targets and keep lowering the loss', async () =
 });
 
 test('a step runs off the event loop', async () => {
-  const engine = await Engine.open(writeRandomModel({ seed: 35, hidden: 192, intermediate: 512, layers: 4, heads: 6, kvHeads: 2, headDim: 32, vocab: 512 }), { threads: 2 });
+  const engine = await Engine.open(writeRandomModel({ seed: 35, hidden: 192, intermediate: 512, layers: 4, heads: 6, kvHeads: 2, headDim: 32, vocab: 512 }), { backend: 'cpu', threads: 2 });
   const adapter = engine.createAdapter({ rank: 8, alpha: 16, seed: 1 });
   const r = rng(1);
   const longPrompt = Array.from({ length: 300 }, () => Math.floor(r() * 512));
