@@ -1,0 +1,67 @@
+// Causal grouped-query attention on the GPU (kernels/wgsl/attention.wgsl), mirroring
+// native/cpu/attention.cc: q [T, N, D] at positions q0..q0+T-1, k/v [q0+T, NKV, D] (earlier keys from a
+// KV cache when q0 > 0), out [T, N, D], lse [N, T]. The backward (q0 = 0) writes dq [T, N, D] and
+// dk/dv [T, NKV, D]; its scratch needs N * T floats (the CPU's 2 * N * T * D also do).
+import { uniforms, type Gpu } from '../device.js';
+import { grid } from '../grid.js';
+import { checkBuffer, checkDims } from './check.js';
+
+/** Largest head dim the kernels hold in their per-row private arrays. */
+export const ATTENTION_MAX_D = 128;
+const ROWS = 64;     // rows per workgroup, as in the kernel
+const MAX_TILE = 32; // MAXBK in the kernel
+
+function check(op: string, T: number, N: number, NKV: number, D: number, q0: number): void {
+  checkDims(op, { T, N, NKV, D, q0 });
+  if (NKV < 1 || N % NKV !== 0) throw new Error(`${op}: N (${N}) must be a positive multiple of NKV (${NKV})`);
+  if (D < 1 || D > ATTENTION_MAX_D) throw new Error(`${op}: head dim D must be in 1..${ATTENTION_MAX_D} (got ${D})`);
+}
+
+// Rows per shared tile: two tiles of D floats per row plus two floats per row must fit the adapter's
+// workgroup storage.
+function constants(gpu: Gpu, D: number): Record<string, number> {
+  const bytes = gpu.device.limits.maxComputeWorkgroupStorageSize;
+  const tile = Math.max(1, Math.min(MAX_TILE, Math.floor((bytes - 8 * MAX_TILE) / (8 * D))));
+  return { HD: D, BK: tile };
+}
+
+function dims(T: number, N: number, NKV: number, D: number, q0: number): ArrayBuffer {
+  const scale = Math.fround(1 / Math.fround(Math.sqrt(D)));
+  return uniforms([['u32', T], ['u32', N], ['u32', NKV], ['u32', D], ['u32', q0], ['f32', scale]]);
+}
+
+export function attention(gpu: Gpu, out_TND: GPUBuffer, lse_NT: GPUBuffer, q_TND: GPUBuffer, k_TMD: GPUBuffer, v_TMD: GPUBuffer,
+                          T: number, N: number, NKV: number, D: number, q0 = 0): void {
+  check('attention', T, N, NKV, D, q0);
+  checkBuffer('attention', 'out', out_TND, T * N * D);
+  checkBuffer('attention', 'lse', lse_NT, N * T);
+  checkBuffer('attention', 'q', q_TND, T * N * D);
+  checkBuffer('attention', 'k', k_TMD, (q0 + T) * NKV * D);
+  checkBuffer('attention', 'v', v_TMD, (q0 + T) * NKV * D);
+  if (T === 0 || N === 0) return;
+  gpu.dispatch('attention', 'attention', [out_TND, lse_NT, q_TND, k_TMD, v_TMD], [Math.ceil(T / ROWS), N],
+               dims(T, N, NKV, D, q0), constants(gpu, D));
+}
+
+export function attention_backward(gpu: Gpu, dq_TND: GPUBuffer, dk_TMD: GPUBuffer, dv_TMD: GPUBuffer, dout_TND: GPUBuffer,
+                                   q_TND: GPUBuffer, k_TMD: GPUBuffer, v_TMD: GPUBuffer, out_TND: GPUBuffer, lse_NT: GPUBuffer,
+                                   T: number, N: number, NKV: number, D: number, scratch: GPUBuffer): void {
+  const op = 'attention_backward';
+  check(op, T, N, NKV, D, 0);
+  for (const [name, buf] of [['dq', dq_TND], ['dout', dout_TND], ['q', q_TND], ['out', out_TND]] as const) {
+    checkBuffer(op, name, buf, T * N * D);
+  }
+  for (const [name, buf] of [['dk', dk_TMD], ['dv', dv_TMD], ['k', k_TMD], ['v', v_TMD]] as const) {
+    checkBuffer(op, name, buf, T * NKV * D);
+  }
+  checkBuffer(op, 'lse', lse_NT, N * T);
+  checkBuffer(op, 'scratch', scratch, N * T);
+  if (T === 0 || N === 0) return;
+  const u = dims(T, N, NKV, D, 0);
+  const c = constants(gpu, D);
+  const blocks = Math.ceil(T / ROWS);
+  const di_NT = scratch;
+  gpu.dispatch('attention', 'attention_backward_di', [di_NT, dout_TND, out_TND], grid((T * N) / ROWS), u, c);
+  gpu.dispatch('attention', 'attention_backward_dq', [dq_TND, dout_TND, q_TND, k_TMD, v_TMD, lse_NT, di_NT], [blocks, N], u, c);
+  gpu.dispatch('attention', 'attention_backward_dkdv', [dk_TMD, dv_TMD, dout_TND, q_TND, k_TMD, v_TMD, lse_NT, di_NT], [blocks, NKV], u, c);
+}
