@@ -7,6 +7,7 @@ struct Params {
   R: u32,
   V: u32,
   K: u32,
+  negInf: f32,  // -inf from the host: WGSL constant expressions cannot hold it
 }
 
 @group(0) @binding(0) var<storage, read_write> tail: array<f32>;
@@ -47,7 +48,7 @@ fn teacher_tail(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) n
   }
   if (li == 0u) {
     let total = part[0];
-    tail[r] = select(bitcast<f32>(0xff800000u), log(total), total > 0.0);
+    tail[r] = select(p.negInf, log(total), total > 0.0);
     token[r] = logp[row + u32(y[r])];
   }
 }
