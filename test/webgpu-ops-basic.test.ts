@@ -22,7 +22,7 @@ async function check(t: import('node:test').TestContext, c: Case): Promise<void>
   const gpu = await gpuOrSkip(t);
   if (!gpu) return;
   const report = await runCase(gpu, c);
-  for (const line of describe(report)) t.diagnostic(line);
+  t.diagnostic(describe(report, c.tol));
 }
 
 test('harness: a write past the end of an output is caught by the sentinels', async (t) => {

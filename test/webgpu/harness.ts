@@ -14,8 +14,8 @@
 //     gpu(gpu, buffers): encodes the op; cpu(arrays): runs the reference on fresh copies;
 //     tol: { abs, rel }: element e passes when |gpu - cpu| <= abs + rel * |cpu| (Int32 outputs exact).
 //   It throws (failing the test) on any mismatch or touched sentinel, naming the worst element, and
-//   returns per-output { maxAbs, maxRel, n, tol } for the test to report; describe(report) gives one
-//   line per output (maxRel counts only elements whose reference exceeds tol.abs).
+//   returns per-output { maxAbs, maxRel, n, tol } for the test to report; describe(report, caseTol?)
+//   gives one diagnostic line (maxRel counts only elements whose reference exceeds tol.abs).
 //   expectClose(label, got, want, tol) -> OutputReport   The same comparison for arrays computed by hand.
 import assert from 'node:assert/strict';
 import type { TestContext } from 'node:test';
@@ -178,11 +178,16 @@ export async function runCase(gpu: Gpu, c: Case): Promise<CaseReport> {
   }
 }
 
-/** One line per output: "<case> <output>: max abs <e>, max rel <e> over <n> (tol abs <a> rel <r>)". */
-export function describe(report: CaseReport): string[] {
-  return Object.entries(report.outputs).map(
+/**
+ * One diagnostic line: "<case> <output>: max abs <e>, max rel <e> over <n>; ..." followed by the case
+ * tolerance when given; an output whose tolerance differs from it shows its own.
+ */
+export function describe(report: CaseReport, caseTol?: Tolerance): string {
+  const same = (a: Tolerance): boolean => caseTol !== undefined && a.abs === caseTol.abs && a.rel === caseTol.rel;
+  const parts = Object.entries(report.outputs).map(
     ([name, r]) =>
-      `${report.name} ${name}: max abs ${r.maxAbs.toExponential(2)}, max rel ${r.maxRel.toExponential(2)} over ${r.n} ` +
-      `(tol abs ${r.tol.abs} rel ${r.tol.rel})`,
+      `${name}: max abs ${r.maxAbs.toExponential(2)}, max rel ${r.maxRel.toExponential(2)} over ${r.n}` +
+      (same(r.tol) ? '' : ` (tol abs ${r.tol.abs} rel ${r.tol.rel})`),
   );
+  return `${report.name} ${parts.join('; ')}` + (caseTol ? ` (tol abs ${caseTol.abs} rel ${caseTol.rel})` : '');
 }
