@@ -33,9 +33,34 @@ struct Opts {
 @group(0) @binding(7) var<uniform> opt: Opts;
 
 var<workgroup> red: array<f32, WG>;
+var<workgroup> redC: array<vec2<f32>, WG>;
 var<workgroup> logP: array<f32, MAXC>;
 var<workgroup> logQ: array<f32, MAXC>;
 var<workgroup> grad: array<f32, MAXC>;
+
+// Compensated (Neumaier) sums: (sum, running error) pairs, so a 152k-entry row sums to about f32
+// rounding of the result, as the CPU's double sum does.
+fn twoSum(a: vec2<f32>, x: f32) -> vec2<f32> {
+  let t = a.x + x;
+  let e = select((x - t) + a.x, (a.x - t) + x, abs(a.x) >= abs(x));
+  return vec2<f32>(t, a.y + e);
+}
+
+fn reduceSumC(x: vec2<f32>, li: u32) -> f32 {
+  redC[li] = x;
+  workgroupBarrier();
+  for (var st = WG / 2u; st > 0u; st >>= 1u) {
+    if (li < st) {
+      let b = redC[li + st];
+      let a = twoSum(redC[li], b.x);
+      redC[li] = vec2<f32>(a.x, a.y + b.y);
+    }
+    workgroupBarrier();
+  }
+  let r = redC[0];
+  workgroupBarrier();
+  return r.x + r.y;
+}
 
 fn reduceMax(x: f32, li: u32) -> f32 {
   red[li] = x;
@@ -150,13 +175,13 @@ fn sdpo_loss(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
         }
       }
       storageBarrier();
-      var part = 0.0;
+      var part = vec2<f32>(0.0, 0.0);
       for (var v = li; v < V; v += WG) {
         if (ds[base + v] != MARK) {
-          part += exp(s[base + v]);
+          part = twoSum(part, exp(s[base + v]));
         }
       }
-      qTail = reduceSum(part, li);
+      qTail = reduceSumC(part, li);
       tailClamped = qTail < TAIL_FLOOR;
       if (tailClamped) {
         qTail = TAIL_FLOOR;
