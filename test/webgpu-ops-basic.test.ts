@@ -5,13 +5,14 @@
 // copies are exact.
 import { after, test } from 'node:test';
 import assert from 'node:assert/strict';
+import { Gpu, uniforms } from '../src/engine/webgpu/device.js';
 import { adamw } from '../src/engine/webgpu/ops/adamw.js';
 import { embedding } from '../src/engine/webgpu/ops/embedding.js';
 import { linear, linear_backward_input } from '../src/engine/webgpu/ops/linear.js';
 import { lora, lora_backward } from '../src/engine/webgpu/ops/lora.js';
 import { rmsnorm, rmsnorm_backward } from '../src/engine/webgpu/ops/rmsnorm.js';
 import { swiglu, swiglu_backward } from '../src/engine/webgpu/ops/swiglu.js';
-import { closeGpu, cpuOps, describe, gpuOrSkip, randF32, randIds, runCase, GUARD, type Case, type HostArray } from './webgpu/harness.js';
+import { closeGpu, cpuOps, describe, expectClose, gpuOrSkip, randF32, randIds, runCase, GUARD, type Case, type HostArray } from './webgpu/harness.js';
 
 after(closeGpu);
 
@@ -237,4 +238,52 @@ test('wrappers reject buffers smaller than the dimensions say', async (t) => {
   assert.throws(() => swiglu(gpu, big, big, big, 1.5), /n must be a non-negative integer/);
   small.destroy();
   big.destroy();
+});
+
+test('uniforms packs u32, i32 and f32 fields in order into 16-byte blocks', () => {
+  const buf = uniforms([['u32', 7], ['i32', -3], ['f32', 0.5], ['u32', 4294967295], ['f32', -2]]);
+  assert.equal(buf.byteLength, 32);
+  const view = new DataView(buf);
+  assert.deepEqual(
+    [view.getUint32(0, true), view.getInt32(4, true), view.getFloat32(8, true), view.getUint32(12, true), view.getFloat32(16, true)],
+    [7, -3, 0.5, 4294967295, -2],
+  );
+  assert.equal(uniforms([]).byteLength, 16);
+});
+
+test('Gpu: writes, copies and dispatches take effect in the order they were issued', async (t) => {
+  const gpu = await gpuOrSkip(t);
+  if (!gpu) return;
+  const gHost = new Float32Array([1, -2, 3, 0.5]);
+  const ones = new Float32Array([1, 1, 1, 1]);
+  const g = gpu.upload(gHost);
+  const u = gpu.upload(ones);
+  const h = gpu.buffer(16);
+  swiglu(gpu, h, g, u, 4);
+  gpu.write(g, new Float32Array([9, 9, 9, 9])); // after the dispatch: it must still see gHost
+  const first = new Float32Array(await gpu.read(h));
+  const want = new Float32Array(4);
+  cpuOps.swiglu(want, gHost, ones, 4);
+  expectClose('swiglu before the write', first, want, { abs: 1e-6, rel: 1e-5 });
+
+  gpu.copy(u, 0, g, 4, 8); // g = [9, 1, 1, 9]
+  swiglu(gpu, h, g, u, 4);
+  cpuOps.swiglu(want, new Float32Array([9, 1, 1, 9]), ones, 4);
+  expectClose('swiglu after the copy', new Float32Array(await gpu.read(h)), want, { abs: 1e-6, rel: 1e-5 });
+  expectClose('read at an offset', new Float32Array(await gpu.read(h, 8, 4)), want.subarray(1, 3), { abs: 1e-6, rel: 1e-5 });
+  for (const b of [g, u, h]) b.destroy();
+});
+
+test('Gpu: a missing kernel file throws at once; a WebGPU validation error surfaces at the next read', async (t) => {
+  if (!(await gpuOrSkip(t))) return;
+  const gpu = await Gpu.open(); // its own device: the error below leaves it unusable
+  try {
+    const b = gpu.buffer(16);
+    assert.throws(() => gpu.dispatch('no_such_kernel', 'main', [b], [1]), /WGSL kernel not found: .*no_such_kernel\.wgsl/);
+    assert.throws(() => gpu.dispatch('swiglu', 'swiglu', [b], [70000]), /workgroup count 70000 outside/);
+    gpu.dispatch('swiglu', 'no_such_entry', [b, b, b], [1], uniforms([['u32', 4]]));
+    await assert.rejects(gpu.read(b), /WebGPU error: .*no_such_entry/);
+  } finally {
+    gpu.destroy();
+  }
 });
