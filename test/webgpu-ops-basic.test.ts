@@ -287,3 +287,21 @@ test('Gpu: a missing kernel file throws at once; a WebGPU validation error surfa
     gpu.destroy();
   }
 });
+
+test('cpuOps refuses calls whose arrays do not match the dimensions (instead of reading past them)', () => {
+  const f = (n: number): Float32Array => new Float32Array(n);
+  assert.throws(() => cpuOps.linear(f(8), f(8), f(7), null, 2, 4, 2), /cpuOps\.linear: W_OI has 7 elements, needs 8/);
+  assert.throws(() => cpuOps.embedding(f(8), f(8), new Int32Array([0, 2]), 2, 4), /ids_T\[1\] = 2 is outside 0\.\.1/);
+  assert.throws(() => cpuOps.rmsnorm(f(8), f(1), f(8), f(4), 2, 4, 1e-6), /rstd_N has 1 elements, needs 2/);
+  assert.throws(() => cpuOps.swiglu(f(4), f(4), new Int32Array(4) as unknown as Float32Array, 4), /u_n must be a Float32Array/);
+  assert.throws(() => cpuOps.attention(f(4), f(4), f(4), f(4), f(4), 1, 3, 2, 1), /N must be a positive multiple of NKV/);
+  assert.throws(() => cpuOps.topk(new Int32Array(4), f(4), f(4), 1, 4, 5), /K must not exceed V/);
+  assert.throws(() => cpuOps.adamw(f(4), f(4), f(4), f(4), 4, 1e-3, 0.9, 0.999, 1e-8, 0, 0), /step must be a positive integer/);
+  assert.throws(() => cpuOps.swiglu(f(4), f(4), f(4), 2 ** 40), /h_n has 4 elements/);
+  const big = 2 ** 31 - 1;
+  assert.throws(() => cpuOps.rope(f(4), f(4), f(4), big, big, 2), /dimensions too large|has 4 elements/);
+  const teacher = { idx_K: new Int32Array([0, 9]), logp_K: f(2), tailLogp: -1, tokenLogp: -1, K: 2 };
+  const options = { alpha: 0.5, tail: true, sampledToken: false, isClip: 2, beta: 0 };
+  assert.throws(() => cpuOps.sdpo_loss_row(f(4), f(4), 4, 1, teacher, NaN, 0, options, 1), /teacher\.idx_K\[1\] = 9 is outside 0\.\.3/);
+  assert.throws(() => cpuOps.sdpo_loss_row(f(4), f(4), 4, 4, teacher, NaN, 0, options, 1), /y must be a token id below V/);
+});

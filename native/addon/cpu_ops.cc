@@ -79,6 +79,15 @@ class Args {
     return info_[i].As<Napi::Object>();
   }
 
+  // Element counts of the dimensions multiplied, refused when the product overflows.
+  size_t mul(size_t a, size_t b, size_t c = 1) const {
+    size_t ab = 0, abc = 0;
+    if (__builtin_mul_overflow(a, b, &ab) || __builtin_mul_overflow(ab, c, &abc)) {
+      throw_error("dimensions too large");
+    }
+    return abc;
+  }
+
   void check_ids(const int32_t* ids, size_t n, int limit, const char* name) const {
     for (size_t k = 0; k < n; ++k) {
       if (ids[k] < 0 || ids[k] >= limit) {
@@ -97,13 +106,10 @@ class Args {
   const char* op_;
 };
 
-size_t mul(size_t a, size_t b) { return a * b; }
-size_t mul(size_t a, size_t b, size_t c) { return a * b * c; }
-
 Napi::Value Embedding(const Napi::CallbackInfo& info) {
   Args a(info, "embedding", 5);
   const int T = a.dim(3, "T"), H = a.dim(4, "H");
-  float* out = a.f32(0, "out_TH", mul(T, H));
+  float* out = a.f32(0, "out_TH", a.mul(T, H));
   const float* table = a.f32(1, "table_VH", 0);
   const int32_t* ids = a.i32(2, "ids_T", T);
   const size_t tableLen = info[1].As<Napi::Float32Array>().ElementLength();
@@ -117,7 +123,7 @@ Napi::Value Rmsnorm(const Napi::CallbackInfo& info) {
   Args a(info, "rmsnorm", 7);
   const int N = a.dim(4, "N"), D = a.dim(5, "D");
   const float eps = static_cast<float>(a.number(6, "eps"));
-  cpu::rmsnorm(a.f32(0, "y_ND", mul(N, D)), a.f32(1, "rstd_N", N, true), a.f32(2, "x_ND", mul(N, D)),
+  cpu::rmsnorm(a.f32(0, "y_ND", a.mul(N, D)), a.f32(1, "rstd_N", N, true), a.f32(2, "x_ND", a.mul(N, D)),
                a.f32(3, "w_D", D), N, D, eps);
   return info.Env().Undefined();
 }
@@ -125,7 +131,7 @@ Napi::Value Rmsnorm(const Napi::CallbackInfo& info) {
 Napi::Value RmsnormBackward(const Napi::CallbackInfo& info) {
   Args a(info, "rmsnorm_backward", 8);
   const int N = a.dim(5, "N"), D = a.dim(6, "D");
-  cpu::rmsnorm_backward(a.f32(0, "dx_ND", mul(N, D)), a.f32(1, "dy_ND", mul(N, D)), a.f32(2, "x_ND", mul(N, D)),
+  cpu::rmsnorm_backward(a.f32(0, "dx_ND", a.mul(N, D)), a.f32(1, "dy_ND", a.mul(N, D)), a.f32(2, "x_ND", a.mul(N, D)),
                         a.f32(3, "rstd_N", N), a.f32(4, "w_D", D), N, D, a.flag(7, "accumulate"));
   return info.Env().Undefined();
 }
@@ -133,7 +139,7 @@ Napi::Value RmsnormBackward(const Napi::CallbackInfo& info) {
 Napi::Value Linear(const Napi::CallbackInfo& info) {
   Args a(info, "linear", 7);
   const int T = a.dim(4, "T"), I = a.dim(5, "I"), O = a.dim(6, "O");
-  cpu::linear(a.f32(0, "y_TO", mul(T, O)), a.f32(1, "x_TI", mul(T, I)), a.f32(2, "W_OI", mul(O, I)),
+  cpu::linear(a.f32(0, "y_TO", a.mul(T, O)), a.f32(1, "x_TI", a.mul(T, I)), a.f32(2, "W_OI", a.mul(O, I)),
               a.f32(3, "b_O", O, true), T, I, O);
   return info.Env().Undefined();
 }
@@ -141,7 +147,7 @@ Napi::Value Linear(const Napi::CallbackInfo& info) {
 Napi::Value LinearBackwardInput(const Napi::CallbackInfo& info) {
   Args a(info, "linear_backward_input", 7);
   const int T = a.dim(3, "T"), I = a.dim(4, "I"), O = a.dim(5, "O");
-  cpu::linear_backward_input(a.f32(0, "dx_TI", mul(T, I)), a.f32(1, "dy_TO", mul(T, O)), a.f32(2, "W_OI", mul(O, I)),
+  cpu::linear_backward_input(a.f32(0, "dx_TI", a.mul(T, I)), a.f32(1, "dy_TO", a.mul(T, O)), a.f32(2, "W_OI", a.mul(O, I)),
                              T, I, O, a.flag(6, "accumulate"));
   return info.Env().Undefined();
 }
@@ -150,8 +156,8 @@ Napi::Value Lora(const Napi::CallbackInfo& info) {
   Args a(info, "lora", 10);
   const int T = a.dim(5, "T"), I = a.dim(6, "I"), O = a.dim(7, "O"), R = a.dim(8, "R");
   const float scale = static_cast<float>(a.number(9, "scale"));
-  cpu::lora(a.f32(0, "y_TO", mul(T, O)), a.f32(1, "u_TR", mul(T, R)), a.f32(2, "x_TI", mul(T, I)),
-            a.f32(3, "A_RI", mul(R, I)), a.f32(4, "B_OR", mul(O, R)), T, I, O, R, scale);
+  cpu::lora(a.f32(0, "y_TO", a.mul(T, O)), a.f32(1, "u_TR", a.mul(T, R)), a.f32(2, "x_TI", a.mul(T, I)),
+            a.f32(3, "A_RI", a.mul(R, I)), a.f32(4, "B_OR", a.mul(O, R)), T, I, O, R, scale);
   return info.Env().Undefined();
 }
 
@@ -159,10 +165,10 @@ Napi::Value LoraBackward(const Napi::CallbackInfo& info) {
   Args a(info, "lora_backward", 14);
   const int T = a.dim(8, "T"), I = a.dim(9, "I"), O = a.dim(10, "O"), R = a.dim(11, "R");
   const float scale = static_cast<float>(a.number(12, "scale"));
-  cpu::lora_backward(a.f32(0, "dx_TI", mul(T, I)), a.f32(1, "dA_RI", mul(R, I)), a.f32(2, "dB_OR", mul(O, R)),
-                     a.f32(3, "dy_TO", mul(T, O)), a.f32(4, "x_TI", mul(T, I)), a.f32(5, "u_TR", mul(T, R)),
-                     a.f32(6, "A_RI", mul(R, I)), a.f32(7, "B_OR", mul(O, R)), T, I, O, R, scale,
-                     a.f32(13, "scratch_TR", mul(T, R)));
+  cpu::lora_backward(a.f32(0, "dx_TI", a.mul(T, I)), a.f32(1, "dA_RI", a.mul(R, I)), a.f32(2, "dB_OR", a.mul(O, R)),
+                     a.f32(3, "dy_TO", a.mul(T, O)), a.f32(4, "x_TI", a.mul(T, I)), a.f32(5, "u_TR", a.mul(T, R)),
+                     a.f32(6, "A_RI", a.mul(R, I)), a.f32(7, "B_OR", a.mul(O, R)), T, I, O, R, scale,
+                     a.f32(13, "scratch_TR", a.mul(T, R)));
   return info.Env().Undefined();
 }
 
@@ -170,7 +176,7 @@ Napi::Value RopeTables(const Napi::CallbackInfo& info) {
   Args a(info, "rope_tables", 6);
   const int T = a.dim(3, "T"), D = a.dim(4, "D");
   if (D % 2 != 0) a.throw_error("D must be even");
-  cpu::rope_tables(a.f32(0, "cos_TD2", mul(T, D / 2)), a.f32(1, "sin_TD2", mul(T, D / 2)), a.i32(2, "positions_T", T),
+  cpu::rope_tables(a.f32(0, "cos_TD2", a.mul(T, D / 2)), a.f32(1, "sin_TD2", a.mul(T, D / 2)), a.i32(2, "positions_T", T),
                    T, D, a.number(5, "theta"));
   return info.Env().Undefined();
 }
@@ -180,7 +186,7 @@ Napi::Value RopeLike(const Napi::CallbackInfo& info, const char* name) {
   Args a(info, name, 6);
   const int T = a.dim(3, "T"), N = a.dim(4, "N"), D = a.dim(5, "D");
   if (D % 2 != 0) a.throw_error("D must be even");
-  Op(a.f32(0, "x_TND", mul(T, N, D)), a.f32(1, "cos_TD2", mul(T, D / 2)), a.f32(2, "sin_TD2", mul(T, D / 2)), T, N,
+  Op(a.f32(0, "x_TND", a.mul(T, N, D)), a.f32(1, "cos_TD2", a.mul(T, D / 2)), a.f32(2, "sin_TD2", a.mul(T, D / 2)), T, N,
      D);
   return info.Env().Undefined();
 }
@@ -198,8 +204,8 @@ Napi::Value Attention(const Napi::CallbackInfo& info) {
   const int q0 = info.Length() > 9 && !info[9].IsUndefined() ? a.dim(9, "q0") : 0;
   check_heads(a, N, NKV);
   const size_t M = static_cast<size_t>(q0) + T;
-  cpu::attention(a.f32(0, "out_TND", mul(T, N, D)), a.f32(1, "lse_NT", mul(N, T)), a.f32(2, "q_TND", mul(T, N, D)),
-                 a.f32(3, "k_TMD", mul(M, NKV, D)), a.f32(4, "v_TMD", mul(M, NKV, D)), T, N, NKV, D, q0);
+  cpu::attention(a.f32(0, "out_TND", a.mul(T, N, D)), a.f32(1, "lse_NT", a.mul(N, T)), a.f32(2, "q_TND", a.mul(T, N, D)),
+                 a.f32(3, "k_TMD", a.mul(M, NKV, D)), a.f32(4, "v_TMD", a.mul(M, NKV, D)), T, N, NKV, D, q0);
   return info.Env().Undefined();
 }
 
@@ -207,11 +213,11 @@ Napi::Value AttentionBackward(const Napi::CallbackInfo& info) {
   Args a(info, "attention_backward", 14);
   const int T = a.dim(9, "T"), N = a.dim(10, "N"), NKV = a.dim(11, "NKV"), D = a.dim(12, "D");
   check_heads(a, N, NKV);
-  const size_t q = mul(T, N, D), kv = mul(T, NKV, D);
+  const size_t q = a.mul(T, N, D), kv = a.mul(T, NKV, D);
   cpu::attention_backward(a.f32(0, "dq_TND", q), a.f32(1, "dk_TMD", kv), a.f32(2, "dv_TMD", kv),
                           a.f32(3, "dout_TND", q), a.f32(4, "q_TND", q), a.f32(5, "k_TMD", kv), a.f32(6, "v_TMD", kv),
-                          a.f32(7, "out_TND", q), a.f32(8, "lse_NT", mul(N, T)), T, N, NKV, D,
-                          a.f32(13, "scratch", 2 * q));
+                          a.f32(7, "out_TND", q), a.f32(8, "lse_NT", a.mul(N, T)), T, N, NKV, D,
+                          a.f32(13, "scratch", a.mul(2, q)));
   return info.Env().Undefined();
 }
 
@@ -233,15 +239,15 @@ Napi::Value SwigluBackward(const Napi::CallbackInfo& info) {
 Napi::Value LogSoftmax(const Napi::CallbackInfo& info) {
   Args a(info, "log_softmax", 5);
   const int R = a.dim(3, "R"), V = a.dim(4, "V");
-  cpu::log_softmax(a.f32(0, "out_RV", mul(R, V)), a.f32(1, "lse_R", R, true), a.f32(2, "logits_RV", mul(R, V)), R, V);
+  cpu::log_softmax(a.f32(0, "out_RV", a.mul(R, V)), a.f32(1, "lse_R", R, true), a.f32(2, "logits_RV", a.mul(R, V)), R, V);
   return info.Env().Undefined();
 }
 
 Napi::Value LogSoftmaxBackward(const Napi::CallbackInfo& info) {
   Args a(info, "log_softmax_backward", 5);
   const int R = a.dim(3, "R"), V = a.dim(4, "V");
-  cpu::log_softmax_backward(a.f32(0, "dlogits_RV", mul(R, V)), a.f32(1, "ds_RV", mul(R, V)),
-                            a.f32(2, "logp_RV", mul(R, V)), R, V);
+  cpu::log_softmax_backward(a.f32(0, "dlogits_RV", a.mul(R, V)), a.f32(1, "ds_RV", a.mul(R, V)),
+                            a.f32(2, "logp_RV", a.mul(R, V)), R, V);
   return info.Env().Undefined();
 }
 
@@ -249,7 +255,7 @@ Napi::Value Topk(const Napi::CallbackInfo& info) {
   Args a(info, "topk", 6);
   const int R = a.dim(3, "R"), V = a.dim(4, "V"), K = a.dim(5, "K");
   if (K > V) a.throw_error("K must not exceed V");
-  cpu::topk(a.i32(0, "idx_RK", mul(R, K)), a.f32(1, "val_RK", mul(R, K)), a.f32(2, "x_RV", mul(R, V)), R, V, K);
+  cpu::topk(a.i32(0, "idx_RK", a.mul(R, K)), a.f32(1, "val_RK", a.mul(R, K)), a.f32(2, "x_RV", a.mul(R, V)), R, V, K);
   return info.Env().Undefined();
 }
 
