@@ -73,6 +73,7 @@ for (const [N, D] of [
   [63, 1025],
   [1, 128],
   [1025, 63],
+  [65537, 3], // more rows than one grid dimension holds: the row index spans two
 ]) {
   const eps = 1e-6;
   test(`rmsnorm N=${N} D=${D}`, (t) =>
