@@ -183,11 +183,12 @@ export async function runCase(gpu: Gpu, c: Case): Promise<CaseReport> {
  * tolerance when given; an output whose tolerance differs from it shows its own.
  */
 export function describe(report: CaseReport, caseTol?: Tolerance): string {
+  const tolText = (a: Tolerance): string => `tol abs ${+a.abs.toPrecision(3)} rel ${+a.rel.toPrecision(3)}`;
   const same = (a: Tolerance): boolean => caseTol !== undefined && a.abs === caseTol.abs && a.rel === caseTol.rel;
   const parts = Object.entries(report.outputs).map(
     ([name, r]) =>
       `${name}: max abs ${r.maxAbs.toExponential(2)}, max rel ${r.maxRel.toExponential(2)} over ${r.n}` +
-      (same(r.tol) ? '' : ` (tol abs ${r.tol.abs} rel ${r.tol.rel})`),
+      (same(r.tol) ? '' : ` (${tolText(r.tol)})`),
   );
-  return `${report.name} ${parts.join('; ')}` + (caseTol ? ` (tol abs ${caseTol.abs} rel ${caseTol.rel})` : '');
+  return `${report.name} ${parts.join('; ')}` + (caseTol ? ` (${tolText(caseTol)})` : '');
 }
