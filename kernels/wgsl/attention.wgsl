@@ -1,20 +1,23 @@
-// Causal grouped-query attention (native/cpu/attention.cc) and its backward, flash-style: keys and
-// values stream through workgroup tiles and each query row keeps a running max and sum, so no T x T
-// score matrix exists. q [T, N, D] at positions q0..q0+T-1; k/v [q0+T, NKV, D]; out [T, N, D];
-// lse [N, T]. The backward (q0 = 0) first stores Di = dout_i . out_i per (head, row) in di [N, T], then
-// writes dq [T, N, D] and dk/dv [T, NKV, D] (summed over the query heads of each group), recomputing the
-// probabilities from lse.
+// Causal grouped-query attention (native/cpu/attention.cc) and its backward, flash-style: each query
+// row keeps a running max and sum over the keys it sees, so no T x T score matrix exists.
+// q [T, N, D] at positions q0..q0+T-1; k/v [q0+T, NKV, D]; out [T, N, D]; lse [N, T]. The backward
+// (q0 = 0) first stores Di = dout_i . out_i per (head, row) in di [N, T], then writes dq [T, N, D] and
+// dk/dv [T, NKV, D] (summed over the query heads of each group), recomputing the probabilities from lse.
+// One invocation owns one row (a query row in the forward and for dq, a key row for dk/dv) with its
+// vectors in private vec4 arrays, so D <= 4 * MAXD4. Every invocation of a workgroup walks the same
+// keys (or queries) in the same order, rows masking what causality hides: loop counters and the
+// addresses of the shared operand stay uniform, which GPUs serve as broadcasts and CPU rasterizers
+// (llvmpipe) as scalar loads.
 // Bindings 0 and 1 are read_write in every entry (one bind group layout serves the whole file), the
 // rest read-only.
-// One invocation owns one row (a query row in the forward and for dq, a key row for dk/dv) with its
-// vectors in private arrays of MAXD floats, so D <= MAXD.
+requires unrestricted_pointer_parameters;
 
-override HD: u32 = 128u;  // head dim D; sizes the workgroup tiles
-override BK: u32 = 16u;   // rows per workgroup tile (HD * BK floats per tile), at most MAXBK
-const MAXD = 128u;
-const MAXBK = 32u;
-const ROWS = 64u;         // rows owned by one workgroup (its size)
-const NEG_BIG = -3.0e38;  // finite stand-in for -inf: no infinities in this shader
+override HD: u32 = 128u;           // head dim D
+override HD4: u32 = (HD + 3u) / 4u; // vec4s per row
+const MAXD4 = 32u;
+override ROWS: u32 = 64u;           // rows per workgroup (its size); fewer for short inputs
+const KB = 16u;                     // keys scored before the running sums are rescaled
+const NEG_BIG = -3.0e38;            // finite stand-in for -inf: no infinities in this shader
 
 struct Dims {
   T: u32,
@@ -25,10 +28,44 @@ struct Dims {
   scale: f32,
 }
 
-var<workgroup> tileA: array<f32, BK * HD>;
-var<workgroup> tileB: array<f32, BK * HD>;
-var<workgroup> tileL: array<f32, BK>;
-var<workgroup> tileDi: array<f32, BK>;
+// Elements d..d+3 of a row starting at element i of the buffer (i = row start + d); zeros past D.
+fn ld4(p: ptr<storage, array<f32>, read>, i: u32, d: u32) -> vec4<f32> {
+  if (d + 4u <= HD) {
+    return vec4<f32>((*p)[i], (*p)[i + 1u], (*p)[i + 2u], (*p)[i + 3u]);
+  }
+  var r = vec4<f32>(0.0);
+  for (var c = 0u; c < 4u; c++) {
+    if (d + c < HD) {
+      r[c] = (*p)[i + c];
+    }
+  }
+  return r;
+}
+
+fn ld4rw(p: ptr<storage, array<f32>, read_write>, i: u32, d: u32) -> vec4<f32> {
+  if (d + 4u <= HD) {
+    return vec4<f32>((*p)[i], (*p)[i + 1u], (*p)[i + 2u], (*p)[i + 3u]);
+  }
+  var r = vec4<f32>(0.0);
+  for (var c = 0u; c < 4u; c++) {
+    if (d + c < HD) {
+      r[c] = (*p)[i + c];
+    }
+  }
+  return r;
+}
+
+fn st4(p: ptr<storage, array<f32>, read_write>, i: u32, d: u32, x: vec4<f32>) {
+  for (var c = 0u; c < 4u; c++) {
+    if (d + c < HD) {
+      (*p)[i + c] = x[c];
+    }
+  }
+}
+
+fn hsum(v: vec4<f32>) -> f32 {
+  return (v.x + v.y) + (v.z + v.w);
+}
 
 // ---- forward -----------------------------------------------------------------------------------
 @group(0) @binding(0) var<storage, read_write> fOut: array<f32>;
@@ -38,74 +75,61 @@ var<workgroup> tileDi: array<f32, BK>;
 @group(0) @binding(4) var<storage, read> fV: array<f32>;
 @group(0) @binding(5) var<uniform> fDims: Dims;
 
-// Workgroup (block of ROWS query rows, head n); the keys a row at position p sees are 0..p.
-@compute @workgroup_size(64)
+// Workgroup (block of ROWS query rows, head n); the row at position p sees keys 0..p.
+@compute @workgroup_size(ROWS)
 fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let T = fDims.T;
   let N = fDims.N;
-  let D = fDims.D;
-  let q0 = fDims.q0;
   let n = wg.y;
   let m = n / (N / fDims.NKV);
-  let kvStride = fDims.NKV * D;
+  let kvStride = fDims.NKV * HD;
   let i0 = wg.x * ROWS;
-  let t = i0 + li;
-  let live = t < T;
-  let keyEnd = q0 + min(i0 + ROWS, T);  // one past the last key any row of the block sees
+  let live = i0 + li < T;
+  let t = min(i0 + li, T - 1u);              // rows past T shadow the last row and write nothing
+  let keyEnd = fDims.q0 + min(i0 + ROWS, T); // one past the last key any row of the block sees
+  let last = fDims.q0 + t;                   // the last key this row sees
 
-  var q: array<f32, MAXD>;
-  var acc: array<f32, MAXD>;
-  if (live) {
-    for (var d = 0u; d < D; d++) {
-      q[d] = fQ[(t * N + n) * D + d];
-      acc[d] = 0.0;
-    }
+  var q: array<vec4<f32>, MAXD4>;
+  var acc: array<vec4<f32>, MAXD4>;
+  let qRow = (t * N + n) * HD;
+  for (var d = 0u; d < HD4; d++) {
+    q[d] = ld4(&fQ, qRow + 4u * d, 4u * d);
+    acc[d] = vec4<f32>(0.0);
   }
   var mx = NEG_BIG;
   var l = 0.0;
-  var s: array<f32, MAXBK>;
-  for (var j0 = 0u; j0 < keyEnd; j0 += BK) {
-    let cnt = min(BK, keyEnd - j0);
-    workgroupBarrier();
-    for (var e = li; e < cnt * D; e += ROWS) {
-      let g = (j0 + e / D) * kvStride + m * D + e % D;
-      tileA[e] = fK[g];
-      tileB[e] = fV[g];
-    }
-    workgroupBarrier();
-    var lim = 0u;
-    if (live && q0 + t + 1u > j0) {
-      lim = min(cnt, q0 + t + 1u - j0);
-    }
-    if (lim > 0u) {
-      var tmax = mx;
-      for (var r = 0u; r < lim; r++) {
-        var dot = 0.0;
-        for (var d = 0u; d < D; d++) {
-          dot += q[d] * tileA[r * D + d];
-        }
-        s[r] = dot * fDims.scale;
-        tmax = max(tmax, s[r]);
+  var s: array<f32, KB>;
+  for (var j0 = 0u; j0 < keyEnd; j0 += KB) {
+    let cnt = min(KB, keyEnd - j0);
+    var tmax = mx;
+    for (var r = 0u; r < cnt; r++) {
+      let kRow = (j0 + r) * kvStride + m * HD;
+      var dot = vec4<f32>(0.0);
+      for (var d = 0u; d < HD4; d++) {
+        dot += q[d] * ld4(&fK, kRow + 4u * d, 4u * d);
       }
-      let corr = exp(mx - tmax);
-      l *= corr;
-      for (var d = 0u; d < D; d++) {
-        acc[d] *= corr;
-      }
-      for (var r = 0u; r < lim; r++) {
-        let p = exp(s[r] - tmax);
-        l += p;
-        for (var d = 0u; d < D; d++) {
-          acc[d] += p * tileB[r * D + d];
-        }
-      }
-      mx = tmax;
+      s[r] = select(NEG_BIG, hsum(dot) * fDims.scale, j0 + r <= last);
+      tmax = max(tmax, s[r]);
     }
+    let corr = exp(mx - tmax);
+    l *= corr;
+    for (var d = 0u; d < HD4; d++) {
+      acc[d] *= corr;
+    }
+    for (var r = 0u; r < cnt; r++) {
+      let p = select(0.0, exp(s[r] - tmax), j0 + r <= last);
+      l += p;
+      let vRow = (j0 + r) * kvStride + m * HD;
+      for (var d = 0u; d < HD4; d++) {
+        acc[d] += p * ld4(&fV, vRow + 4u * d, 4u * d);
+      }
+    }
+    mx = tmax;
   }
   if (live) {
     let inv = 1.0 / l;
-    for (var d = 0u; d < D; d++) {
-      fOut[(t * N + n) * D + d] = acc[d] * inv;
+    for (var d = 0u; d < HD4; d++) {
+      st4(&fOut, qRow + 4u * d, 4u * d, acc[d] * inv);
     }
     fLse[n * T + t] = mx + log(l);
   }
@@ -118,18 +142,17 @@ fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
 @group(0) @binding(3) var<uniform> dDims: Dims;
 
 // One invocation per (row t, head n); the flat index is spread over a 2-D grid of workgroups.
-@compute @workgroup_size(64)
+@compute @workgroup_size(ROWS)
 fn attention_backward_di(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
                          @builtin(local_invocation_index) li: u32) {
   let tn = (wg.y * nwg.x + wg.x) * ROWS + li;
   let N = dDims.N;
-  let D = dDims.D;
   if (tn >= dDims.T * N) {
     return;
   }
   var di = 0.0;
-  for (var d = 0u; d < D; d++) {
-    di += dDout[tn * D + d] * dOut[tn * D + d];
+  for (var d = 0u; d < HD; d++) {
+    di += dDout[tn * HD + d] * dOut[tn * HD + d];
   }
   dDi[(tn % N) * dDims.T + tn / N] = di;
 }
@@ -144,66 +167,48 @@ fn attention_backward_di(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_work
 @group(0) @binding(6) var<storage, read> qDi: array<f32>;
 @group(0) @binding(7) var<uniform> qDims: Dims;
 
-// dq_i = scale * sum_j p_ij (dout_i . v_j - Di) k_j; workgroup (block of query rows, head n).
-@compute @workgroup_size(64)
+// dq_i = scale * sum_{j<=i} p_ij (dout_i . v_j - Di) k_j; workgroup (block of query rows, head n).
+@compute @workgroup_size(ROWS)
 fn attention_backward_dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let T = qDims.T;
   let N = qDims.N;
-  let D = qDims.D;
   let scale = qDims.scale;
   let n = wg.y;
   let m = n / (N / qDims.NKV);
-  let kvStride = qDims.NKV * D;
+  let kvStride = qDims.NKV * HD;
   let i0 = wg.x * ROWS;
-  let t = i0 + li;
-  let live = t < T;
+  let live = i0 + li < T;
+  let t = min(i0 + li, T - 1u);
   let keyEnd = min(i0 + ROWS, T);
 
-  var q: array<f32, MAXD>;
-  var g: array<f32, MAXD>;
-  var dq: array<f32, MAXD>;
-  var di = 0.0;
-  var lse = 0.0;
-  if (live) {
-    let row = (t * N + n) * D;
-    for (var d = 0u; d < D; d++) {
-      q[d] = qQ[row + d];
-      g[d] = qDout[row + d];
-      dq[d] = 0.0;
-    }
-    di = qDi[n * T + t];
-    lse = qLse[n * T + t];
+  var q: array<vec4<f32>, MAXD4>;
+  var g: array<vec4<f32>, MAXD4>;
+  var dq: array<vec4<f32>, MAXD4>;
+  let row = (t * N + n) * HD;
+  for (var d = 0u; d < HD4; d++) {
+    q[d] = ld4(&qQ, row + 4u * d, 4u * d);
+    g[d] = ld4rw(&qDout, row + 4u * d, 4u * d);
+    dq[d] = vec4<f32>(0.0);
   }
-  for (var j0 = 0u; j0 < keyEnd; j0 += BK) {
-    let cnt = min(BK, keyEnd - j0);
-    workgroupBarrier();
-    for (var e = li; e < cnt * D; e += ROWS) {
-      let gi = (j0 + e / D) * kvStride + m * D + e % D;
-      tileA[e] = qK[gi];
-      tileB[e] = qV[gi];
+  let di = qDi[n * T + t];
+  let lse = qLse[n * T + t];
+  for (var j = 0u; j < keyEnd; j++) {
+    let kRow = j * kvStride + m * HD;
+    var sc = vec4<f32>(0.0);
+    var dp = vec4<f32>(0.0);
+    for (var d = 0u; d < HD4; d++) {
+      sc += q[d] * ld4(&qK, kRow + 4u * d, 4u * d);
+      dp += g[d] * ld4(&qV, kRow + 4u * d, 4u * d);
     }
-    workgroupBarrier();
-    var lim = 0u;
-    if (live && t + 1u > j0) {
-      lim = min(cnt, t + 1u - j0);
-    }
-    for (var r = 0u; r < lim; r++) {
-      var sc = 0.0;
-      var dp = 0.0;
-      for (var d = 0u; d < D; d++) {
-        sc += q[d] * tileA[r * D + d];
-        dp += g[d] * tileB[r * D + d];
-      }
-      let p = exp(sc * scale - lse);
-      let ds = p * (dp - di) * scale;
-      for (var d = 0u; d < D; d++) {
-        dq[d] += ds * tileA[r * D + d];
-      }
+    let p = select(0.0, exp(hsum(sc) * scale - lse), j <= t);
+    let ds = p * (hsum(dp) - di) * scale;
+    for (var d = 0u; d < HD4; d++) {
+      dq[d] += ds * ld4(&qK, kRow + 4u * d, 4u * d);
     }
   }
   if (live) {
-    for (var d = 0u; d < D; d++) {
-      qDq[(t * N + n) * D + d] = dq[d];
+    for (var d = 0u; d < HD4; d++) {
+      st4(&qDq, row + 4u * d, 4u * d, dq[d]);
     }
   }
 }
@@ -220,75 +225,51 @@ fn attention_backward_dq(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_in
 @group(0) @binding(8) var<uniform> kDims: Dims;
 
 // dv_j = sum_n sum_{i>=j} p_ij dout_i; dk_j = scale * sum_n sum_{i>=j} p_ij (dp_ij - Di) q_i;
-// workgroup (block of key rows, kv head m); query rows stream through the tiles, head by head.
-@compute @workgroup_size(64)
+// workgroup (block of key rows, kv head m); the query rows of each head of the group stream past.
+@compute @workgroup_size(ROWS)
 fn attention_backward_dkdv(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
   let T = kDims.T;
   let N = kDims.N;
   let NKV = kDims.NKV;
-  let D = kDims.D;
   let scale = kDims.scale;
   let m = wg.y;
   let group = N / NKV;
   let j0 = wg.x * ROWS;
-  let j = j0 + li;
-  let live = j < T;
+  let live = j0 + li < T;
+  let j = min(j0 + li, T - 1u);
 
-  var k: array<f32, MAXD>;
-  var v: array<f32, MAXD>;
-  var dk: array<f32, MAXD>;
-  var dv: array<f32, MAXD>;
-  if (live) {
-    let row = (j * NKV + m) * D;
-    for (var d = 0u; d < D; d++) {
-      k[d] = kK[row + d];
-      v[d] = kV[row + d];
-      dk[d] = 0.0;
-      dv[d] = 0.0;
-    }
+  var k: array<vec4<f32>, MAXD4>;
+  var v: array<vec4<f32>, MAXD4>;
+  var dk: array<vec4<f32>, MAXD4>;
+  var dv: array<vec4<f32>, MAXD4>;
+  let row = (j * NKV + m) * HD;
+  for (var d = 0u; d < HD4; d++) {
+    k[d] = ld4(&kK, row + 4u * d, 4u * d);
+    v[d] = ld4(&kV, row + 4u * d, 4u * d);
+    dk[d] = vec4<f32>(0.0);
+    dv[d] = vec4<f32>(0.0);
   }
   for (var n = m * group; n < (m + 1u) * group; n++) {
-    for (var i0 = j0; i0 < T; i0 += BK) {
-      let cnt = min(BK, T - i0);
-      workgroupBarrier();
-      for (var e = li; e < cnt * D; e += ROWS) {
-        let gi = ((i0 + e / D) * N + n) * D + e % D;
-        tileA[e] = kQ[gi];
-        tileB[e] = kDout[gi];
+    for (var i = j0; i < T; i++) {
+      let qRow = (i * N + n) * HD;
+      var sc = vec4<f32>(0.0);
+      var dp = vec4<f32>(0.0);
+      for (var d = 0u; d < HD4; d++) {
+        sc += ld4(&kQ, qRow + 4u * d, 4u * d) * k[d];
+        dp += ld4(&kDout, qRow + 4u * d, 4u * d) * v[d];
       }
-      for (var r = li; r < cnt; r += ROWS) {
-        tileL[r] = kLse[n * T + i0 + r];
-        tileDi[r] = kDi[n * T + i0 + r];
-      }
-      workgroupBarrier();
-      if (live) {
-        // query rows i0 + r >= j only (causal)
-        var r = 0u;
-        if (j > i0) {
-          r = j - i0;
-        }
-        for (; r < cnt; r++) {
-          var sc = 0.0;
-          var dp = 0.0;
-          for (var d = 0u; d < D; d++) {
-            sc += tileA[r * D + d] * k[d];
-            dp += tileB[r * D + d] * v[d];
-          }
-          let p = exp(sc * scale - tileL[r]);
-          let ds = p * (dp - tileDi[r]) * scale;
-          for (var d = 0u; d < D; d++) {
-            dv[d] += p * tileB[r * D + d];
-            dk[d] += ds * tileA[r * D + d];
-          }
-        }
+      let p = select(0.0, exp(hsum(sc) * scale - kLse[n * T + i]), i >= j);
+      let ds = p * (hsum(dp) - kDi[n * T + i]) * scale;
+      for (var d = 0u; d < HD4; d++) {
+        dv[d] += p * ld4(&kDout, qRow + 4u * d, 4u * d);
+        dk[d] += ds * ld4(&kQ, qRow + 4u * d, 4u * d);
       }
     }
   }
   if (live) {
-    let row = (j * NKV + m) * D;
-    for (var d = 0u; d < D; d++) {
-      kDk[row + d] = dk[d];
-      kDv[row + d] = dv[d];
+    for (var d = 0u; d < HD4; d++) {
+      st4(&kDk, row + 4u * d, 4u * d, dk[d]);
+      st4(&kDv, row + 4u * d, 4u * d, dv[d]);
     }
   }
 }

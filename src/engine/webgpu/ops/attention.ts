@@ -8,8 +8,6 @@ import { checkBuffer, checkDims } from './check.js';
 
 /** Largest head dim the kernels hold in their per-row private arrays. */
 export const ATTENTION_MAX_D = 128;
-const ROWS = 64;     // rows per workgroup, as in the kernel
-const MAX_TILE = 32; // MAXBK in the kernel
 
 function check(op: string, T: number, N: number, NKV: number, D: number, q0: number): void {
   checkDims(op, { T, N, NKV, D, q0 });
@@ -17,12 +15,17 @@ function check(op: string, T: number, N: number, NKV: number, D: number, q0: num
   if (D < 1 || D > ATTENTION_MAX_D) throw new Error(`${op}: head dim D must be in 1..${ATTENTION_MAX_D} (got ${D})`);
 }
 
-// Rows per shared tile: two tiles of D floats per row plus two floats per row must fit the adapter's
-// workgroup storage.
-function constants(gpu: Gpu, D: number): Record<string, number> {
-  const bytes = gpu.device.limits.maxComputeWorkgroupStorageSize;
-  const tile = Math.max(1, Math.min(MAX_TILE, Math.floor((bytes - 8 * MAX_TILE) / (8 * D))));
-  return { HD: D, BK: tile };
+// Override constants: the head dim (loops over it get fixed trip counts) and the rows per workgroup.
+// Every invocation of a workgroup walks the keys of its block, so short inputs (decoding one token
+// against a long KV cache) get small workgroups rather than 64 invocations shadowing one row.
+function rowsPerGroup(T: number): number {
+  let rows = 8;
+  while (rows < 64 && rows < T) rows *= 2;
+  return rows;
+}
+
+function constants(D: number, rows: number): Record<string, number> {
+  return { HD: D, ROWS: rows };
 }
 
 function dims(T: number, N: number, NKV: number, D: number, q0: number): ArrayBuffer {
@@ -39,8 +42,9 @@ export function attention(gpu: Gpu, out_TND: GPUBuffer, lse_NT: GPUBuffer, q_TND
   checkBuffer('attention', 'k', k_TMD, (q0 + T) * NKV * D);
   checkBuffer('attention', 'v', v_TMD, (q0 + T) * NKV * D);
   if (T === 0 || N === 0) return;
-  gpu.dispatch('attention', 'attention', [out_TND, lse_NT, q_TND, k_TMD, v_TMD], [Math.ceil(T / ROWS), N],
-               dims(T, N, NKV, D, q0), constants(gpu, D));
+  const rows = rowsPerGroup(T);
+  gpu.dispatch('attention', 'attention', [out_TND, lse_NT, q_TND, k_TMD, v_TMD], [Math.ceil(T / rows), N],
+               dims(T, N, NKV, D, q0), constants(D, rows));
 }
 
 export function attention_backward(gpu: Gpu, dq_TND: GPUBuffer, dk_TMD: GPUBuffer, dv_TMD: GPUBuffer, dout_TND: GPUBuffer,
@@ -58,10 +62,11 @@ export function attention_backward(gpu: Gpu, dq_TND: GPUBuffer, dk_TMD: GPUBuffe
   checkBuffer(op, 'scratch', scratch, N * T);
   if (T === 0 || N === 0) return;
   const u = dims(T, N, NKV, D, 0);
-  const c = constants(gpu, D);
-  const blocks = Math.ceil(T / ROWS);
+  const rows = rowsPerGroup(T);
+  const c = constants(D, rows);
+  const blocks = Math.ceil(T / rows);
   const di_NT = scratch;
-  gpu.dispatch('attention', 'attention_backward_di', [di_NT, dout_TND, out_TND], grid((T * N) / ROWS), u, c);
+  gpu.dispatch('attention', 'attention_backward_di', [di_NT, dout_TND, out_TND], grid((T * N) / rows), u, c);
   gpu.dispatch('attention', 'attention_backward_dq', [dq_TND, dout_TND, q_TND, k_TMD, v_TMD, lse_NT, di_NT], [blocks, N], u, c);
   gpu.dispatch('attention', 'attention_backward_dkdv', [dk_TMD, dv_TMD, dout_TND, q_TND, k_TMD, v_TMD, lse_NT, di_NT], [blocks, NKV], u, c);
 }
