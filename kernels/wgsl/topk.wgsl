@@ -1,6 +1,7 @@
 // Top-K per row, descending, ties broken by the lower index (native/cpu/topk.cc). One workgroup per
 // row: a radix select over order-preserving 32-bit keys (4 passes of 8-bit histograms) finds the K-th
-// largest key; the keys above it and the lowest-indexed keys equal to it are gathered, then each
+// largest key, counting only keys at or above a floor: the K-th largest of the invocations' own maxima
+// (K distinct elements reach it, so the answer does too; it spares most histogram atomics); the keys above it and the lowest-indexed keys equal to it are gathered, then each
 // candidate's place is its count of better candidates. K <= MAXK.
 
 const WG = 256u;
@@ -21,8 +22,11 @@ var<workgroup> hist: array<atomic<u32>, 256>;
 var<workgroup> tieBase: array<u32, WG>;
 var<workgroup> candIdx: array<u32, MAXK>;
 var<workgroup> candVal: array<f32, MAXK>;
+var<workgroup> candKey: array<u32, MAXK>;
 var<workgroup> selected: vec2<u32>;  // (key prefix so far, how many still to take at that prefix)
 var<workgroup> aboveCount: atomic<u32>;
+var<workgroup> laneMax: array<u32, WG>;
+var<workgroup> floorKey: u32;
 
 // Larger float -> larger key; -0 and +0 map to the same key (they compare equal on the CPU).
 fn orderKey(f: f32) -> u32 {
@@ -44,6 +48,30 @@ fn topk(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   let K = dims.K;
   let base = row * V;
 
+  var lmax = 0u;  // the smallest key: lanes without elements never raise the floor
+  for (var v = li; v < V; v += WG) {
+    lmax = max(lmax, orderKey(x[base + v]));
+  }
+  laneMax[li] = lmax;
+  if (li == 0u) {
+    floorKey = 0u;
+  }
+  workgroupBarrier();
+  if (K <= WG) {
+    // Ranks of the maxima are a permutation (ties by lane); the lane ranked K-1 holds the floor.
+    var rank = 0u;
+    for (var o = 0u; o < WG; o++) {
+      let m = laneMax[o];
+      if (m > lmax || (m == lmax && o < li)) {
+        rank++;
+      }
+    }
+    if (rank == K - 1u) {
+      floorKey = lmax;
+    }
+  }
+  let floor = workgroupUniformLoad(&floorKey);
+
   var prefix = 0u;
   var mask = 0u;
   var remaining = K;
@@ -53,7 +81,7 @@ fn topk(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
     workgroupBarrier();
     for (var v = li; v < V; v += WG) {
       let key = orderKey(x[base + v]);
-      if ((key & mask) == prefix) {
+      if (key >= floor && (key & mask) == prefix) {
         atomicAdd(&hist[(key >> shift) & 255u], 1u);
       }
     }
@@ -123,11 +151,15 @@ fn topk(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3
   }
   workgroupBarrier();
   for (var c = li; c < K; c += WG) {
-    let kc = orderKey(candVal[c]);
+    candKey[c] = orderKey(candVal[c]);
+  }
+  workgroupBarrier();
+  for (var c = li; c < K; c += WG) {
+    let kc = candKey[c];
     let ic = candIdx[c];
     var place = 0u;
     for (var o = 0u; o < K; o++) {
-      let ko = orderKey(candVal[o]);
+      let ko = candKey[o];
       if (ko > kc || (ko == kc && candIdx[o] < ic)) {
         place++;
       }
