@@ -135,6 +135,90 @@ fn attention(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
   }
 }
 
+// ---- forward for a few rows against many keys (decoding) ----------------------------------------
+// Same bindings as the forward. Workgroup (row t, head n): its 64 invocations split the keys, each
+// keeping its own running max, sum and output row, merged at the end; so one row's work is spread
+// instead of one invocation walking the whole KV cache.
+const SPLIT = 64u;
+var<workgroup> redS: array<f32, SPLIT>;
+var<workgroup> red4: array<vec4<f32>, SPLIT>;
+
+@compute @workgroup_size(64)
+fn attention_decode(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) li: u32) {
+  let T = fDims.T;
+  let N = fDims.N;
+  let t = wg.x;
+  let n = wg.y;
+  let m = n / (N / fDims.NKV);
+  let kvStride = fDims.NKV * HD;
+  let last = fDims.q0 + t;
+
+  var q: array<vec4<f32>, MAXD4>;
+  var acc: array<vec4<f32>, MAXD4>;
+  let qRow = (t * N + n) * HD;
+  for (var d = 0u; d < HD4; d++) {
+    q[d] = ld4(&fQ, qRow + 4u * d, 4u * d);
+    acc[d] = vec4<f32>(0.0);
+  }
+  var mx = NEG_BIG;
+  var l = 0.0;
+  for (var j = li; j <= last; j += SPLIT) {
+    let kRow = j * kvStride + m * HD;
+    var dot = vec4<f32>(0.0);
+    for (var d = 0u; d < HD4; d++) {
+      dot += q[d] * ld4(&fK, kRow + 4u * d, 4u * d);
+    }
+    let sc = hsum(dot) * fDims.scale;
+    let mNew = max(mx, sc);
+    let corr = exp(mx - mNew);
+    let p = exp(sc - mNew);
+    l = l * corr + p;
+    for (var d = 0u; d < HD4; d++) {
+      acc[d] = acc[d] * corr + p * ld4(&fV, kRow + 4u * d, 4u * d);
+    }
+    mx = mNew;
+  }
+
+  // Merge: M = max of the maxima, each invocation's share scaled by exp(mx - M).
+  redS[li] = mx;
+  workgroupBarrier();
+  for (var st = SPLIT / 2u; st > 0u; st >>= 1u) {
+    if (li < st) {
+      redS[li] = max(redS[li], redS[li + st]);
+    }
+    workgroupBarrier();
+  }
+  let M = redS[0];
+  workgroupBarrier();
+  let f = exp(mx - M);  // 0 for invocations that saw no key
+  redS[li] = l * f;
+  workgroupBarrier();
+  for (var st = SPLIT / 2u; st > 0u; st >>= 1u) {
+    if (li < st) {
+      redS[li] += redS[li + st];
+    }
+    workgroupBarrier();
+  }
+  let L = redS[0];
+  for (var d = 0u; d < HD4; d++) {
+    red4[li] = acc[d] * f;
+    workgroupBarrier();
+    for (var st = SPLIT / 2u; st > 0u; st >>= 1u) {
+      if (li < st) {
+        red4[li] += red4[li + st];
+      }
+      workgroupBarrier();
+    }
+    if (li == 0u) {
+      st4(&fOut, qRow + 4u * d, 4u * d, red4[0] / L);
+    }
+    workgroupBarrier();
+  }
+  if (li == 0u) {
+    fLse[n * T + t] = M + log(L);
+  }
+}
+
 // ---- backward: Di = dout_i . out_i -------------------------------------------------------------
 @group(0) @binding(0) var<storage, read_write> dDi: array<f32>;
 @group(0) @binding(1) var<storage, read_write> dDout: array<f32>;

@@ -18,6 +18,10 @@ function check(op: string, T: number, N: number, NKV: number, D: number, q0: num
 // Override constants: the head dim (loops over it get fixed trip counts) and the rows per workgroup.
 // Every invocation of a workgroup walks the keys of its block, so short inputs (decoding one token
 // against a long KV cache) get small workgroups rather than 64 invocations shadowing one row.
+// A few rows against many keys go to attention_decode, which splits each row's keys over a workgroup.
+const DECODE_ROWS = 4;
+const DECODE_KEYS = 128;
+
 function rowsPerGroup(T: number): number {
   let rows = 8;
   while (rows < 64 && rows < T) rows *= 2;
@@ -42,9 +46,13 @@ export function attention(gpu: Gpu, out_TND: GPUBuffer, lse_NT: GPUBuffer, q_TND
   checkBuffer('attention', 'k', k_TMD, (q0 + T) * NKV * D);
   checkBuffer('attention', 'v', v_TMD, (q0 + T) * NKV * D);
   if (T === 0 || N === 0) return;
+  const bindings = [out_TND, lse_NT, q_TND, k_TMD, v_TMD];
+  if (T <= DECODE_ROWS && q0 + T >= DECODE_KEYS) {
+    gpu.dispatch('attention', 'attention_decode', bindings, [T, N], dims(T, N, NKV, D, q0), constants(D, rowsPerGroup(T)));
+    return;
+  }
   const rows = rowsPerGroup(T);
-  gpu.dispatch('attention', 'attention', [out_TND, lse_NT, q_TND, k_TMD, v_TMD], [Math.ceil(T / rows), N],
-               dims(T, N, NKV, D, q0), constants(D, rows));
+  gpu.dispatch('attention', 'attention', bindings, [Math.ceil(T / rows), N], dims(T, N, NKV, D, q0), constants(D, rows));
 }
 
 export function attention_backward(gpu: Gpu, dq_TND: GPUBuffer, dk_TMD: GPUBuffer, dv_TMD: GPUBuffer, dout_TND: GPUBuffer,
