@@ -1,7 +1,8 @@
 // Top-K per row, descending, ties broken by the lower index (native/cpu/topk.cc). One workgroup per
 // row: a radix select over order-preserving 32-bit keys (4 passes of 8-bit histograms) finds the K-th
-// largest key, counting only keys at or above a floor: the K-th largest of the invocations' own maxima
-// (K distinct elements reach it, so the answer does too; it spares most histogram atomics); the keys above it and the lowest-indexed keys equal to it are gathered, then each
+// largest key, counting only keys at or above a floor, the K-th largest of the invocations' own
+// maxima (K distinct elements reach it, so the answer does too; it spares most histogram atomics).
+// The keys above the K-th and the lowest-indexed keys equal to it are gathered, then each
 // candidate's place is its count of better candidates. K <= MAXK.
 
 const WG = 256u;
