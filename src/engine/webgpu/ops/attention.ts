@@ -15,13 +15,13 @@ function check(op: string, T: number, N: number, NKV: number, D: number, q0: num
   if (D < 1 || D > ATTENTION_MAX_D) throw new Error(`${op}: head dim D must be in 1..${ATTENTION_MAX_D} (got ${D})`);
 }
 
-// Override constants: the head dim (loops over it get fixed trip counts) and the rows per workgroup.
-// Every invocation of a workgroup walks the keys of its block, so short inputs (decoding one token
-// against a long KV cache) get small workgroups rather than 64 invocations shadowing one row.
 // A few rows against many keys go to attention_decode, which splits each row's keys over a workgroup.
 const DECODE_ROWS = 4;
 const DECODE_KEYS = 128;
 
+// Override constants: the head dim (loops over it get fixed trip counts) and the rows per workgroup.
+// Every invocation of a workgroup walks the keys of its block, so short inputs get small workgroups
+// rather than 64 invocations shadowing a few rows.
 function rowsPerGroup(T: number): number {
   let rows = 8;
   while (rows < 64 && rows < T) rows *= 2;
