@@ -1,10 +1,13 @@
-// Whether a WebGPU adapter is present (Dawn through the optional `webgpu` package), probed once per
-// process without opening a device.
+// Whether a WebGPU adapter is present (Dawn through the optional `webgpu` package). The probe runs in a
+// child process, once per process: a faulty GPU driver then cannot take the server down, and Dawn's
+// start-up warnings stay out of this process's output when the answer is "not this backend".
+import { execFile } from 'node:child_process';
+import { fileURLToPath } from 'node:url';
+
 export type WebGpuProbe = { ok: true; name: string; software: boolean } | { ok: false; reason: string };
 
-let probed: Promise<WebGpuProbe> | undefined;
-
-async function probe(): Promise<WebGpuProbe> {
+/** Requests an adapter in this process (without opening a device). */
+export async function probeAdapter(): Promise<WebGpuProbe> {
   let mod: { create(options: string[]): GPU; globals: object };
   try {
     mod = (await import('webgpu')) as unknown as typeof mod;
@@ -23,7 +26,25 @@ async function probe(): Promise<WebGpuProbe> {
   }
 }
 
+const CHILD = fileURLToPath(new URL('./probe-child.js', import.meta.url));
+let probed: Promise<WebGpuProbe> | undefined;
+
+function probeInChild(): Promise<WebGpuProbe> {
+  return new Promise((resolve) => {
+    execFile(process.execPath, [CHILD], { timeout: 30_000, maxBuffer: 1 << 20 }, (err, stdout) => {
+      const line = stdout.trim().split('\n').pop() ?? '';
+      try {
+        const p = JSON.parse(line) as WebGpuProbe;
+        if (typeof p.ok === 'boolean') return resolve(p);
+      } catch {
+        // reported below
+      }
+      resolve({ ok: false, reason: `the WebGPU probe process failed${err ? `: ${err.message.split('\n')[0]}` : ''}` });
+    });
+  });
+}
+
 export function probeWebGpu(): Promise<WebGpuProbe> {
-  probed ??= probe();
+  probed ??= probeInChild();
   return probed;
 }
