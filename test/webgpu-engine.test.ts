@@ -9,11 +9,11 @@
 // Tolerances (f32 on both sides; the CPU reduces in double where the GPU reduces in f32), with the
 // worst errors seen on lavapipe in brackets:
 //   adapter init from a seed: bitwise equal;
-//   logits and token log-probs: max abs 5e-5 [3.4e-6, 1.9e-6];
-//   loss and the other step metrics: relative 2e-5, absolute below 1e-2 [5.2e-7, 8.5e-7];
+//   logits and token log-probs: max abs 5e-5 [4.0e-6, 1.9e-6];
+//   loss and the other step metrics: relative 5e-5, absolute below 1e-2 [4.6e-6];
 //     clipFraction and tokens exactly;
-//   LoRA gradients: relative L2 error 5e-5 per case [1.9e-6];
-//   params / EMA after the step: max abs 1e-6 [3.4e-8]; AdamW moments m, v: relative L2 5e-5 [1.4e-6];
+//   LoRA gradients: relative L2 error 5e-5 per case [2.4e-6];
+//   params / EMA after the step: max abs 1e-6 [4.7e-8]; AdamW moments m, v: relative L2 5e-5 [1.8e-6];
 //   generation: identical token ids and top-logprob ids, log-probs within 5e-5.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -186,17 +186,17 @@ for (const config of CONFIGS) {
         const got = await gpu.sdpoStep(b, samples, options);
         const lossRel = Math.abs(got.loss - want.loss) / Math.max(Math.abs(want.loss), 1e-2);
         worst.loss = Math.max(worst.loss, lossRel);
-        assert.ok(lossRel <= 2e-5, `loss ${got.loss} vs CPU ${want.loss}`);
+        assert.ok(lossRel <= 5e-5, `loss ${got.loss} vs CPU ${want.loss}`);
         for (const m of METRICS) {
           const e = Math.abs(got[m] - want[m]) / Math.max(Math.abs(want[m]), 1e-2);
           worst.metric = Math.max(worst.metric, e);
-          assert.ok(e <= 2e-5, `${m}: ${got[m]} vs CPU ${want[m]}`);
+          assert.ok(e <= 5e-5, `${m}: ${got[m]} vs CPU ${want[m]}`);
         }
         assert.equal(got.clipFraction, want.clipFraction);
         assert.equal(got.tokens, want.tokens);
         assert.equal(got.stepLosses.length, want.stepLosses.length);
         for (let i = 0; i < want.stepLosses.length; i++) {
-          assert.ok(Math.abs(got.stepLosses[i]! - want.stepLosses[i]!) / Math.max(Math.abs(want.stepLosses[i]!), 1e-2) <= 2e-5, `step loss ${i}`);
+          assert.ok(Math.abs(got.stepLosses[i]! - want.stepLosses[i]!) / Math.max(Math.abs(want.stepLosses[i]!), 1e-2) <= 5e-5, `step loss ${i}`);
         }
         for (const k of ['teacherMs', 'baseMs', 'studentForwardMs', 'backwardMs', 'optimizerMs'] as const) assert.ok(got.timings[k] >= 0);
         const sa = a.state(), sb = b.state();
