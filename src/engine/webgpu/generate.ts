@@ -14,11 +14,21 @@ import { linear } from './ops/linear.js';
 import { rmsnorm } from './ops/rmsnorm.js';
 import { sampleRow } from './sample.js';
 
+/** The cache buffers of one sequence, per layer. */
+interface KvBuffers {
+  k: GPUBuffer[];
+  v: GPUBuffer[];
+}
+
+// Sequences are dropped, not closed, by their users: free their GPU caches once they are collected.
+const caches = new FinalizationRegistry<KvBuffers>((kv) => {
+  for (const b of [...kv.k, ...kv.v]) b.destroy();
+});
+
 export class GpuSequence implements NativeSequence {
   length = 0;
   capacity = 0;
-  k: GPUBuffer[] = [];
-  v: GPUBuffer[] = [];
+  private readonly kv: KvBuffers = { k: [], v: [] };
   readonly rng: Mt19937_64;
 
   constructor(
@@ -26,6 +36,15 @@ export class GpuSequence implements NativeSequence {
     seed: number,
   ) {
     this.rng = new Mt19937_64(BigInt(Math.trunc(seed)));
+    caches.register(this, this.kv);
+  }
+
+  get k(): GPUBuffer[] {
+    return this.kv.k;
+  }
+
+  get v(): GPUBuffer[] {
+    return this.kv.v;
   }
 
   /** Grows (doubling, contents kept) so that `needed` tokens fit; old buffers go to `retired`. */
@@ -43,17 +62,9 @@ export class GpuSequence implements NativeSequence {
         }
         return b;
       });
-    this.k = grow(this.k, 'k');
-    this.v = grow(this.v, 'v');
+    this.kv.k = grow(this.kv.k, 'k');
+    this.kv.v = grow(this.kv.v, 'v');
     this.capacity = cap;
-  }
-
-  /** Frees the cache buffers (the sequence is finished with). */
-  destroy(): void {
-    for (const b of [...this.k, ...this.v]) b.destroy();
-    this.k = [];
-    this.v = [];
-    this.capacity = 0;
   }
 }
 
