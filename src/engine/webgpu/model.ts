@@ -19,7 +19,10 @@ import { ModelContext } from './context.js';
 import { Gpu } from './device.js';
 import { forward, lmHead } from './forward.js';
 import { decodeStep, GpuSequence } from './generate.js';
+import { ATTENTION_MAX_D } from './ops/attention.js';
 import { log_softmax } from './ops/log_softmax.js';
+import { SDPO_LOSS_MAX_K } from './ops/sdpo_loss.js';
+import { TOPK_MAX_K } from './ops/topk.js';
 import { token_logp } from './ops/token_logp.js';
 import { SdpoStepRunner } from './sdpo-step.js';
 
@@ -42,6 +45,7 @@ export class WebGpuModel implements NativeModel {
   static async load(spec: { config: NativeConfig; tensors: WeightSpec[] }): Promise<WebGpuModel> {
     const c = spec.config;
     if (c.heads % c.kvHeads !== 0 || c.headDim % 2 !== 0) throw new EngineError('E_CONFIG', 'invalid model dimensions');
+    if (c.headDim > ATTENTION_MAX_D) throw new EngineError('E_CONFIG', `the WebGPU backend supports head_dim up to ${ATTENTION_MAX_D} (this model has ${c.headDim})`);
     const gpu = await Gpu.open();
     try {
       const ctx = ModelContext.load(gpu, c, spec.tensors);
@@ -144,6 +148,8 @@ export class WebGpuModel implements NativeModel {
       }
     });
     if (!(options.topK >= 1 && options.topK <= V)) throw new InputError('topK must be in [1, vocab]');
+    const maxK = Math.min(TOPK_MAX_K, SDPO_LOSS_MAX_K);
+    if (options.topK > maxK || samples.some((s) => (s.teacherK ?? 0) > maxK)) throw new InputError(`the WebGPU backend keeps at most ${maxK} teacher top-K entries per position (use topK <= ${maxK})`);
     return this.stepRunner.run(a, samples, options);
   }
 

@@ -146,7 +146,6 @@ export class SdpoStepRunner {
     await this.sync();
     timings.baseMs = performance.now() - t0;
 
-    const maxT = Math.max(...buffers.map((b) => b.T));
     const totalT = buffers.reduce((s, b) => s + b.T, 0);
     const vals = this.buffer(totalT * 4, 'sd.vals');
     const partials = this.buffer(SUM_SQUARES_PARTIALS, 'sd.partials');
@@ -189,7 +188,6 @@ export class SdpoStepRunner {
         await this.sync();
         timings.backwardMs += performance.now() - tb;
       }
-      void maxT;
 
       const to = performance.now();
       adapter.gather(adapter.grads, adapter.flat.grads);
