@@ -148,6 +148,10 @@ for (const config of CONFIGS) {
       const b = gpu.createAdapter({ rank: 4, alpha: 8, seed: 1234567 }).state();
       assert.deepEqual(b.params, a.params);
       assert.deepEqual(b.ema, a.ema);
+      const ca = cpu.createAdapter({ rank: 4, alpha: 8, seed: 1, targetModules: ['q_proj', 'v_proj', 'down_proj'] });
+      const ga = gpu.createAdapter({ rank: 4, alpha: 8, seed: 1, targetModules: ['q_proj', 'v_proj', 'down_proj'] });
+      assert.deepEqual(ga.native.layout(), ca.native.layout());
+      assert.deepEqual(ga.state().params, ca.state().params);
     });
 
     // A trained-looking adapter: random A and B, an EMA copy that differs, AdamW state after 3 steps.
@@ -161,6 +165,19 @@ for (const config of CONFIGS) {
       step: 3,
     };
     const restore = (e: Engine): Adapter => e.restoreAdapter(shape, state);
+
+    await t.test('clone: an independent copy of weights, EMA and optimizer state', async () => {
+      const original = restore(gpu);
+      const copy = await gpu.cloneAdapter(original);
+      assert.deepEqual(copy.state(), original.state());
+      await gpu.sdpoStep(copy, batch(V, 31), { learningRate: 1e-2, topK: 8 });
+      assert.deepEqual(original.state().params, state.params, 'the original is untouched');
+      assert.equal(original.state().step, 3);
+      assert.equal(copy.state().step, 4);
+      assert.ok(maxAbs(copy.state().params, state.params) > 1e-4);
+      const seq = ids(rng(6), 9, V);
+      assert.deepEqual(await gpu.logits(seq, original), await gpu.logits(seq, restore(gpu)));
+    });
 
     await t.test('logits and token log-probs (adapter, EMA copy, base)', async () => {
       const seq = ids(rng(4), 13, V);
