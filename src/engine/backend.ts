@@ -28,6 +28,14 @@ async function unavailable(backend: BackendName, auto: boolean): Promise<string 
 export interface BackendChoice {
   backend: BackendName;
   skipped: { backend: BackendName; reason: string }[];
+  /** The device, where there is a choice of one (the WebGPU adapter). */
+  device?: string;
+}
+
+async function device(backend: BackendName): Promise<string | undefined> {
+  if (backend !== 'webgpu') return undefined;
+  const p = await probeWebGpu();
+  return p.ok ? `${p.name}${p.software ? ', software' : ''}` : undefined;
 }
 
 export async function pickBackend(requested: BackendRequest = 'auto'): Promise<BackendChoice> {
@@ -35,12 +43,12 @@ export async function pickBackend(requested: BackendRequest = 'auto'): Promise<B
     if (!(BACKEND_REQUESTS as readonly string[]).includes(requested)) throw new InputError(`unknown backend ${JSON.stringify(requested)} (use auto, cuda, webgpu or cpu)`);
     const reason = await unavailable(requested, false);
     if (reason) throw new InputError(`backend ${requested} is not available: ${reason}`);
-    return { backend: requested, skipped: [] };
+    return { backend: requested, skipped: [], device: await device(requested) };
   }
   const skipped: { backend: BackendName; reason: string }[] = [];
   for (const b of ['cuda', 'webgpu', 'cpu'] as const) {
     const reason = await unavailable(b, true);
-    if (!reason) return { backend: b, skipped };
+    if (!reason) return { backend: b, skipped, device: await device(b) };
     skipped.push({ backend: b, reason });
   }
   throw new InputError('no compute backend is available');
@@ -48,5 +56,5 @@ export async function pickBackend(requested: BackendRequest = 'auto'): Promise<B
 
 /** One line for logs: the backend and why the ones before it were skipped. */
 export function describeChoice(choice: BackendChoice): string {
-  return [`backend ${choice.backend}`, ...choice.skipped.map((s) => `${s.backend} skipped: ${s.reason}`)].join('; ');
+  return [`backend ${choice.backend}${choice.device ? ` (${choice.device})` : ''}`, ...choice.skipped.map((s) => `${s.backend} skipped: ${s.reason}`)].join('; ');
 }
