@@ -22,6 +22,8 @@ commands:
                                   small random Qwen3 chat model written to --data)
                   --data <dir>    state directory: SQLite database and adapters (default: ./data)
                   --port <n> (8000)  --host <addr> (127.0.0.1)  --threads <n>
+                  --backend <b>   auto (default: CUDA, then a hardware WebGPU adapter, then the CPU), cpu,
+                                  webgpu (also a software adapter such as llvmpipe) or cuda
                   --batch-size <n> (4)  --batch-wait-ms <n> (2000): feedback items per update, longest wait
                   --vllm-url <url>      serve through this vLLM server (same base model; key: VLLM_API_KEY)
                   --teacher <mode>      default teacher: base, current (default), ema, remote
@@ -127,6 +129,7 @@ async function main(argv: string[]): Promise<number> {
       data: { type: 'string', default: './data' },
       steps: { type: 'string', default: '5' },
       threads: { type: 'string' },
+      backend: { type: 'string' },
       out: { type: 'string' },
       port: { type: 'string', default: '8000' },
       host: { type: 'string', default: '127.0.0.1' },
@@ -179,6 +182,7 @@ async function main(argv: string[]): Promise<number> {
         port: Number(values.port),
         host: values.host!,
         threads,
+        backend: values.backend,
         batchSize: Number(values['batch-size']),
         batchWaitMs: Number(values['batch-wait-ms']),
         vllmUrl: values['vllm-url'],

@@ -4,6 +4,7 @@ import { existsSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { join, resolve } from 'node:path';
 import { buildApp } from './api/app.js';
+import { BACKEND_REQUESTS, describeChoice, type BackendRequest } from './engine/backend.js';
 import { ClaasError } from './errors.js';
 import { weightFiles } from './model/weights.js';
 import { DEFAULT_ORCHESTRATOR } from './orchestrator/orchestrator.js';
@@ -19,6 +20,8 @@ export interface ServeOptions {
   port: number;
   host: string;
   threads?: number;
+  /** auto (default), cpu, webgpu or cuda. */
+  backend?: string;
   batchSize: number;
   batchWaitMs: number;
   vllmUrl?: string;
@@ -83,6 +86,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
   for (const [flag, v] of [['--guard-max-kl', opts.guardMaxKl ?? 1], ['--guard-min-entropy', opts.guardMinEntropy ?? 0]] as const) {
     if (!Number.isFinite(v) || v < 0) throw new ClaasError('E_USAGE', `${flag} must be a number >= 0 (got ${v})`);
   }
+  if (opts.backend !== undefined && !(BACKEND_REQUESTS as readonly string[]).includes(opts.backend)) throw new ClaasError('E_USAGE', `--backend must be one of ${BACKEND_REQUESTS.join(', ')} (got ${opts.backend})`);
   if (!Number.isInteger(opts.maxQueuedJobs) || opts.maxQueuedJobs < 1) throw new ClaasError('E_USAGE', `--max-queued-jobs must be a positive integer (got ${opts.maxQueuedJobs})`);
   const data = resolve(opts.data);
   const loopback = isLoopback(opts.host);
@@ -103,6 +107,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
   const { service, orchestrator } = await openServer(modelDir, {
     dataDir: data,
     threads: opts.threads,
+    backend: (opts.backend ?? 'auto') as BackendRequest,
     maxPromptTokens: opts.maxPromptTokens,
     guard: { ...(opts.guardMaxKl !== undefined ? { maxKlToBase: opts.guardMaxKl } : {}), ...(opts.guardMinEntropy !== undefined ? { minEntropy: opts.guardMinEntropy } : {}) },
     maxTokensLimit: opts.maxTokens,
@@ -116,7 +121,9 @@ export async function serve(opts: ServeOptions): Promise<void> {
     },
   });
   const c = service.engine.config;
-  console.log(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s (${c.modelType}, ${c.numLayers} layers, ${service.engine.backend}, ${service.engine.threads} threads)`);
+  const e = service.engine;
+  console.log(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s (${c.modelType}, ${c.numLayers} layers, ${e.backend}${e.backend === 'cpu' ? `, ${e.threads} threads` : ''})`);
+  console.log(describeChoice(e.backendChoice));
   if (service.generator instanceof VllmGenerator) console.log(`serving through vLLM at ${service.generator.client.baseUrl} (base model "${service.generator.baseModel}"); training here`);
 
   const rate = (perMinute: number) => ({ perMinute, burst: Math.max(1, Math.ceil(perMinute / 15)) });

@@ -10,6 +10,7 @@
 #include <memory>
 #include <string>
 
+#include "addon/cpu_ops.h"
 #include "cpu/ops.h"
 #include "engine/errors.h"
 #include "engine/generate.h"
@@ -624,6 +625,7 @@ Napi::Object Init(Napi::Env env, Napi::Object exports) {
   claas::SequenceWrap::Register(env);
   claas::ModelWrap::Register(env);
   exports.Set("loadModel", Napi::Function::New(env, claas::LoadModel));
+  exports.Set("cpuOps", claas::CpuOps(env));
   return exports;
 }
 

@@ -6,10 +6,10 @@ import { resolve } from 'node:path';
 import { fromNative, InputError, ShapeError } from '../errors.js';
 import { readModelConfig, type ModelConfig } from '../model/config.js';
 import { weightSpecs } from '../model/weights.js';
-import { pickBackend, type BackendName, type BackendRequest } from './backend.js';
+import { pickBackend, type BackendChoice, type BackendName, type BackendRequest } from './backend.js';
 import { cudaAddon } from './cuda.js';
 import { LORA_MODULES, peftKey, type LoraModule } from './lora-modules.js';
-import { nativeAddon, type NativeAdapter, type NativeModel, type NativeSample, type NativeSampled, type NativeSequence } from './native.js';
+import { nativeAddon, type NativeAdapter, type NativeConfig, type NativeModel, type NativeSample, type NativeSampled, type NativeSequence } from './native.js';
 import { loadAdapterFiles, readAdapterConfig, saveAdapterFiles, validateTargets, type AdapterFileState, type LoraShape, type LoraTensorSlot } from './peft.js';
 import { resolveSdpoOptions, type SdpoOptions } from './sdpo-options.js';
 
@@ -168,40 +168,44 @@ export class Engine {
   private constructor(
     readonly modelDir: string,
     readonly config: ModelConfig,
-    readonly backend: BackendName,
+    readonly backendChoice: BackendChoice,
     readonly threads: number,
     private readonly model: NativeModel,
   ) {}
 
+  get backend(): BackendName {
+    return this.backendChoice.backend;
+  }
+
   /** Opens a Hugging Face model folder (config.json + safetensors, fp32 / fp16 / bf16). */
   static async open(modelDir: string, options: EngineOpenOptions = {}): Promise<Engine> {
     const dir = resolve(modelDir);
-    const choice = pickBackend(options.backend ?? 'auto');
+    const choice = await pickBackend(options.backend ?? 'auto');
     const threads = options.threads ?? availableParallelism();
     if (!Number.isInteger(threads) || threads < 1) throw new InputError(`threads must be a positive integer (got ${String(threads)})`);
     const config = readModelConfig(dir);
     const tensors = weightSpecs(dir, config);
     const c = config;
+    const native: NativeConfig = {
+      vocab: c.vocabSize,
+      hidden: c.hiddenSize,
+      layers: c.numLayers,
+      heads: c.numHeads,
+      kvHeads: c.numKvHeads,
+      headDim: c.headDim,
+      intermediate: c.intermediateSize,
+      ropeTheta: c.ropeTheta,
+      rmsEps: c.rmsNormEps,
+      tieEmbeddings: c.tieWordEmbeddings,
+      qkNorm: c.qkNorm,
+      bias: [c.bias.q, c.bias.k, c.bias.v, c.bias.o],
+    };
     try {
-      const model = await (choice.backend === 'cuda' ? cudaAddon() : nativeAddon()).loadModel({
-        config: {
-          vocab: c.vocabSize,
-          hidden: c.hiddenSize,
-          layers: c.numLayers,
-          heads: c.numHeads,
-          kvHeads: c.numKvHeads,
-          headDim: c.headDim,
-          intermediate: c.intermediateSize,
-          ropeTheta: c.ropeTheta,
-          rmsEps: c.rmsNormEps,
-          tieEmbeddings: c.tieWordEmbeddings,
-          qkNorm: c.qkNorm,
-          bias: [c.bias.q, c.bias.k, c.bias.v, c.bias.o],
-        },
-        threads,
-        tensors,
-      });
-      return new Engine(dir, config, choice.backend, threads, model);
+      const model: NativeModel =
+        choice.backend === 'webgpu'
+          ? await (await import('./webgpu/model.js')).WebGpuModel.load({ config: native, tensors })
+          : await (choice.backend === 'cuda' ? cudaAddon() : nativeAddon()).loadModel({ config: native, threads, tensors });
+      return new Engine(dir, config, choice, threads, model);
     } catch (err) {
       throw fromNative(err);
     }

@@ -127,8 +127,72 @@ export interface NativeModel {
   decode(entries: NativeDecodeEntry[], adapter: NativeAdapter | null): Promise<NativeSampled[]>;
 }
 
+/** Options of one SDPO loss row (cpu/sdpo_loss.h SdpoLossOptions). */
+export interface CpuSdpoLossOptions {
+  alpha: number;
+  tail: boolean;
+  sampledToken: boolean;
+  isClip: number;
+  beta: number;
+}
+
+/** What the teacher provides for one response position (cpu/sdpo_loss.h SdpoTeacherRow). */
+export interface CpuSdpoTeacherRow {
+  idx_K: Int32Array;
+  logp_K: Float32Array;
+  tailLogp: number;
+  tokenLogp: number;
+  K: number;
+}
+
+/**
+ * The CPU reference ops (native/cpu/ops.h, sdpo_loss.h) as synchronous calls on typed arrays, for
+ * comparing other backends op by op. Same names, argument order and shape letters as ops.h; `null`
+ * where the C++ takes an optional pointer. Array lengths are checked (TypeError when too short).
+ */
+export interface CpuOps {
+  embedding(out_TH: Float32Array, table_VH: Float32Array, ids_T: Int32Array, T: number, H: number): void;
+  rmsnorm(y_ND: Float32Array, rstd_N: Float32Array | null, x_ND: Float32Array, w_D: Float32Array, N: number, D: number, eps: number): void;
+  rmsnorm_backward(dx_ND: Float32Array, dy_ND: Float32Array, x_ND: Float32Array, rstd_N: Float32Array, w_D: Float32Array, N: number, D: number, accumulate: boolean): void;
+  linear(y_TO: Float32Array, x_TI: Float32Array, W_OI: Float32Array, b_O: Float32Array | null, T: number, I: number, O: number): void;
+  linear_backward_input(dx_TI: Float32Array, dy_TO: Float32Array, W_OI: Float32Array, T: number, I: number, O: number, accumulate: boolean): void;
+  lora(y_TO: Float32Array, u_TR: Float32Array, x_TI: Float32Array, A_RI: Float32Array, B_OR: Float32Array, T: number, I: number, O: number, R: number, scale: number): void;
+  lora_backward(
+    dx_TI: Float32Array, dA_RI: Float32Array, dB_OR: Float32Array, dy_TO: Float32Array, x_TI: Float32Array, u_TR: Float32Array,
+    A_RI: Float32Array, B_OR: Float32Array, T: number, I: number, O: number, R: number, scale: number, scratch_TR: Float32Array,
+  ): void;
+  rope_tables(cos_TD2: Float32Array, sin_TD2: Float32Array, positions_T: Int32Array, T: number, D: number, theta: number): void;
+  rope(x_TND: Float32Array, cos_TD2: Float32Array, sin_TD2: Float32Array, T: number, N: number, D: number): void;
+  rope_backward(dx_TND: Float32Array, cos_TD2: Float32Array, sin_TD2: Float32Array, T: number, N: number, D: number): void;
+  attention(
+    out_TND: Float32Array, lse_NT: Float32Array, q_TND: Float32Array, k_TMD: Float32Array, v_TMD: Float32Array,
+    T: number, N: number, NKV: number, D: number, q0?: number,
+  ): void;
+  /** scratch holds 2*N*T*D floats. */
+  attention_backward(
+    dq_TND: Float32Array, dk_TMD: Float32Array, dv_TMD: Float32Array, dout_TND: Float32Array, q_TND: Float32Array,
+    k_TMD: Float32Array, v_TMD: Float32Array, out_TND: Float32Array, lse_NT: Float32Array,
+    T: number, N: number, NKV: number, D: number, scratch: Float32Array,
+  ): void;
+  swiglu(h_n: Float32Array, g_n: Float32Array, u_n: Float32Array, n: number): void;
+  swiglu_backward(dg_n: Float32Array, du_n: Float32Array, dh_n: Float32Array, g_n: Float32Array, u_n: Float32Array, n: number): void;
+  log_softmax(out_RV: Float32Array, lse_R: Float32Array | null, logits_RV: Float32Array, R: number, V: number): void;
+  log_softmax_backward(dlogits_RV: Float32Array, ds_RV: Float32Array, logp_RV: Float32Array, R: number, V: number): void;
+  topk(idx_RK: Int32Array, val_RK: Float32Array, x_RV: Float32Array, R: number, V: number, K: number): void;
+  adamw(
+    p: Float32Array, m: Float32Array, v: Float32Array, g: Float32Array, n: number, lr: number, beta1: number, beta2: number,
+    eps: number, weightDecay: number, step: number,
+  ): void;
+  /** Writes ds_V (every entry) and returns the row's values; oldLogp NaN when unknown. */
+  sdpo_loss_row(
+    ds_V: Float32Array, s_V: Float32Array, V: number, y: number, teacher: CpuSdpoTeacherRow, oldLogp: number,
+    baseLogp: number, options: CpuSdpoLossOptions, coef: number,
+  ): { D: number; w: number; k3: number; clipped: boolean };
+}
+
 export interface NativeAddon {
   loadModel(spec: { config: NativeConfig; threads: number; tensors: WeightSpec[] }): Promise<NativeModel>;
+  cpuOps: CpuOps;
 }
 
 let cached: NativeAddon | undefined;

@@ -1,0 +1,110 @@
+// What every GPU pass shares: the device, the configuration, the frozen weights (uploaded once),
+// the scratch workspace and RoPE tables.
+import type { NativeConfig } from '../native.js';
+import type { WeightSpec } from '../../model/weights.js';
+import { WeightsError } from '../../errors.js';
+import type { Gpu } from './device.js';
+import { moduleIn, moduleOut } from './adapter.js';
+import { readTensor } from './weights.js';
+import { Workspace } from './workspace.js';
+
+export interface LayerWeights {
+  inNorm: GPUBuffer;
+  postNorm: GPUBuffer;
+  qNorm: GPUBuffer | null;
+  kNorm: GPUBuffer | null;
+  W: GPUBuffer[];
+  b: (GPUBuffer | null)[];
+}
+
+export interface ModelWeights {
+  embed: GPUBuffer;
+  finalNorm: GPUBuffer;
+  lmHead: GPUBuffer;
+  layers: LayerWeights[];
+}
+
+const PROJ = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+const BIAS = ['q_bias', 'k_bias', 'v_bias', 'o_bias'] as const;
+
+/** cos/sin [T, D/2] for the given positions, as cpu::rope_tables computes them. */
+export function ropeTableData(positions: ArrayLike<number>, D: number, theta: number): { cos: Float32Array; sin: Float32Array } {
+  const D2 = D / 2, T = positions.length;
+  const cos = new Float32Array(T * D2), sin = new Float32Array(T * D2);
+  for (let i = 0; i < D2; i++) {
+    const invFreq = Math.pow(theta, (-2.0 * i) / D);
+    for (let t = 0; t < T; t++) {
+      const a = positions[t]! * invFreq;
+      cos[t * D2 + i] = Math.cos(a);
+      sin[t * D2 + i] = Math.sin(a);
+    }
+  }
+  return { cos, sin };
+}
+
+export class ModelContext {
+  readonly ws: Workspace;
+  private rope: { T: number; cos: GPUBuffer; sin: GPUBuffer } | null = null;
+
+  private constructor(
+    readonly gpu: Gpu,
+    readonly cfg: NativeConfig,
+    readonly weights: ModelWeights,
+  ) {
+    this.ws = new Workspace(gpu);
+  }
+
+  /** Uploads every tensor of the model (checked complete, like the addon's loadModel). */
+  static load(gpu: Gpu, cfg: NativeConfig, tensors: readonly WeightSpec[]): ModelContext {
+    const one = new Map<string, GPUBuffer>();
+    const key = (role: string, layer: number) => `${role}@${layer}`;
+    for (const t of tensors) {
+      if (t.layer < -1 || t.layer >= cfg.layers) throw new WeightsError(`tensor layer out of range for ${t.role}`);
+      one.set(key(t.role, t.layer), gpu.upload(readTensor(t), `${t.role}${t.layer >= 0 ? `.${t.layer}` : ''}`));
+    }
+    const need = (role: string, layer: number, what: string) => {
+      const b = one.get(key(role, layer));
+      if (!b) throw new WeightsError(`missing ${what}`);
+      return b;
+    };
+    const embed = need('embed', -1, 'embedding');
+    const weights: ModelWeights = {
+      embed,
+      finalNorm: need('final_norm', -1, 'final norm'),
+      lmHead: one.get(key('lm_head', -1)) ?? (cfg.tieEmbeddings ? embed : need('lm_head', -1, 'LM head')),
+      layers: [],
+    };
+    for (let l = 0; l < cfg.layers; l++) {
+      const where = `of layer ${l}`;
+      weights.layers.push({
+        inNorm: need('in_norm', l, `input norm ${where}`),
+        postNorm: need('post_norm', l, `post-attention norm ${where}`),
+        qNorm: cfg.qkNorm ? need('q_norm', l, `q norm ${where}`) : null,
+        kNorm: cfg.qkNorm ? need('k_norm', l, `k norm ${where}`) : null,
+        W: PROJ.map((p) => need(p, l, `${p} ${where}`)),
+        b: BIAS.map((b, i) => (cfg.bias[i] ? need(b, l, `${b} ${where}`) : null)),
+      });
+    }
+    return new ModelContext(gpu, cfg, weights);
+  }
+
+  moduleIn(m: number): number {
+    return moduleIn(this.cfg, m);
+  }
+
+  moduleOut(m: number): number {
+    return moduleOut(this.cfg, m);
+  }
+
+  /** RoPE tables for positions 0..T-1 (a longer table serves: rows depend only on the position). */
+  ropeTables(T: number): { cos: GPUBuffer; sin: GPUBuffer } {
+    if (!this.rope || this.rope.T < T) {
+      const n = Math.max(T, this.rope ? this.rope.T * 2 : 256);
+      const positions = Array.from({ length: n }, (_, i) => i);
+      const { cos, sin } = ropeTableData(positions, this.cfg.headDim, this.cfg.ropeTheta);
+      // Old tables may still be bound by pending commands; the workspace frees them later.
+      this.rope = { T: n, cos: this.gpu.upload(cos, 'rope.cos'), sin: this.gpu.upload(sin, 'rope.sin') };
+    }
+    return this.rope;
+  }
+}

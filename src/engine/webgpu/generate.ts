@@ -1,0 +1,136 @@
+// Generation on the GPU (native/engine/generate.cc): per-sequence KV caches (one buffer per layer for
+// k and v, doubling as they fill) and one batched pass over the new tokens of several sequences;
+// projections and MLP run once over all new rows, attention per sequence against its cache. Only the
+// last new row's logits of each sequence come back, and the token is sampled on the host.
+import { InputError } from '../../errors.js';
+import type { NativeDecodeEntry, NativeSampled, NativeSequence } from '../native.js';
+import type { LoraView } from './adapter.js';
+import { ropeTableData, type ModelContext } from './context.js';
+import { layerActs, layerForward, type Attend } from './forward.js';
+import { Mt19937_64 } from './mt19937-64.js';
+import { attention } from './ops/attention.js';
+import { embedding } from './ops/embedding.js';
+import { linear } from './ops/linear.js';
+import { rmsnorm } from './ops/rmsnorm.js';
+import { sampleRow } from './sample.js';
+
+/** The cache buffers of one sequence, per layer. */
+interface KvBuffers {
+  k: GPUBuffer[];
+  v: GPUBuffer[];
+}
+
+// Sequences are dropped, not closed, by their users: free their GPU caches once they are collected.
+const caches = new FinalizationRegistry<KvBuffers>((kv) => {
+  for (const b of [...kv.k, ...kv.v]) b.destroy();
+});
+
+export class GpuSequence implements NativeSequence {
+  length = 0;
+  capacity = 0;
+  private readonly kv: KvBuffers = { k: [], v: [] };
+  readonly rng: Mt19937_64;
+
+  constructor(
+    readonly owner: object,
+    seed: number,
+  ) {
+    this.rng = new Mt19937_64(BigInt(Math.trunc(seed)));
+    caches.register(this, this.kv);
+  }
+
+  get k(): GPUBuffer[] {
+    return this.kv.k;
+  }
+
+  get v(): GPUBuffer[] {
+    return this.kv.v;
+  }
+
+  /** Grows (doubling, contents kept) so that `needed` tokens fit; old buffers go to `retired`. */
+  ensure(ctx: ModelContext, needed: number, retired: GPUBuffer[]): void {
+    if (needed <= this.capacity) return;
+    let cap = Math.max(this.capacity, 64);
+    while (cap < needed) cap *= 2;
+    const row = ctx.cfg.kvHeads * ctx.cfg.headDim * 4;
+    const grow = (old: GPUBuffer[], name: string) =>
+      Array.from({ length: ctx.cfg.layers }, (_, l) => {
+        const b = ctx.gpu.buffer(cap * row, `kv.${name}${l}`);
+        if (old[l]) {
+          if (this.length > 0) ctx.gpu.copy(old[l]!, 0, b, 0, this.length * row);
+          retired.push(old[l]!);
+        }
+        return b;
+      });
+    this.kv.k = grow(this.kv.k, 'k');
+    this.kv.v = grow(this.kv.v, 'v');
+    this.capacity = cap;
+  }
+}
+
+/**
+ * Appends every entry's new tokens to its cache in one batched pass and samples each entry's next
+ * token from the logits of its last new token.
+ */
+export async function decodeStep(ctx: ModelContext, lv: LoraView | null, entries: NativeDecodeEntry[]): Promise<NativeSampled[]> {
+  const c = ctx.cfg, gpu = ctx.gpu, ws = ctx.ws;
+  const H = c.hidden, N = c.heads, M = c.kvHeads, D = c.headDim, V = c.vocab;
+  const kvRow = M * D * 4;
+  const seqs = entries.map((e) => e.seq as GpuSequence);
+  const rowStart: number[] = [];
+  const ids: number[] = [], positions: number[] = [];
+  const retired: GPUBuffer[] = [];
+  for (let b = 0; b < entries.length; b++) {
+    const e = entries[b]!, s = seqs[b]!;
+    if (e.ids.length === 0) throw new InputError('a decode entry has no new tokens');
+    rowStart.push(ids.length);
+    for (let i = 0; i < e.ids.length; i++) positions.push(s.length + i);
+    ids.push(...e.ids);
+    s.ensure(ctx, s.length + e.ids.length, retired);
+  }
+  const T = ids.length;
+  const temps: GPUBuffer[] = [];
+  const idsBuf = gpu.upload(Int32Array.from(ids), 'dec.ids');
+  const tables = ropeTableData(positions, D, c.ropeTheta);
+  const cos = gpu.upload(tables.cos, 'dec.cos'), sin = gpu.upload(tables.sin, 'dec.sin');
+  temps.push(idsBuf, cos, sin);
+  const xs = [ws.get('dec.x0', T * H), ws.get('dec.x1', T * H)];
+  embedding(gpu, xs[0]!, ctx.weights.embed, idsBuf, T, H);
+  for (let l = 0; l < c.layers; l++) {
+    const attend: Attend = (a) => {
+      for (let b = 0; b < entries.length; b++) {
+        const s = seqs[b]!, n = entries[b]!.ids.length, r0 = rowStart[b]!;
+        gpu.copy(a.k, r0 * kvRow, s.k[l]!, s.length * kvRow, n * kvRow);
+        gpu.copy(a.v, r0 * kvRow, s.v[l]!, s.length * kvRow, n * kvRow);
+        const qb = ws.get('dec.qb', n * N * D), ob = ws.get('dec.ob', n * N * D), lse = ws.get('dec.lse', N * n);
+        gpu.copy(a.q, r0 * N * D * 4, qb, 0, n * N * D * 4);
+        attention(gpu, ob, lse, qb, s.k[l]!, s.v[l]!, n, N, M, D, s.length);
+        gpu.copy(ob, 0, a.attn, r0 * N * D * 4, n * N * D * 4);
+      }
+    };
+    const a = layerActs(ctx, 'dec.l', xs[l % 2]!, T, lv);
+    layerForward(ctx, lv, l, xs[l % 2]!, xs[(l + 1) % 2]!, T, cos, sin, a, attend);
+  }
+  // Only the last new row of each sequence is scored.
+  const x = xs[c.layers % 2]!;
+  const B = entries.length;
+  const last = ws.get('dec.last', B * H), normed = ws.get('dec.normed', B * H), rstd = ws.get('dec.rstd', B), logits = ws.get('dec.logits', B * V);
+  for (let b = 0; b < B; b++) {
+    const row = rowStart[b]! + entries[b]!.ids.length - 1;
+    gpu.copy(x, row * H * 4, last, b * H * 4, H * 4);
+  }
+  rmsnorm(gpu, normed, rstd, last, ctx.weights.finalNorm, B, H, c.rmsEps);
+  linear(gpu, logits, normed, ctx.weights.lmHead, null, B, H, V);
+  let host: Float32Array;
+  try {
+    host = new Float32Array(await gpu.read(logits, B * V * 4));
+  } finally {
+    for (const t of [...temps, ...retired]) t.destroy();
+    ws.release();
+  }
+  return entries.map((e, b) => {
+    const s = seqs[b]!;
+    s.length += e.ids.length;
+    return sampleRow(host.subarray(b * V, (b + 1) * V), { temperature: e.temperature, topP: e.topP, topK: e.topK, topLogprobs: e.topLogprobs, vocabLimit: e.vocabLimit ?? 0 }, s.rng);
+  });
+}

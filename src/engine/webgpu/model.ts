@@ -1,0 +1,180 @@
+// The WebGPU engine model: the NativeModel interface (src/engine/native.ts) implemented with WGSL
+// kernels. Weights and adapters live on the GPU; logits, log-probs, metrics and adapter state are
+// the only readbacks.
+import { EngineError, InputError } from '../../errors.js';
+import type { WeightSpec } from '../../model/weights.js';
+import type {
+  NativeAdapter,
+  NativeConfig,
+  NativeDecodeEntry,
+  NativeModel,
+  NativeSample,
+  NativeSampled,
+  NativeSequence,
+  NativeStepOptions,
+  NativeStepResult,
+} from '../native.js';
+import { GpuAdapter, type LoraView } from './adapter.js';
+import { ModelContext } from './context.js';
+import { Gpu } from './device.js';
+import { forward, lmHead } from './forward.js';
+import { decodeStep, GpuSequence } from './generate.js';
+import { ATTENTION_MAX_D } from './ops/attention.js';
+import { log_softmax } from './ops/log_softmax.js';
+import { SDPO_LOSS_MAX_K } from './ops/sdpo_loss.js';
+import { TOPK_MAX_K } from './ops/topk.js';
+import { token_logp } from './ops/token_logp.js';
+import { SdpoStepRunner } from './sdpo-step.js';
+
+function checkIds(ids: Int32Array, vocab: number, what: string): void {
+  if (!(ids instanceof Int32Array)) throw new InputError(`${what} must be an Int32Array`);
+  for (const id of ids) if (id < 0 || id >= vocab) throw new InputError(`${what} has token id ${id} outside the vocabulary`);
+}
+
+export class WebGpuModel implements NativeModel {
+  private readonly stepRunner: SdpoStepRunner;
+
+  private constructor(
+    readonly gpu: Gpu,
+    readonly ctx: ModelContext,
+  ) {
+    this.stepRunner = new SdpoStepRunner(ctx);
+  }
+
+  /** Opens the GPU and uploads the model's weights. */
+  static async load(spec: { config: NativeConfig; tensors: WeightSpec[] }): Promise<WebGpuModel> {
+    const c = spec.config;
+    if (c.heads % c.kvHeads !== 0 || c.headDim % 2 !== 0) throw new EngineError('E_CONFIG', 'invalid model dimensions');
+    if (c.headDim > ATTENTION_MAX_D) throw new EngineError('E_CONFIG', `the WebGPU backend supports head_dim up to ${ATTENTION_MAX_D} (this model has ${c.headDim})`);
+    const gpu = await Gpu.open();
+    try {
+      const ctx = ModelContext.load(gpu, c, spec.tensors);
+      gpu.flush();
+      return new WebGpuModel(gpu, ctx);
+    } catch (err) {
+      gpu.destroy();
+      throw err;
+    }
+  }
+
+  get adapterName(): string {
+    return this.gpu.adapterName;
+  }
+
+  private adapterArg(a: NativeAdapter | null): GpuAdapter | null {
+    if (a === null || a === undefined) return null;
+    if (!(a instanceof GpuAdapter)) throw new InputError('adapter must be an adapter of the WebGPU engine or null');
+    if (a.owner !== this) throw new InputError('adapter belongs to another model');
+    return a;
+  }
+
+  private view(a: NativeAdapter | null, useEma = false): LoraView | null {
+    const ad = this.adapterArg(a);
+    return ad ? (useEma ? ad.ema() : ad.params) : null;
+  }
+
+  createAdapter(options: Parameters<NativeModel['createAdapter']>[0]): NativeAdapter {
+    return GpuAdapter.create(this.gpu, this, this.ctx.cfg, options);
+  }
+
+  private async finish<T>(work: () => Promise<T>): Promise<T> {
+    try {
+      return await work();
+    } finally {
+      this.ctx.ws.release();
+    }
+  }
+
+  async forward(ids: Int32Array, adapter: NativeAdapter | null, useEma: boolean): Promise<Float32Array> {
+    checkIds(ids, this.ctx.cfg.vocab, 'ids');
+    if (ids.length === 0) throw new InputError('ids must not be empty');
+    const lv = this.view(adapter, useEma);
+    return this.finish(async () => {
+      const T = ids.length, V = this.ctx.cfg.vocab;
+      const buf = this.gpu.upload(ids, 'fwd.ids');
+      try {
+        const acts = forward(this.ctx, lv, buf, T, false, 'fw');
+        const logits = this.ctx.ws.get('fwd.logits', T * V);
+        lmHead(this.ctx, logits, acts.xf, 0, T, 'fw');
+        return new Float32Array(await this.gpu.read(logits, T * V * 4));
+      } finally {
+        buf.destroy();
+      }
+    });
+  }
+
+  async tokenLogprobs(ids: Int32Array, adapter: NativeAdapter | null, start: number): Promise<Float32Array> {
+    checkIds(ids, this.ctx.cfg.vocab, 'ids');
+    const T = ids.length;
+    if (!Number.isInteger(start) || start < 1 || start >= T) throw new InputError('start must be in [1, ids.length)');
+    const lv = this.view(adapter);
+    return this.finish(async () => {
+      const R = T - start, V = this.ctx.cfg.vocab, ws = this.ctx.ws;
+      const buf = this.gpu.upload(ids, 'lp.ids');
+      const y = this.gpu.upload(ids.slice(start), 'lp.y');
+      try {
+        const acts = forward(this.ctx, lv, buf, T, false, 'fw');
+        const logits = ws.get('lp.logits', R * V), logp = ws.get('lp.logp', R * V), lse = ws.get('lp.lse', R), out = ws.get('lp.out', R);
+        lmHead(this.ctx, logits, acts.xf, start - 1, R, 'fw');
+        log_softmax(this.gpu, logp, lse, logits, R, V);
+        token_logp(this.gpu, out, logp, y, R, V);
+        return new Float32Array(await this.gpu.read(out, R * 4));
+      } finally {
+        buf.destroy();
+        y.destroy();
+      }
+    });
+  }
+
+  async sdpoStep(adapter: NativeAdapter, samples: NativeSample[], options: NativeStepOptions): Promise<NativeStepResult> {
+    const a = this.adapterArg(adapter);
+    if (!a) throw new InputError('sdpoStep needs an adapter');
+    if (!Array.isArray(samples) || samples.length === 0) throw new InputError('the batch is empty');
+    const V = this.ctx.cfg.vocab;
+    samples.forEach((s, i) => {
+      checkIds(s.prompt, V, 'prompt');
+      checkIds(s.teacherPrompt, V, 'teacherPrompt');
+      checkIds(s.response, V, 'response');
+      if (s.prompt.length === 0 || s.teacherPrompt.length === 0) throw new InputError(`sample ${i} has an empty prompt`);
+      if (s.response.length === 0) throw new InputError(`sample ${i} has an empty response`);
+      if (s.oldLogprobs && s.oldLogprobs.length !== s.response.length) throw new InputError(`sample ${i}: oldLogprobs must have one value per response token`);
+      if (s.teacherK !== undefined && s.teacherK !== null) {
+        const TK = s.response.length * s.teacherK;
+        if (!(s.teacherK >= 1 && s.teacherK <= V)) throw new InputError('teacherK must be in [1, vocab]');
+        if (s.teacherTopIds?.length !== TK || s.teacherTopLogprobs?.length !== TK || s.teacherTokenLogprobs?.length !== s.response.length) {
+          throw new InputError('teacher targets must have response length * teacherK entries and one token log-prob per response token');
+        }
+        checkIds(s.teacherTopIds, V, 'teacherTopIds');
+      }
+    });
+    if (!(options.topK >= 1 && options.topK <= V)) throw new InputError('topK must be in [1, vocab]');
+    const maxK = Math.min(TOPK_MAX_K, SDPO_LOSS_MAX_K);
+    if (options.topK > maxK || samples.some((s) => (s.teacherK ?? 0) > maxK)) throw new InputError(`the WebGPU backend keeps at most ${maxK} teacher top-K entries per position (use topK <= ${maxK})`);
+    return this.stepRunner.run(a, samples, options);
+  }
+
+  createSequence(seed: number): NativeSequence {
+    if (typeof seed !== 'number') throw new InputError('createSequence expects a numeric seed');
+    return new GpuSequence(this, seed);
+  }
+
+  async decode(entries: NativeDecodeEntry[], adapter: NativeAdapter | null): Promise<NativeSampled[]> {
+    if (!Array.isArray(entries)) throw new InputError('decode expects an array of entries');
+    const seen = new Set<GpuSequence>();
+    for (const e of entries) {
+      if (!(e.seq instanceof GpuSequence) || e.seq.owner !== this) throw new InputError('entry.seq must be a sequence of this model');
+      if (seen.has(e.seq)) throw new InputError('a sequence appears twice in one decode call');
+      seen.add(e.seq);
+      checkIds(e.ids, this.ctx.cfg.vocab, 'ids');
+      if (e.ids.length === 0) throw new InputError('entry.ids is empty');
+    }
+    if (entries.length === 0) return [];
+    const lv = this.view(adapter);
+    return decodeStep(this.ctx, lv, entries);
+  }
+
+  /** Releases the GPU device (the model is unusable afterwards). */
+  close(): void {
+    this.gpu.destroy();
+  }
+}
