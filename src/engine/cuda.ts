@@ -20,7 +20,7 @@ export type OpResult = Record<string, Float32Array | Int32Array | Float64Array>;
 /** One function per op (the names of native/cpu and kernels/cuda), taking and returning named arrays. */
 export type OpTable = Record<string, (args: OpArgs) => OpResult>;
 
-export interface CudaAddon extends NativeAddon {
+export interface CudaAddon extends Omit<NativeAddon, 'cpuOps'> {
   deviceStatus(): CudaDeviceStatus;
   /** The CUDA ops; they throw an error with code E_NO_DEVICE without a device. */
   cudaOps: OpTable;
