@@ -23,7 +23,7 @@ const idParams = { type: 'object', required: ['tenant', 'name'], properties: { t
 
 export const loraRoutes = (registry: AdapterRegistry): FastifyPluginAsync =>
   async (app) => {
-    app.post<{ Body: { lora_id: string; rank?: number; alpha?: number; target_modules?: string[] } }>(
+    app.post<{ Body: { lora_id: string; rank?: number; alpha?: number; target_modules?: string[]; seed?: number } }>(
       '/v1/lora/init',
       {
         schema: {
@@ -35,6 +35,8 @@ export const loraRoutes = (registry: AdapterRegistry): FastifyPluginAsync =>
               rank: { type: 'integer', minimum: 1, maximum: 256 },
               alpha: { type: 'number', exclusiveMinimum: 0, maximum: 4096 },
               target_modules: { type: 'array', minItems: 1, maxItems: 7, items: { type: 'string' } },
+              // Fixes the initialization of A (reproducible experiments); random when absent.
+              seed: { type: 'integer', minimum: 0, maximum: 4294967295 },
             },
           },
           response: { '4xx': errorSchema },
@@ -42,7 +44,7 @@ export const loraRoutes = (registry: AdapterRegistry): FastifyPluginAsync =>
       },
       async (request, reply) => {
         const b = request.body;
-        const info = await registry.create(b.lora_id, { rank: b.rank, alpha: b.alpha, targetModules: b.target_modules });
+        const info = await registry.create(b.lora_id, { rank: b.rank, alpha: b.alpha, targetModules: b.target_modules, seed: b.seed });
         return reply.status(201).send(adapterJson(info));
       },
     );

@@ -73,8 +73,8 @@ export class EvalClient {
     return out;
   }
 
-  async createAdapter(id: string, rank: number): Promise<void> {
-    await this.call('POST', '/v1/lora/init', { lora_id: id, rank, alpha: 2 * rank });
+  async createAdapter(id: string, rank: number, seed: number): Promise<void> {
+    await this.call('POST', '/v1/lora/init', { lora_id: id, rank, alpha: 2 * rank, seed });
   }
 
   async deleteAdapter(id: string): Promise<void> {

@@ -100,7 +100,7 @@ export async function runEval(o: EvalOptions): Promise<EvalSummary> {
   let entropyRatio = 1;
   for (const style of o.styles) {
     const adapter = `eval/${style}-${tag}`;
-    await client.createAdapter(adapter, o.rank);
+    await client.createAdapter(adapter, o.rank, o.seed);
     const start = await measure(client, adapter, probes, style);
     o.log(`${style}: before ${start.adherence[style].toFixed(2)}`);
     const r = await teach(client, adapter, style, train, probes, o, start);
@@ -119,7 +119,7 @@ export async function runEval(o: EvalOptions): Promise<EvalSummary> {
 
   // Control: unrelated "feedback" for as many events as a style got; no style may move.
   const control = `eval/control-${tag}`;
-  await client.createAdapter(control, o.rank);
+  await client.createAdapter(control, o.rank, o.seed);
   for (let e = 1; e <= o.events; e++) {
     const reply = await client.chat(control, train[e % train.length]!.prompt);
     await client.feedback(control, reply.id, UNRELATED_FEEDBACK.train[e % UNRELATED_FEEDBACK.train.length]!, o.training);
@@ -133,7 +133,7 @@ export async function runEval(o: EvalOptions): Promise<EvalSummary> {
   if (o.styles.length >= 3) {
     const order = o.styles.slice(0, 3);
     const seq = `eval/sequence-${tag}`;
-    await client.createAdapter(seq, o.rank);
+    await client.createAdapter(seq, o.rank, o.seed);
     let m = await measure(client, seq, probes, null);
     for (const style of order) {
       const r = await teach(client, seq, style, train, probes, { ...o, log: () => {} }, m);

@@ -41,6 +41,8 @@ export interface CreateAdapterRequest {
   rank?: number;
   alpha?: number;
   targetModules?: string[];
+  /** Seed of A's initialization (random when absent). */
+  seed?: number;
 }
 
 export class AdapterRegistry {
@@ -108,7 +110,7 @@ export class AdapterRegistry {
     if (this.q.adapter!.get(id)) throw new InputError(`adapter ${id} already exists`);
     if (id === this.service.modelName) throw new InputError(`${id} is the base model's name`);
     const targets = validateTargets(req.targetModules ?? [...LORA_MODULES]);
-    const adapter = this.engine.createAdapter({ rank: req.rank ?? 32, alpha: req.alpha ?? 64, targetModules: targets });
+    const adapter = this.engine.createAdapter({ rank: req.rank ?? 32, alpha: req.alpha ?? 64, targetModules: targets, seed: req.seed });
     const dir = this.dir(id, 1);
     rmSync(join(dir, '..'), { recursive: true, force: true }); // leftovers of an adapter deleted before
     await this.engine.saveAdapter(adapter, dir);
