@@ -22,6 +22,7 @@ import { test, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { describeChoice } from '../src/engine/backend.js';
 import { Engine, type Adapter, type SdpoSample } from '../src/engine/engine.js';
 import { LORA_MODULES } from '../src/engine/lora-modules.js';
 import type { NativeConfig } from '../src/engine/native.js';
@@ -328,6 +329,7 @@ test('engine with f16 weights matches the CPU engine', async (t) => {
   await t.test('F16 checkpoint, auto: stored as is in f16; parity as tight as f32', async (st) => {
     const gpu = await Engine.open(modelF16, { backend: 'webgpu' });
     assert.match(gpu.backendChoice.weights ?? '', /^weights f16 \(checkpoint F16, adapter offers shader-f16\)/);
+    assert.match(describeChoice(gpu.backendChoice), /^backend webgpu \([^;]+; weights f16 \(checkpoint F16, adapter offers shader-f16\), [\d.]+ MiB\)/);
     await compare(st, 'vs CPU on the F16 checkpoint', gpu, cpu16, SAME_WEIGHTS);
   });
 
