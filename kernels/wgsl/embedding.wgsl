@@ -1,6 +1,9 @@
 // Token embedding lookup out[t, :] = table[ids[t], :] (native/cpu/embedding.cc). One invocation per
 // output element, the flat index spread over a 2-D grid of workgroups. An id outside 0..V-1 yields a
-// zero row rather than a read outside the table.
+// zero row rather than a read outside the table. The table is weight_t: f32 here, f16 in the ".f16"
+// variant the device derives.
+
+alias weight_t = f32;
 
 struct Dims {
   T: u32,
@@ -9,7 +12,7 @@ struct Dims {
 }
 
 @group(0) @binding(0) var<storage, read_write> out_TH: array<f32>;
-@group(0) @binding(1) var<storage, read> table_VH: array<f32>;
+@group(0) @binding(1) var<storage, read> table_VH: array<weight_t>;
 @group(0) @binding(2) var<storage, read> ids_T: array<i32>;
 @group(0) @binding(3) var<uniform> dims: Dims;
 
@@ -27,5 +30,5 @@ fn embedding(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
     out_TH[flat] = 0.0;
     return;
   }
-  out_TH[flat] = table_VH[u32(id) * dims.H + h];
+  out_TH[flat] = f32(table_VH[u32(id) * dims.H + h]);
 }

@@ -3,6 +3,10 @@
 // invocation a 4x4 block (rows 4ty..4ty+3, columns 4tx..4tx+3), streaming 16-deep slices of both
 // operands through workgroup memory as vec4s (a quarter of the workgroup-memory reads of scalar
 // tiles, which is what limits llvmpipe). Grid: x over output-column tiles, y over output-row tiles.
+// W is weight_t: f32 here, f16 in the ".f16" variant the device derives (widened to f32 on load, so
+// the products and sums stay f32).
+
+alias weight_t = f32;
 
 const TILE: u32 = 64u;
 const KT: u32 = 16u;
@@ -31,7 +35,7 @@ fn multiply_slice(tx: u32, ty: u32, acc: ptr<function, array<vec4<f32>, 4>>) {
 
 @group(0) @binding(0) var<storage, read_write> y_TO: array<f32>;
 @group(0) @binding(1) var<storage, read> x_TI: array<f32>;
-@group(0) @binding(2) var<storage, read> W_OI: array<f32>;
+@group(0) @binding(2) var<storage, read> W_OI: array<weight_t>;
 @group(0) @binding(3) var<storage, read> b_O: array<f32>;
 @group(0) @binding(4) var<uniform> fwd: Dims;
 
@@ -57,7 +61,7 @@ fn linear(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li
           av[i] = x_TI[(m0 + r) * K + k0 + kk];
         }
         if (n0 + r < N) {
-          bv[i] = W_OI[(n0 + r) * K + k0 + kk];
+          bv[i] = f32(W_OI[(n0 + r) * K + k0 + kk]);
         }
       }
     }
@@ -84,7 +88,7 @@ fn linear(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) li
 
 @group(0) @binding(0) var<storage, read_write> bw_dx: array<f32>;
 @group(0) @binding(1) var<storage, read> bw_dy: array<f32>;
-@group(0) @binding(2) var<storage, read> bw_W: array<f32>;
+@group(0) @binding(2) var<storage, read> bw_W: array<weight_t>;
 @group(0) @binding(3) var<uniform> bwd: Dims;
 
 @compute @workgroup_size(16, 16)
@@ -111,7 +115,7 @@ fn linear_backward_input(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_in
       }
       let c = n0 + c4 * 4u + i;
       if (k0 + kb < K && c < N) {
-        bv[i] = bw_W[(k0 + kb) * N + c];
+        bv[i] = f32(bw_W[(k0 + kb) * N + c]);
       }
     }
     As[ka * 16u + r4] = av;

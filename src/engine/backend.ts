@@ -31,6 +31,8 @@ export interface BackendChoice {
   skipped: { backend: BackendName; reason: string }[];
   /** The device, where there is a choice of one (the WebGPU adapter). */
   device?: string;
+  /** How the backend stores the weights, where it has a choice (WebGPU: f16 or f32), once loaded. */
+  weights?: string;
 }
 
 async function device(backend: BackendName): Promise<string | undefined> {
@@ -57,5 +59,6 @@ export async function pickBackend(requested: BackendRequest = 'auto'): Promise<B
 
 /** One line for logs: the backend and why the ones before it were skipped. */
 export function describeChoice(choice: BackendChoice): string {
-  return [`backend ${choice.backend}${choice.device ? ` (${choice.device})` : ''}`, ...choice.skipped.map((s) => `${s.backend} skipped: ${s.reason}`)].join('; ');
+  const details = [choice.device, choice.weights].filter((d) => d !== undefined).join('; ');
+  return [`backend ${choice.backend}${details ? ` (${details})` : ''}`, ...choice.skipped.map((s) => `${s.backend} skipped: ${s.reason}`)].join('; ');
 }

@@ -12,9 +12,15 @@ import { LORA_MODULES, peftKey, type LoraModule } from './lora-modules.js';
 import { nativeAddon, type NativeAdapter, type NativeConfig, type NativeModel, type NativeSample, type NativeSampled, type NativeSequence } from './native.js';
 import { loadAdapterFiles, readAdapterConfig, saveAdapterFiles, validateTargets, type AdapterFileState, type LoraShape, type LoraTensorSlot } from './peft.js';
 import { resolveSdpoOptions, type SdpoOptions } from './sdpo-options.js';
+import { checkWeightStorageRequest, type WeightStorageRequest } from './webgpu/weight-storage.js';
 
 export interface EngineOpenOptions {
   backend?: BackendRequest;
+  /**
+   * WebGPU backend only: storage of the frozen weight matrices, 'auto' (default: f16 when the adapter
+   * offers shader-f16 and the checkpoint is 16-bit), 'f16' or 'f32' (src/engine/webgpu/weight-storage.ts).
+   */
+  webgpuWeights?: WeightStorageRequest;
   /** Worker threads for GEMMs and kernels (default: all cores). */
   threads?: number;
 }
@@ -180,6 +186,7 @@ export class Engine {
   /** Opens a Hugging Face model folder (config.json + safetensors, fp32 / fp16 / bf16). */
   static async open(modelDir: string, options: EngineOpenOptions = {}): Promise<Engine> {
     const dir = resolve(modelDir);
+    const webgpuWeights = checkWeightStorageRequest(options.webgpuWeights);
     const choice = await pickBackend(options.backend ?? 'auto');
     const threads = options.threads ?? availableParallelism();
     if (!Number.isInteger(threads) || threads < 1) throw new InputError(`threads must be a positive integer (got ${String(threads)})`);
@@ -201,10 +208,14 @@ export class Engine {
       bias: [c.bias.q, c.bias.k, c.bias.v, c.bias.o],
     };
     try {
-      const model: NativeModel =
-        choice.backend === 'webgpu'
-          ? await (await import('./webgpu/model.js')).WebGpuModel.load({ config: native, tensors })
-          : await (choice.backend === 'cuda' ? cudaAddon() : nativeAddon()).loadModel({ config: native, threads, tensors });
+      let model: NativeModel;
+      if (choice.backend === 'webgpu') {
+        const gpuModel = await (await import('./webgpu/model.js')).WebGpuModel.load({ config: native, tensors }, { weights: webgpuWeights });
+        choice.weights = gpuModel.weightStorage;
+        model = gpuModel;
+      } else {
+        model = await (choice.backend === 'cuda' ? cudaAddon() : nativeAddon()).loadModel({ config: native, threads, tensors });
+      }
       return new Engine(dir, config, choice, threads, model);
     } catch (err) {
       throw fromNative(err);

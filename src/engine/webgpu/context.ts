@@ -1,11 +1,12 @@
-// What every GPU pass shares: the device, the configuration, the frozen weights (uploaded once),
-// the scratch workspace and RoPE tables.
+// What every GPU pass shares: the device, the configuration, the frozen weights (uploaded once, the
+// matrices in the storage weight-storage.ts picked), the scratch workspace and RoPE tables.
 import type { NativeConfig } from '../native.js';
 import type { WeightSpec } from '../../model/weights.js';
 import { WeightsError } from '../../errors.js';
 import type { Gpu } from './device.js';
 import { moduleIn, moduleOut } from './adapter.js';
-import { readTensor } from './weights.js';
+import { readTensor, readTensorHalf } from './weights.js';
+import { isWeightMatrix, type WeightStorage } from './weight-storage.js';
 import { Workspace } from './workspace.js';
 
 export interface LayerWeights {
@@ -18,6 +19,10 @@ export interface LayerWeights {
 }
 
 export interface ModelWeights {
+  /** Bytes of every weight buffer (each buffer once; a tied LM head is the embedding). */
+  bytes: number;
+  /** Weight matrices kept f32 under f16 storage because a value lies beyond the f16 range. */
+  keptF32: number;
   embed: GPUBuffer;
   finalNorm: GPUBuffer;
   lmHead: GPUBuffer;
@@ -54,13 +59,26 @@ export class ModelContext {
     this.ws = new Workspace(gpu);
   }
 
-  /** Uploads every tensor of the model (checked complete, like the addon's loadModel). */
-  static load(gpu: Gpu, cfg: NativeConfig, tensors: readonly WeightSpec[]): ModelContext {
+  /**
+   * Uploads every tensor of the model (checked complete, like the addon's loadModel); with f16
+   * storage the weight matrices go up as half values.
+   */
+  static load(gpu: Gpu, cfg: NativeConfig, tensors: readonly WeightSpec[], storage: WeightStorage = 'f32'): ModelContext {
     const one = new Map<string, GPUBuffer>();
     const key = (role: string, layer: number) => `${role}@${layer}`;
+    let bytes = 0, keptF32 = 0;
     for (const t of tensors) {
       if (t.layer < -1 || t.layer >= cfg.layers) throw new WeightsError(`tensor layer out of range for ${t.role}`);
-      one.set(key(t.role, t.layer), gpu.upload(readTensor(t), `${t.role}${t.layer >= 0 ? `.${t.layer}` : ''}`));
+      const label = `${t.role}${t.layer >= 0 ? `.${t.layer}` : ''}`;
+      let buf: GPUBuffer | null = null;
+      if (storage === 'f16' && isWeightMatrix(t.role)) {
+        const bits = readTensorHalf(t);
+        if (bits) buf = gpu.uploadHalf(bits, label);
+        else keptF32++;
+      }
+      buf ??= gpu.upload(readTensor(t), label);
+      bytes += buf.size;
+      one.set(key(t.role, t.layer), buf);
     }
     const need = (role: string, layer: number, what: string) => {
       const b = one.get(key(role, layer));
@@ -69,6 +87,8 @@ export class ModelContext {
     };
     const embed = need('embed', -1, 'embedding');
     const weights: ModelWeights = {
+      bytes,
+      keptF32,
       embed,
       finalNorm: need('final_norm', -1, 'final norm'),
       lmHead: one.get(key('lm_head', -1)) ?? (cfg.tieEmbeddings ? embed : need('lm_head', -1, 'LM head')),

@@ -1,7 +1,9 @@
 // The WebGPU device every GPU op runs on (Dawn through the `webgpu` package): buffers, uploads,
 // one pending command encoder that dispatches and copies are recorded into in order, WGSL kernels
 // loaded from kernels/wgsl with their shader modules and pipelines cached, and readback through a
-// MAP_READ staging buffer.
+// MAP_READ staging buffer. Kernels that read frozen weights declare `alias weight_t = f32;`; their
+// ".f16" variant (kernel name "linear.f16") is the same source with `enable f16;` and weight_t = f16,
+// for weights uploaded with uploadHalf (devices with shader-f16 only).
 import { readFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -53,6 +55,7 @@ export class Gpu {
   private readonly pipelines = new Map<string, { pipeline: GPUComputePipeline; layout: GPUBindGroupLayout }>();
   private readonly layouts = new Map<string, GPUBindGroupLayout>();
   private readonly uniformCache = new Map<string, GPUBuffer>();
+  private readonly halfBuffers = new WeakSet<GPUBuffer>();
   private encoder: GPUCommandEncoder | null = null;
   private pass: GPUComputePassEncoder | null = null;
   private pending = 0;
@@ -80,8 +83,11 @@ export class Gpu {
     });
   }
 
-  /** Opens the first adapter Dawn offers; throws Error('no WebGPU adapter: <why>') when there is none. */
-  static async open(): Promise<Gpu> {
+  /**
+   * Opens the first adapter Dawn offers; throws Error('no WebGPU adapter: <why>') when there is none.
+   * The device gets shader-f16 when the adapter offers it, unless `shaderF16: false`.
+   */
+  static async open(options: { shaderF16?: boolean } = {}): Promise<Gpu> {
     let mod: { create(options: string[]): GPU; globals: object };
     try {
       mod = (await import('webgpu')) as unknown as typeof mod;
@@ -100,7 +106,7 @@ export class Gpu {
     }
     const requiredLimits: Record<string, number> = {};
     for (const name of RAISED_LIMITS) requiredLimits[name] = adapter.limits[name];
-    const f16 = adapter.features.has('shader-f16');
+    const f16 = adapter.features.has('shader-f16') && options.shaderF16 !== false;
     const device = await adapter.requestDevice({
       requiredLimits,
       requiredFeatures: f16 ? ['shader-f16'] : [],
@@ -120,6 +126,10 @@ export class Gpu {
 
   /** A new storage buffer holding a copy of `data`. */
   upload(data: HostArray, label?: string): GPUBuffer {
+    return this.uploadBytes(data, label);
+  }
+
+  private uploadBytes(data: ArrayBufferView, label?: string): GPUBuffer {
     const buf = this.device.createBuffer({
       size: padded(data.byteLength),
       usage: GPUBufferUsage.STORAGE | GPUBufferUsage.COPY_SRC | GPUBufferUsage.COPY_DST,
@@ -129,6 +139,19 @@ export class Gpu {
     new Uint8Array(buf.getMappedRange()).set(new Uint8Array(data.buffer, data.byteOffset, data.byteLength));
     buf.unmap();
     return buf;
+  }
+
+  /** A new storage buffer of IEEE half values (bits); kernels read it through their ".f16" variant. */
+  uploadHalf(bits: Uint16Array, label?: string): GPUBuffer {
+    if (!this.f16) throw new Error(`f16 weight storage needs the shader-f16 feature, which this device (${this.adapterName}) lacks`);
+    const buf = this.uploadBytes(bits, label);
+    this.halfBuffers.add(buf);
+    return buf;
+  }
+
+  /** Whether `buf` holds half values (it came from uploadHalf). */
+  isHalf(buf: GPUBuffer): boolean {
+    return this.halfBuffers.has(buf);
   }
 
   /** Writes `data` at `byteOffset`, after everything recorded so far (pending work is submitted first). */
@@ -155,7 +178,8 @@ export class Gpu {
 
   /**
    * Encodes one compute dispatch into the pending command encoder (in order with copy()). `kernel` is
-   * the file name under kernels/wgsl without .wgsl, `entry` its entry point; `bindings` are bound in
+   * the file name under kernels/wgsl without .wgsl (with ".f16" appended: its f16-weight variant),
+   * `entry` its entry point; `bindings` are bound in
    * order to @group(0) @binding(0..n-1) as read-write storage buffers and `uniforms`, when given, at
    * @binding(n) as a uniform buffer; `constants` are WGSL override constants.
    */
@@ -257,10 +281,15 @@ export class Gpu {
   private module(kernel: string): { module: GPUShaderModule; readOnly: Set<number> } {
     let m = this.modules.get(kernel);
     if (!m) {
-      if (!/^[a-z0-9_]+$/.test(kernel)) throw new Error(`invalid kernel name ${JSON.stringify(kernel)}`);
-      const file = join(this.kernels, `${kernel}.wgsl`);
+      const parts = /^([a-z0-9_]+)(\.f16)?$/.exec(kernel);
+      if (!parts) throw new Error(`invalid kernel name ${JSON.stringify(kernel)}`);
+      const file = join(this.kernels, `${parts[1]}.wgsl`);
       if (!existsSync(file)) throw new Error(`WGSL kernel not found: ${file}`);
-      const code = readFileSync(file, 'utf8');
+      let code = readFileSync(file, 'utf8');
+      if (parts[2]) {
+        if (!this.f16) throw new Error(`${kernel}: f16 kernels need the shader-f16 feature, which this device (${this.adapterName}) lacks`);
+        code = halfVariant(kernel, code);
+      }
       m = { module: this.device.createShaderModule({ code, label: kernel }), readOnly: readOnlyBindings(kernel, code) };
       this.modules.set(kernel, m);
     }
@@ -355,6 +384,14 @@ function readOnlyBindings(kernel: string, code: string): Set<number> {
     if (modes.has('read')) readOnly.add(binding);
   }
   return readOnly;
+}
+
+const WEIGHT_ALIAS = /^alias weight_t = f32;$/m;
+
+/** The f16-weight variant of a kernel's source: `enable f16;` and weight_t = f16. */
+function halfVariant(kernel: string, code: string): string {
+  if (!WEIGHT_ALIAS.test(code)) throw new Error(`${kernel}: the kernel declares no \`alias weight_t = f32;\`, so it has no f16 variant`);
+  return `enable f16;\n${code.replace(WEIGHT_ALIAS, 'alias weight_t = f16;')}`;
 }
 
 /** Packs scalar uniform fields, 4 bytes each in order, into a block padded to 16 bytes. */

@@ -25,6 +25,7 @@ import { SDPO_LOSS_MAX_K } from './ops/sdpo_loss.js';
 import { TOPK_MAX_K } from './ops/topk.js';
 import { token_logp } from './ops/token_logp.js';
 import { SdpoStepRunner } from './sdpo-step.js';
+import { decideWeightStorage, type StorageDecision, type WeightStorageRequest } from './weight-storage.js';
 
 function checkIds(ids: Int32Array, vocab: number, what: string): void {
   if (!(ids instanceof Int32Array)) throw new InputError(`${what} must be an Int32Array`);
@@ -37,20 +38,25 @@ export class WebGpuModel implements NativeModel {
   private constructor(
     readonly gpu: Gpu,
     readonly ctx: ModelContext,
+    readonly storage: StorageDecision,
   ) {
     this.stepRunner = new SdpoStepRunner(ctx);
   }
 
-  /** Opens the GPU and uploads the model's weights. */
-  static async load(spec: { config: NativeConfig; tensors: WeightSpec[] }): Promise<WebGpuModel> {
+  /**
+   * Opens the GPU and uploads the model's weights, stored as weight-storage.ts decides for `weights`
+   * (default 'auto'). `shaderF16: false` opens the device without shader-f16 even where offered.
+   */
+  static async load(spec: { config: NativeConfig; tensors: WeightSpec[] }, options: { weights?: WeightStorageRequest; shaderF16?: boolean } = {}): Promise<WebGpuModel> {
     const c = spec.config;
     if (c.heads % c.kvHeads !== 0 || c.headDim % 2 !== 0) throw new EngineError('E_CONFIG', 'invalid model dimensions');
     if (c.headDim > ATTENTION_MAX_D) throw new EngineError('E_CONFIG', `the WebGPU backend supports head_dim up to ${ATTENTION_MAX_D} (this model has ${c.headDim})`);
-    const gpu = await Gpu.open();
+    const gpu = await Gpu.open(options.shaderF16 === false ? { shaderF16: false } : {});
     try {
-      const ctx = ModelContext.load(gpu, c, spec.tensors);
+      const storage = decideWeightStorage(options.weights ?? 'auto', gpu.f16, gpu.adapterName, spec.tensors);
+      const ctx = ModelContext.load(gpu, c, spec.tensors, storage.storage);
       gpu.flush();
-      return new WebGpuModel(gpu, ctx);
+      return new WebGpuModel(gpu, ctx, storage);
     } catch (err) {
       gpu.destroy();
       throw err;
@@ -59,6 +65,13 @@ export class WebGpuModel implements NativeModel {
 
   get adapterName(): string {
     return this.gpu.adapterName;
+  }
+
+  /** The weight storage for logs, e.g. "weights f16 (checkpoint F16, adapter offers shader-f16), 1.2 MiB". */
+  get weightStorage(): string {
+    const w = this.ctx.weights;
+    const kept = w.keptF32 > 0 ? `; ${w.keptF32} matrices kept f32: values beyond the f16 range` : '';
+    return `weights ${this.storage.storage} (${this.storage.reason}${kept}), ${(w.bytes / 2 ** 20).toFixed(2)} MiB`;
   }
 
   private adapterArg(a: NativeAdapter | null): GpuAdapter | null {

@@ -1,20 +1,11 @@
-// Reads the frozen weights named by the model's WeightSpecs (fp32 / fp16 / bf16 safetensors data) as
-// fp32 arrays for upload to the GPU.
+// Reads the frozen weights named by the model's WeightSpecs (fp32 / fp16 / bf16 safetensors data) for
+// upload to the GPU: as fp32 arrays, or as half-precision bits for 16-bit storage.
 import { closeSync, openSync, readSync } from 'node:fs';
 import { WeightsError } from '../../errors.js';
 import type { WeightSpec } from '../../model/weights.js';
+import { bf16ToFloat, floatToHalf, halfToFloat } from './half.js';
 
-function halfToFloat(h: number): number {
-  const sign = h & 0x8000 ? -1 : 1;
-  const exp = (h >> 10) & 0x1f;
-  const mant = h & 0x3ff;
-  if (exp === 0) return sign * mant * 2 ** -24;
-  if (exp === 0x1f) return mant ? NaN : sign * Infinity;
-  return sign * (1 + mant / 1024) * 2 ** (exp - 15);
-}
-
-/** The tensor's values as fp32 (fp16 and bf16 converted exactly). */
-export function readTensor(spec: WeightSpec): Float32Array {
+function readRaw(spec: WeightSpec): Buffer {
   const bytesPer = spec.dtype === 0 ? 4 : 2;
   const raw = Buffer.alloc(spec.count * bytesPer);
   const fd = openSync(spec.file, 'r');
@@ -28,20 +19,40 @@ export function readTensor(spec: WeightSpec): Float32Array {
   } finally {
     closeSync(fd);
   }
+  if (spec.dtype !== 0 && spec.dtype !== 1 && spec.dtype !== 2) throw new WeightsError(`unknown dtype code ${spec.dtype} for ${spec.role}`);
+  return raw;
+}
+
+/** The tensor's values as fp32 (fp16 and bf16 converted exactly). */
+export function readTensor(spec: WeightSpec): Float32Array {
+  const raw = readRaw(spec);
   const out = new Float32Array(spec.count);
   if (spec.dtype === 0) {
     for (let i = 0; i < spec.count; i++) out[i] = raw.readFloatLE(i * 4);
   } else if (spec.dtype === 1) {
     for (let i = 0; i < spec.count; i++) out[i] = halfToFloat(raw.readUInt16LE(i * 2));
-  } else if (spec.dtype === 2) {
-    const bits = new Uint32Array(1);
-    const f = new Float32Array(bits.buffer);
-    for (let i = 0; i < spec.count; i++) {
-      bits[0] = raw.readUInt16LE(i * 2) << 16;
-      out[i] = f[0]!;
-    }
   } else {
-    throw new WeightsError(`unknown dtype code ${spec.dtype} for ${spec.role}`);
+    for (let i = 0; i < spec.count; i++) out[i] = bf16ToFloat(raw.readUInt16LE(i * 2));
+  }
+  return out;
+}
+
+/**
+ * The tensor as IEEE half bits: fp16 data as stored, fp32 and bf16 rounded to nearest even. null when
+ * a finite value lies beyond the half range (it would become an infinity): such a tensor stays fp32.
+ */
+export function readTensorHalf(spec: WeightSpec): Uint16Array | null {
+  const raw = readRaw(spec);
+  const out = new Uint16Array(spec.count);
+  if (spec.dtype === 1) {
+    for (let i = 0; i < spec.count; i++) out[i] = raw.readUInt16LE(i * 2);
+    return out;
+  }
+  for (let i = 0; i < spec.count; i++) {
+    const x = spec.dtype === 0 ? raw.readFloatLE(i * 4) : bf16ToFloat(raw.readUInt16LE(i * 2));
+    const h = floatToHalf(x);
+    if ((h & 0x7fff) === 0x7c00 && Number.isFinite(x)) return null;
+    out[i] = h;
   }
   return out;
 }

@@ -7,9 +7,9 @@ export function checkDims(op: string, dims: Record<string, number>): void {
   }
 }
 
-/** `elements` 4-byte elements must fit in `buf`. */
-export function checkBuffer(op: string, name: string, buf: GPUBuffer, elements: number): void {
-  if (buf.size < elements * 4) {
-    throw new Error(`${op}: ${name} holds ${buf.size} bytes, needs ${elements * 4}`);
+/** `elements` elements of `bytesPer` bytes (default 4; 2 for half weights) must fit in `buf`. */
+export function checkBuffer(op: string, name: string, buf: GPUBuffer, elements: number, bytesPer = 4): void {
+  if (buf.size < elements * bytesPer) {
+    throw new Error(`${op}: ${name} holds ${buf.size} bytes, needs ${elements * bytesPer}`);
   }
 }
