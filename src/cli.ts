@@ -24,6 +24,8 @@ commands:
                   --port <n> (8000)  --host <addr> (127.0.0.1)  --threads <n>
                   --backend <b>   auto (default: CUDA, then a hardware WebGPU adapter, then the CPU), cpu,
                                   webgpu (also a software adapter such as llvmpipe) or cuda
+                  --webgpu-weights <s>  auto (default: f16 when the adapter offers shader-f16 and the
+                                  checkpoint is 16-bit), f16 or f32: how WebGPU stores the frozen weights
                   --batch-size <n> (4)  --batch-wait-ms <n> (2000): feedback items per update, longest wait
                   --vllm-url <url>      serve through this vLLM server (same base model; key: VLLM_API_KEY)
                   --teacher <mode>      default teacher: base, current (default), ema, remote
@@ -130,6 +132,7 @@ async function main(argv: string[]): Promise<number> {
       steps: { type: 'string', default: '5' },
       threads: { type: 'string' },
       backend: { type: 'string' },
+      'webgpu-weights': { type: 'string' },
       out: { type: 'string' },
       port: { type: 'string', default: '8000' },
       host: { type: 'string', default: '127.0.0.1' },
@@ -183,6 +186,7 @@ async function main(argv: string[]): Promise<number> {
         host: values.host!,
         threads,
         backend: values.backend,
+        webgpuWeights: values['webgpu-weights'],
         batchSize: Number(values['batch-size']),
         batchWaitMs: Number(values['batch-wait-ms']),
         vllmUrl: values['vllm-url'],

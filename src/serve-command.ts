@@ -5,6 +5,7 @@ import { fileURLToPath } from 'node:url';
 import { join, resolve } from 'node:path';
 import { buildApp } from './api/app.js';
 import { BACKEND_REQUESTS, describeChoice, type BackendRequest } from './engine/backend.js';
+import { WEIGHT_STORAGE_REQUESTS, type WeightStorageRequest } from './engine/webgpu/weight-storage.js';
 import { ClaasError } from './errors.js';
 import { weightFiles } from './model/weights.js';
 import { DEFAULT_ORCHESTRATOR } from './orchestrator/orchestrator.js';
@@ -22,6 +23,7 @@ export interface ServeOptions {
   threads?: number;
   /** auto (default), cpu, webgpu or cuda. */
   backend?: string;
+  webgpuWeights?: string;
   batchSize: number;
   batchWaitMs: number;
   vllmUrl?: string;
@@ -86,6 +88,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
   for (const [flag, v] of [['--guard-max-kl', opts.guardMaxKl ?? 1], ['--guard-min-entropy', opts.guardMinEntropy ?? 0]] as const) {
     if (!Number.isFinite(v) || v < 0) throw new ClaasError('E_USAGE', `${flag} must be a number >= 0 (got ${v})`);
   }
+  if (opts.webgpuWeights !== undefined && !(WEIGHT_STORAGE_REQUESTS as readonly string[]).includes(opts.webgpuWeights)) throw new ClaasError('E_USAGE', `--webgpu-weights must be one of ${WEIGHT_STORAGE_REQUESTS.join(', ')} (got ${opts.webgpuWeights})`);
   if (opts.backend !== undefined && !(BACKEND_REQUESTS as readonly string[]).includes(opts.backend)) throw new ClaasError('E_USAGE', `--backend must be one of ${BACKEND_REQUESTS.join(', ')} (got ${opts.backend})`);
   if (!Number.isInteger(opts.maxQueuedJobs) || opts.maxQueuedJobs < 1) throw new ClaasError('E_USAGE', `--max-queued-jobs must be a positive integer (got ${opts.maxQueuedJobs})`);
   const data = resolve(opts.data);
@@ -108,6 +111,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     dataDir: data,
     threads: opts.threads,
     backend: (opts.backend ?? 'auto') as BackendRequest,
+    webgpuWeights: opts.webgpuWeights as WeightStorageRequest | undefined,
     maxPromptTokens: opts.maxPromptTokens,
     guard: { ...(opts.guardMaxKl !== undefined ? { maxKlToBase: opts.guardMaxKl } : {}), ...(opts.guardMinEntropy !== undefined ? { minEntropy: opts.guardMinEntropy } : {}) },
     maxTokensLimit: opts.maxTokens,
