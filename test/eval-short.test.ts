@@ -1,9 +1,10 @@
 // A shortened `claas eval` (the eval's default training options, seeded adapters) against the shipped
 // toy assistant, as a regression guard on learning: within 8 feedback events all capitals reaches most
-// held-out probes and the greeting half of them, the brief style's log-prob margin rises by 10 nats,
-// task accuracy keeps at least half, and unrelated feedback changes nothing. (Seed 4 measured: caps
-// 1.00, name 0.83, brief margin -15 -> +0.5, worst accuracy 0.67; the full targets, >= 95 % without
-// losing accuracy, are not all met; see the README's table.)
+// held-out probes and the greeting two thirds of them, the brief style's log-prob margin rises by
+// 10 nats, task accuracy keeps at least half, and unrelated feedback changes nothing. (Seed 4 measured:
+// caps 1.00, greeting 0.83 (0.50 at lr 1e-3), brief margin -15.0 after 2 events and +0.5 after 8,
+// worst accuracy 0.67; the full targets, >= 95 % without losing accuracy, are not all met; see the
+// README's table.)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -37,7 +38,7 @@ test('feedback moves the toy assistant toward a style within 8 events, and unrel
     assert.ok(caps.before <= 0.1, `caps is not there before feedback (${caps.before})\n${detail}`);
     assert.ok(caps.after >= 0.8, `caps reaches most probes within 8 events (${caps.after})\n${detail}`);
     const name = summary.styles.name!;
-    assert.ok(name.before <= 0.1 && name.after >= 0.5, `the greeting goes from absent to half of the probes (${name.before} -> ${name.after})\n${detail}`);
+    assert.ok(name.before <= 0.1 && name.after >= 0.65, `the greeting goes from absent to two thirds of the probes (${name.before} -> ${name.after})\n${detail}`);
     const brief = summary.styles.brief!.curve;
     assert.ok(brief.at(-1)!.margin! - brief[0]!.margin! >= 10, `the brief reply gains log-prob against the default one (${brief[0]!.margin} -> ${brief.at(-1)!.margin})\n${detail}`);
     assert.ok(summary.retention_delta >= -0.5, `learning keeps task accuracy above half (worst change ${summary.retention_delta})\n${detail}`);
