@@ -1,9 +1,10 @@
 // npm run eval:matrix: the README's learning table. Serves the toy assistant (in this process, on
 // loopback) and runs the eval for each teacher mode over three seeds; prints per-seed JSON lines, a
-// markdown table of the means, and the means as JSON on the last line.
+// markdown table of the means, and the means as JSON on the last line. EVAL_LR and EVAL_TRAIN_STEPS
+// override the eval's learning rate and optimizer steps per event.
 import { join } from 'node:path';
 import { buildApp } from '../src/api/app.js';
-import { runEval, type EvalSummary } from '../src/eval/run.js';
+import { EVAL_RANK, EVAL_TRAINING, runEval, type EvalSummary } from '../src/eval/run.js';
 import { tempDir } from '../src/model/random-model.js';
 import { TOY_MODEL } from '../src/serve-command.js';
 import { openServer } from '../src/serve/open.js';
@@ -12,6 +13,7 @@ import type { StyleName } from '../src/toy/styles.js';
 const teachers = (process.env.EVAL_TEACHERS ?? 'current,base,ema').split(',');
 const seeds = (process.env.EVAL_SEEDS ?? '1,2,3').split(',').map(Number);
 const styles = (process.env.EVAL_STYLES ?? 'caps,brief,name,signoff').split(',') as StyleName[];
+const training = { ...EVAL_TRAINING, ...(process.env.EVAL_LR ? { learning_rate: Number(process.env.EVAL_LR) } : {}), ...(process.env.EVAL_TRAIN_STEPS ? { steps: Number(process.env.EVAL_TRAIN_STEPS) } : {}) };
 const t0 = performance.now();
 
 const { service, orchestrator } = await openServer(TOY_MODEL, { dataDir: join(tempDir(), 'data'), threads: 2, orchestrator: { batchSize: 1, maxWaitMs: 0 } });
@@ -23,7 +25,7 @@ try {
   for (const teacher of teachers) {
     const runs: EvalSummary[] = [];
     for (const seed of seeds) {
-      const s = await runEval({ url, styles, events: 8, every: 1, probes: 20, target: 0.95, seed, rank: 8, training: { learning_rate: 1e-3, steps: 2, alpha: 0, teacher }, log: () => {} });
+      const s = await runEval({ url, styles, events: 8, every: 1, probes: 20, target: 0.95, seed, rank: EVAL_RANK, training: { ...training, teacher }, log: () => {} });
       runs.push(s);
       console.log(JSON.stringify({ teacher, seed, ...Object.fromEntries(styles.map((st) => [st, { before: s.styles[st]!.before, after: s.styles[st]!.after, events: s.styles[st]!.events }])), retention_delta: s.retention_delta, control_delta: s.control_delta, distinct2_ratio: s.distinct2_ratio, entropy_ratio: s.entropy_ratio, max_kl_to_base: s.max_kl_to_base, sequence: s.sequence, seconds: s.seconds }));
     }

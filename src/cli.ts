@@ -10,7 +10,7 @@ import { serve } from './serve-command.js';
 import { KeyStore, type Role } from './auth/keys.js';
 import { openDb } from './store/db.js';
 import { adherenceSvg } from './eval/plot.js';
-import { runEval } from './eval/run.js';
+import { EVAL_RANK, EVAL_TRAINING, runEval } from './eval/run.js';
 import { STYLES, type StyleName } from './toy/styles.js';
 import { openClawConfig } from './openclaw-config.js';
 
@@ -46,7 +46,7 @@ commands:
   eval          teach a running server each style through /v1/feedback and measure it on held-out probes
                   --url <url> (http://127.0.0.1:8000)  --key <api key>  --styles caps,brief,name,signoff
                   --events <n> (8)  --every <k> (2)  --probes <n> (20)  --seed <n> (1)  --rank <n> (8)
-                  --lr <x> (1e-3)  --train-steps <n> (2)  --alpha <x> (0)  --teacher <mode> (current)  --out <dir>  --json
+                  --lr <x> (2e-3)  --train-steps <n> (2)  --alpha <x> (0)  --teacher <mode> (current)  --out <dir>  --json
   openclaw-config  the OpenClaw config that chats through this server and loads the /feedback plugin
                   --adapter <tenant/name>  (required) the model OpenClaw uses and /feedback trains
                   --url <url> (http://127.0.0.1:8000)  --key <api key> (default: $CLAAS_API_KEY)
@@ -160,10 +160,10 @@ async function main(argv: string[]): Promise<number> {
       events: { type: 'string', default: '8' },
       every: { type: 'string', default: '2' },
       probes: { type: 'string', default: '20' },
-      rank: { type: 'string', default: '8' },
-      lr: { type: 'string', default: '1e-3' },
-      'train-steps': { type: 'string', default: '2' },
-      alpha: { type: 'string', default: '0' },
+      rank: { type: 'string', default: String(EVAL_RANK) },
+      lr: { type: 'string', default: String(EVAL_TRAINING.learning_rate) },
+      'train-steps': { type: 'string', default: String(EVAL_TRAINING.steps) },
+      alpha: { type: 'string', default: String(EVAL_TRAINING.alpha) },
       json: { type: 'boolean', default: false },
       adapter: { type: 'string' },
       allow: { type: 'string', multiple: true },

@@ -73,8 +73,8 @@ export class EvalClient {
     return out;
   }
 
-  async createAdapter(id: string, rank: number, seed: number): Promise<void> {
-    await this.call('POST', '/v1/lora/init', { lora_id: id, rank, alpha: 2 * rank, seed });
+  async createAdapter(id: string, rank: number, seed: number, alpha = 2 * rank, targetModules?: string[]): Promise<void> {
+    await this.call('POST', '/v1/lora/init', { lora_id: id, rank, alpha, seed, ...(targetModules ? { target_modules: targetModules } : {}) });
   }
 
   async deleteAdapter(id: string): Promise<void> {

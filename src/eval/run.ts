@@ -7,6 +7,15 @@ import { taskSet, type Task } from '../toy/tasks.js';
 import { EvalClient } from './client.js';
 import { measure, type Measurement } from './measure.js';
 
+/**
+ * Training options the eval sends with each feedback event on the toy assistant: forward KL (α = 0),
+ * two optimizer steps per event at lr 2e-3. A smaller lr (1e-3) costs less task accuracy but leaves
+ * the greeting and the bare answer unlearned within 8 events; see the README's table.
+ */
+export const EVAL_TRAINING = { learning_rate: 2e-3, steps: 2, alpha: 0 } as const;
+/** LoRA rank of the adapters the eval creates (alpha 2 × rank). */
+export const EVAL_RANK = 8;
+
 export interface EvalOptions {
   url: string;
   key?: string;
@@ -21,6 +30,10 @@ export interface EvalOptions {
   seed: number;
   training: Record<string, unknown>;
   rank: number;
+  /** LoRA alpha of the adapters the eval creates (default 2 × rank). */
+  loraAlpha?: number;
+  /** Projections the adapters train (default: the server's, all seven). */
+  targetModules?: string[];
   log: (line: string) => void;
 }
 
@@ -100,7 +113,7 @@ export async function runEval(o: EvalOptions): Promise<EvalSummary> {
   let entropyRatio = 1;
   for (const style of o.styles) {
     const adapter = `eval/${style}-${tag}`;
-    await client.createAdapter(adapter, o.rank, o.seed);
+    await client.createAdapter(adapter, o.rank, o.seed, o.loraAlpha, o.targetModules);
     const start = await measure(client, adapter, probes, style);
     o.log(`${style}: before ${start.adherence[style].toFixed(2)}`);
     const r = await teach(client, adapter, style, train, probes, o, start);
@@ -119,7 +132,7 @@ export async function runEval(o: EvalOptions): Promise<EvalSummary> {
 
   // Control: unrelated "feedback" for as many events as a style got; no style may move.
   const control = `eval/control-${tag}`;
-  await client.createAdapter(control, o.rank, o.seed);
+  await client.createAdapter(control, o.rank, o.seed, o.loraAlpha, o.targetModules);
   for (let e = 1; e <= o.events; e++) {
     const reply = await client.chat(control, train[e % train.length]!.prompt);
     await client.feedback(control, reply.id, UNRELATED_FEEDBACK.train[e % UNRELATED_FEEDBACK.train.length]!, o.training);
@@ -133,7 +146,7 @@ export async function runEval(o: EvalOptions): Promise<EvalSummary> {
   if (o.styles.length >= 3) {
     const order = o.styles.slice(0, 3);
     const seq = `eval/sequence-${tag}`;
-    await client.createAdapter(seq, o.rank, o.seed);
+    await client.createAdapter(seq, o.rank, o.seed, o.loraAlpha, o.targetModules);
     let m = await measure(client, seq, probes, null);
     for (const style of order) {
       const r = await teach(client, seq, style, train, probes, { ...o, log: () => {} }, m);
