@@ -126,6 +126,8 @@ test('bad feedback and adapter requests get clear 4xx errors and change nothing'
     ['POST', '/v1/feedback', { lora_id: id, prompt: 'a', response: 'b', feedback: '' }, 400, /feedback/],
     ['POST', '/v1/feedback', { lora_id: id, prompt: 'a', response: 'b', feedback: 'x'.repeat(5000) }, 400, /feedback/],
     ['POST', '/v1/feedback', { lora_id: id, prompt: 'a', response: 'b', feedback: 'x', learning_rate: 5 }, 400, /learning_rate/],
+    ['POST', '/v1/feedback', { lora_id: id, prompt: 'a', response: 'b', feedback: 'x', training: { beta: 0.1 } }, 400, /unexpected property "beta"/],
+    ['POST', '/v1/lora/init', { lora_id: 'ana/seeded', seed: -1 }, 400, /seed/],
     ['POST', '/v1/feedback', { lora_id: 'nobody/none', prompt: 'a', response: 'b', feedback: 'x' }, 404, /does not exist/],
     ['POST', '/v1/feedback', { requests: [{ lora_id: id }] }, 400, /feedback/],
     ['POST', '/v1/feedback', { requests: 'all of them' }, 400, /requests|body/],

@@ -15,7 +15,11 @@ export function toHttpError(err: unknown): { status: number; body: OpenAiError }
   const e = err as FastifyError & { validation?: unknown; validationContext?: string };
   if (e?.validation) {
     const field = e.message.match(/^body\/([\w/]+)/)?.[1]?.replaceAll('/', '.') ?? null;
-    return { status: 400, body: openAiError(`Invalid request: ${e.message}`, 'invalid_request_error', field) };
+    // Ajv does not name an unexpected property in its message; the client needs to know which one.
+    const errors = (Array.isArray(e.validation) ? e.validation : []) as { keyword?: string; params?: { additionalProperty?: string } }[];
+    const unexpected = errors.find((v) => v.keyword === 'additionalProperties' && v.params?.additionalProperty)?.params?.additionalProperty;
+    const extra = unexpected ? ` (unexpected property ${JSON.stringify(unexpected)})` : '';
+    return { status: 400, body: openAiError(`Invalid request: ${e.message}${extra}`, 'invalid_request_error', field) };
   }
   if (e?.code === 'FST_ERR_CTP_BODY_TOO_LARGE') return { status: 413, body: openAiError('Request body is too large.', 'invalid_request_error', null, 'request_too_large') };
   if (e?.code === 'FST_ERR_CTP_INVALID_MEDIA_TYPE') return { status: 415, body: openAiError('Content-Type must be application/json.') };

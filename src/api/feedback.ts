@@ -46,7 +46,8 @@ const itemSchema = {
     response: { type: 'string' },
     feedback: { type: 'string', minLength: 1, maxLength: MAX_FEEDBACK_CHARS },
     ...trainingProps,
-    training: { type: 'object', properties: trainingProps },
+    // Unknown training options are refused rather than silently ignored.
+    training: { type: 'object', additionalProperties: false, properties: trainingProps },
   },
 } as const;
 
