@@ -119,6 +119,15 @@ test('raw prompt + response feedback, batches and idempotency', async () => {
   for (const j of batch.body.jobs) assert.equal((await waitJob(j.job_id)).status, 'done');
 });
 
+test('the KL-to-base weight, tail bucket and sampled-token mode of a request reach the SDPO step', async () => {
+  const r = await call('POST', '/v1/feedback', { lora_id: id, prompt: 'Say hi', response: 'Hello there!', feedback: 'Shorter.', training: { beta: 0.5, tail: false, sampled_token: true } });
+  assert.equal(r.status, 202);
+  const job = await waitJob(r.body.job_id);
+  assert.equal(job.status, 'done', JSON.stringify(job));
+  const used = job.result.metrics.options;
+  assert.deepEqual([used.beta, used.tail, used.sampledToken], [0.5, false, true]);
+});
+
 test('bad feedback and adapter requests get clear 4xx errors and change nothing', async () => {
   const jobsBefore = orchestrator.jobs.queuedIds().length;
   const cases: [string, string, unknown, number, RegExp][] = [
@@ -126,7 +135,8 @@ test('bad feedback and adapter requests get clear 4xx errors and change nothing'
     ['POST', '/v1/feedback', { lora_id: id, prompt: 'a', response: 'b', feedback: '' }, 400, /feedback/],
     ['POST', '/v1/feedback', { lora_id: id, prompt: 'a', response: 'b', feedback: 'x'.repeat(5000) }, 400, /feedback/],
     ['POST', '/v1/feedback', { lora_id: id, prompt: 'a', response: 'b', feedback: 'x', learning_rate: 5 }, 400, /learning_rate/],
-    ['POST', '/v1/feedback', { lora_id: id, prompt: 'a', response: 'b', feedback: 'x', training: { beta: 0.1 } }, 400, /unexpected property "beta"/],
+    ['POST', '/v1/feedback', { lora_id: id, prompt: 'a', response: 'b', feedback: 'x', training: { gamma: 0.1 } }, 400, /unexpected property "gamma"/],
+    ['POST', '/v1/feedback', { lora_id: id, prompt: 'a', response: 'b', feedback: 'x', training: { beta: -1 } }, 400, /beta must be in/],
     ['POST', '/v1/lora/init', { lora_id: 'ana/seeded', seed: -1 }, 400, /seed/],
     ['POST', '/v1/feedback', { lora_id: 'nobody/none', prompt: 'a', response: 'b', feedback: 'x' }, 404, /does not exist/],
     ['POST', '/v1/feedback', { requests: [{ lora_id: id }] }, 400, /feedback/],

@@ -21,6 +21,12 @@ export interface TrainingOptions {
   topK?: number;
   teacher?: 'base' | 'current' | 'ema' | 'remote';
   steps?: number;
+  /** Weight of the k3 KL-to-base term. */
+  beta?: number;
+  /** Tail bucket for the teacher's mass outside the top-K (else renormalize). */
+  tail?: boolean;
+  /** Sampled-token divergence instead of the top-K distribution. */
+  sampledToken?: boolean;
 }
 
 export interface JobRecord {

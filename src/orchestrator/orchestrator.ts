@@ -70,6 +70,7 @@ export class Orchestrator {
     if (o.steps !== undefined && !(Number.isInteger(o.steps) && o.steps >= 1 && o.steps <= b.maxSteps)) throw new InputError(`steps must be an integer in [1, ${b.maxSteps}]`);
     if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 1 && o.topK <= b.maxTopK)) throw new InputError(`top_k must be an integer in [1, ${b.maxTopK}]`);
     if (o.alpha !== undefined && !(o.alpha >= 0 && o.alpha <= 1)) throw new InputError('alpha must be in [0, 1]');
+    if (o.beta !== undefined && !(o.beta >= 0 && o.beta <= 100)) throw new InputError('beta must be in [0, 100]');
     if ((o.teacher ?? this.config.defaults.teacher) === 'remote' && !this.config.remoteTeacher) throw new InputError('teacher "remote" needs a teacher server (claas serve --teacher-url, or --vllm-url)');
     return o;
   }
