@@ -8,6 +8,7 @@ import { moduleIn, moduleOut } from './adapter.js';
 import { readTensor, readTensorHalf } from './weights.js';
 import { isWeightMatrix, type WeightStorage } from './weight-storage.js';
 import { Workspace } from './workspace.js';
+import { uploadVocabMatrix, type VocabMatrix } from './vocab.js';
 
 export interface LayerWeights {
   inNorm: GPUBuffer;
@@ -23,9 +24,11 @@ export interface ModelWeights {
   bytes: number;
   /** Weight matrices kept f32 under f16 storage because a value lies beyond the f16 range. */
   keptF32: number;
-  embed: GPUBuffer;
+  /** [V, H], in row blocks when it exceeds the storage binding limit (vocab.ts). */
+  embed: VocabMatrix;
   finalNorm: GPUBuffer;
-  lmHead: GPUBuffer;
+  /** The embedding itself when tied. */
+  lmHead: VocabMatrix;
   layers: LayerWeights[];
 }
 
@@ -65,11 +68,20 @@ export class ModelContext {
    */
   static load(gpu: Gpu, cfg: NativeConfig, tensors: readonly WeightSpec[], storage: WeightStorage = 'f32'): ModelContext {
     const one = new Map<string, GPUBuffer>();
+    const vocab = new Map<string, VocabMatrix>();
     const key = (role: string, layer: number) => `${role}@${layer}`;
     let bytes = 0, keptF32 = 0;
     for (const t of tensors) {
       if (t.layer < -1 || t.layer >= cfg.layers) throw new WeightsError(`tensor layer out of range for ${t.role}`);
       const label = `${t.role}${t.layer >= 0 ? `.${t.layer}` : ''}`;
+      if (t.role === 'embed' || t.role === 'lm_head') {
+        if (t.count !== cfg.vocab * cfg.hidden) throw new WeightsError(`${t.role} holds ${t.count} values, expected vocab x hidden = ${cfg.vocab * cfg.hidden}`);
+        const up = uploadVocabMatrix(gpu, t, cfg.hidden, storage === 'f16', label);
+        bytes += up.bytes;
+        if (up.keptF32) keptF32++;
+        vocab.set(t.role, up.m);
+        continue;
+      }
       let buf: GPUBuffer | null = null;
       if (storage === 'f16' && isWeightMatrix(t.role)) {
         const bits = readTensorHalf(t);
@@ -85,13 +97,16 @@ export class ModelContext {
       if (!b) throw new WeightsError(`missing ${what}`);
       return b;
     };
-    const embed = need('embed', -1, 'embedding');
+    const embed = vocab.get('embed');
+    if (!embed) throw new WeightsError('missing embedding');
+    const head = vocab.get('lm_head') ?? (cfg.tieEmbeddings ? embed : null);
+    if (!head) throw new WeightsError('missing LM head');
     const weights: ModelWeights = {
       bytes,
       keptF32,
       embed,
       finalNorm: need('final_norm', -1, 'final norm'),
-      lmHead: one.get(key('lm_head', -1)) ?? (cfg.tieEmbeddings ? embed : need('lm_head', -1, 'LM head')),
+      lmHead: head,
       layers: [],
     };
     for (let l = 0; l < cfg.layers; l++) {

@@ -38,6 +38,14 @@ function kernelDir(): string {
   return join(dir, 'kernels', 'wgsl');
 }
 
+function bindingCapFromEnv(): number {
+  const raw = process.env.CLAAS_WEBGPU_MAX_BINDING_BYTES;
+  if (raw === undefined || raw === '') return Infinity;
+  const n = Number(raw);
+  if (!Number.isInteger(n) || n < 256) throw new Error(`CLAAS_WEBGPU_MAX_BINDING_BYTES must be an integer >= 256 (got ${JSON.stringify(raw)})`);
+  return n;
+}
+
 function padded(bytes: number): number {
   return Math.max(4, Math.ceil(bytes / 4) * 4);
 }
@@ -49,6 +57,12 @@ export class Gpu {
   readonly adapterDescription: string;
   readonly f16: boolean;
   readonly maxStorageBuffers: number;
+  /**
+   * The most bytes one storage binding may span: the device's maxStorageBufferBindingSize, or less
+   * when Gpu.open was given maxBindingBytes (or CLAAS_WEBGPU_MAX_BINDING_BYTES is set), so that the
+   * paths which split oversized vocabulary matrices and logits can be exercised on small models.
+   */
+  readonly maxBinding: number;
 
   private readonly kernels: string;
   private readonly modules = new Map<string, { module: GPUShaderModule; readOnly: Set<number> }>();
@@ -65,7 +79,7 @@ export class Gpu {
   // Dawn tears its instance down when the GPU object is collected, even while devices are in use.
   private readonly instance: GPU;
 
-  private constructor(instance: GPU, device: GPUDevice, info: GPUAdapterInfo, f16: boolean) {
+  private constructor(instance: GPU, device: GPUDevice, info: GPUAdapterInfo, f16: boolean, maxBinding: number) {
     this.instance = instance;
     this.device = device;
     const description = info.description || info.device || info.vendor || 'unknown adapter';
@@ -73,6 +87,7 @@ export class Gpu {
     this.adapterName = (description.split(':')[0] ?? description).trim();
     this.f16 = f16;
     this.maxStorageBuffers = device.limits.maxStorageBuffersPerShaderStage;
+    this.maxBinding = Math.min(device.limits.maxStorageBufferBindingSize, maxBinding);
     this.kernels = kernelDir();
     device.addEventListener('uncapturederror', (ev) => {
       const message = (ev as GPUUncapturedErrorEvent).error.message;
@@ -87,7 +102,8 @@ export class Gpu {
    * Opens the first adapter Dawn offers; throws Error('no WebGPU adapter: <why>') when there is none.
    * The device gets shader-f16 when the adapter offers it, unless `shaderF16: false`.
    */
-  static async open(options: { shaderF16?: boolean } = {}): Promise<Gpu> {
+  static async open(options: { shaderF16?: boolean; maxBindingBytes?: number } = {}): Promise<Gpu> {
+    const cap = options.maxBindingBytes ?? bindingCapFromEnv();
     let mod: { create(options: string[]): GPU; globals: object };
     try {
       mod = (await import('webgpu')) as unknown as typeof mod;
@@ -111,7 +127,7 @@ export class Gpu {
       requiredLimits,
       requiredFeatures: f16 ? ['shader-f16'] : [],
     });
-    return new Gpu(gpu, device, adapter.info, f16);
+    return new Gpu(gpu, device, adapter.info, f16, cap);
   }
 
   /** A zeroed STORAGE|COPY_SRC|COPY_DST buffer (sizes round up to a multiple of 4 bytes). */
@@ -193,6 +209,11 @@ export class Gpu {
   ): void {
     if (bindings.length > this.maxStorageBuffers) {
       throw new Error(`${kernel}.${entry}: ${bindings.length} storage buffers exceed the limit ${this.maxStorageBuffers}`);
+    }
+    for (const [i, b] of bindings.entries()) {
+      if (b.size > this.maxBinding) {
+        throw new Error(`${kernel}.${entry}: binding ${i} (${b.label || 'unnamed'}) holds ${b.size} bytes, over the ${this.maxBinding}-byte binding limit`);
+      }
     }
     const [x, y = 1, z = 1] = workgroups;
     const maxDim = this.device.limits.maxComputeWorkgroupsPerDimension;

@@ -5,13 +5,13 @@ import type { Gpu } from './device.js';
 import type { LoraView } from './adapter.js';
 import type { ModelContext } from './context.js';
 import { axpby } from './ops/axpby.js';
-import { embedding } from './ops/embedding.js';
 import { linear } from './ops/linear.js';
 import { lora } from './ops/lora.js';
 import { rmsnorm } from './ops/rmsnorm.js';
 import { rope } from './ops/rope.js';
 import { attention } from './ops/attention.js';
 import { swiglu } from './ops/swiglu.js';
+import { embedTokens, lmHeadRows, rowSlice } from './vocab.js';
 
 /** Buffers of one layer's activations (what the backward reads). */
 export interface LayerActs {
@@ -114,16 +114,16 @@ export function layerForward(ctx: ModelContext, lv: LoraView | null, l: number, 
 }
 
 /**
- * Runs the decoder on ids (a GPU buffer of T token ids at positions 0..T-1). With `keep`, every
+ * Runs the decoder on the T token ids at positions 0..T-1. With `keep`, every
  * layer keeps its activations under `prefix` for a backward; otherwise one set is reused.
  */
-export function forward(ctx: ModelContext, lv: LoraView | null, ids: GPUBuffer, T: number, keep: boolean, prefix: string): Activations {
+export function forward(ctx: ModelContext, lv: LoraView | null, ids: Int32Array, T: number, keep: boolean, prefix: string): Activations {
   const c = ctx.cfg, gpu = ctx.gpu, ws = ctx.ws;
   const H = c.hidden, N = c.heads, M = c.kvHeads, D = c.headDim;
   const { cos, sin } = ctx.ropeTables(T);
   const xs: GPUBuffer[] = [];
   for (let i = 0; i <= c.layers; i++) xs.push(ws.get(`${prefix}.x${keep ? i : i % 2}`, T * H));
-  embedding(gpu, xs[0]!, ctx.weights.embed, ids, T, H);
+  embedTokens(ctx, xs[0]!, ids, T, prefix);
   const layers: LayerActs[] = [];
   const attend: Attend = (a) => attention(gpu, a.attn, a.lse, a.q, a.k, a.v, T, N, M, D, 0);
   for (let l = 0; l < c.layers; l++) {
@@ -138,13 +138,11 @@ export function forward(ctx: ModelContext, lv: LoraView | null, ids: GPUBuffer, 
   return { T, layers, xLast, rstdF, xf, cos, sin };
 }
 
-/** logits [R, V] of rows row0..row0+R-1 of xf (copied out first: kernels bind whole buffers). */
+/**
+ * logits [R, V] of rows row0..row0+R-1 of xf (copied out first: kernels bind whole buffers); R must
+ * lie within one logits chunk (vocab.ts logitChunks).
+ */
 export function lmHead(ctx: ModelContext, logits: GPUBuffer, xf: GPUBuffer, row0: number, R: number, prefix: string): void {
-  const H = ctx.cfg.hidden;
-  let rows = xf;
-  if (row0 !== 0) {
-    rows = ctx.ws.get(`${prefix}.rows`, R * H);
-    ctx.gpu.copy(xf, row0 * H * 4, rows, 0, R * H * 4);
-  }
-  linear(ctx.gpu, logits, rows, ctx.weights.lmHead, null, R, H, ctx.cfg.vocab);
+  const rows = row0 === 0 ? xf : rowSlice(ctx, `${prefix}.rows`, xf, row0, R, Infinity, ctx.cfg.hidden);
+  lmHeadRows(ctx, logits, rows, R);
 }

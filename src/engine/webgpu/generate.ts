@@ -6,13 +6,12 @@ import { InputError } from '../../errors.js';
 import type { NativeDecodeEntry, NativeSampled, NativeSequence } from '../native.js';
 import type { LoraView } from './adapter.js';
 import { ropeTableData, type ModelContext } from './context.js';
-import { layerActs, layerForward, type Attend } from './forward.js';
+import { layerActs, layerForward, lmHead, type Attend } from './forward.js';
 import { Mt19937_64 } from './mt19937-64.js';
 import { attention } from './ops/attention.js';
-import { embedding } from './ops/embedding.js';
-import { linear } from './ops/linear.js';
 import { rmsnorm } from './ops/rmsnorm.js';
 import { sampleRow } from './sample.js';
+import { embedTokens, logitChunks } from './vocab.js';
 
 /** The cache buffers of one sequence, per layer. */
 interface KvBuffers {
@@ -90,12 +89,11 @@ export async function decodeStep(ctx: ModelContext, lv: LoraView | null, entries
   }
   const T = ids.length;
   const temps: GPUBuffer[] = [];
-  const idsBuf = gpu.upload(Int32Array.from(ids), 'dec.ids');
   const tables = ropeTableData(positions, D, c.ropeTheta);
   const cos = gpu.upload(tables.cos, 'dec.cos'), sin = gpu.upload(tables.sin, 'dec.sin');
-  temps.push(idsBuf, cos, sin);
+  temps.push(cos, sin);
   const xs = [ws.get('dec.x0', T * H), ws.get('dec.x1', T * H)];
-  embedding(gpu, xs[0]!, ctx.weights.embed, idsBuf, T, H);
+  embedTokens(ctx, xs[0]!, Int32Array.from(ids), T, 'dec');
   for (let l = 0; l < c.layers; l++) {
     const attend: Attend = (a) => {
       for (let b = 0; b < entries.length; b++) {
@@ -114,16 +112,19 @@ export async function decodeStep(ctx: ModelContext, lv: LoraView | null, entries
   // Only the last new row of each sequence is scored.
   const x = xs[c.layers % 2]!;
   const B = entries.length;
-  const last = ws.get('dec.last', B * H), normed = ws.get('dec.normed', B * H), rstd = ws.get('dec.rstd', B), logits = ws.get('dec.logits', B * V);
+  const last = ws.get('dec.last', B * H), normed = ws.get('dec.normed', B * H), rstd = ws.get('dec.rstd', B);
   for (let b = 0; b < B; b++) {
     const row = rowStart[b]! + entries[b]!.ids.length - 1;
     gpu.copy(x, row * H * 4, last, b * H * 4, H * 4);
   }
   rmsnorm(gpu, normed, rstd, last, ctx.weights.finalNorm, B, H, c.rmsEps);
-  linear(gpu, logits, normed, ctx.weights.lmHead, null, B, H, V);
-  let host: Float32Array;
+  const host = new Float32Array(B * V);
   try {
-    host = new Float32Array(await gpu.read(logits, B * V * 4));
+    for (const [r0, n] of logitChunks(ctx, B)) {
+      const logits = ws.get('dec.logits', n * V);
+      lmHead(ctx, logits, normed, r0, n, 'dec');
+      host.set(new Float32Array(await gpu.read(logits, n * V * 4)), r0 * V);
+    }
   } finally {
     for (const t of [...temps, ...retired]) t.destroy();
     ws.release();

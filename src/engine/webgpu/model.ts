@@ -25,6 +25,7 @@ import { SDPO_LOSS_MAX_K } from './ops/sdpo_loss.js';
 import { TOPK_MAX_K } from './ops/topk.js';
 import { token_logp } from './ops/token_logp.js';
 import { SdpoStepRunner } from './sdpo-step.js';
+import { logitChunks } from './vocab.js';
 import { decideWeightStorage, type StorageDecision, type WeightStorageRequest } from './weight-storage.js';
 
 function checkIds(ids: Int32Array, vocab: number, what: string): void {
@@ -104,15 +105,14 @@ export class WebGpuModel implements NativeModel {
     const lv = this.view(adapter, useEma);
     return this.finish(async () => {
       const T = ids.length, V = this.ctx.cfg.vocab;
-      const buf = this.gpu.upload(ids, 'fwd.ids');
-      try {
-        const acts = forward(this.ctx, lv, buf, T, false, 'fw');
-        const logits = this.ctx.ws.get('fwd.logits', T * V);
-        lmHead(this.ctx, logits, acts.xf, 0, T, 'fw');
-        return new Float32Array(await this.gpu.read(logits, T * V * 4));
-      } finally {
-        buf.destroy();
+      const acts = forward(this.ctx, lv, ids, T, false, 'fw');
+      const out = new Float32Array(T * V);
+      for (const [r0, n] of logitChunks(this.ctx, T)) {
+        const logits = this.ctx.ws.get('fwd.logits', n * V);
+        lmHead(this.ctx, logits, acts.xf, r0, n, 'fw');
+        out.set(new Float32Array(await this.gpu.read(logits, n * V * 4)), r0 * V);
       }
+      return out;
     });
   }
 
@@ -123,19 +123,18 @@ export class WebGpuModel implements NativeModel {
     const lv = this.view(adapter);
     return this.finish(async () => {
       const R = T - start, V = this.ctx.cfg.vocab, ws = this.ctx.ws;
-      const buf = this.gpu.upload(ids, 'lp.ids');
-      const y = this.gpu.upload(ids.slice(start), 'lp.y');
-      try {
-        const acts = forward(this.ctx, lv, buf, T, false, 'fw');
-        const logits = ws.get('lp.logits', R * V), logp = ws.get('lp.logp', R * V), lse = ws.get('lp.lse', R), out = ws.get('lp.out', R);
-        lmHead(this.ctx, logits, acts.xf, start - 1, R, 'fw');
-        log_softmax(this.gpu, logp, lse, logits, R, V);
-        token_logp(this.gpu, out, logp, y, R, V);
-        return new Float32Array(await this.gpu.read(out, R * 4));
-      } finally {
-        buf.destroy();
-        y.destroy();
+      const acts = forward(this.ctx, lv, ids, T, false, 'fw');
+      const out = ws.get('lp.out', R);
+      for (const [r0, n] of logitChunks(this.ctx, R)) {
+        const logits = ws.get('lp.logits', n * V), logp = ws.get('lp.logp', n * V), lse = ws.get('lp.lse', n), part = ws.get('lp.part', n);
+        const y = ws.get('lp.y', n);
+        this.gpu.write(y, ids.subarray(start + r0, start + r0 + n));
+        lmHead(this.ctx, logits, acts.xf, start - 1 + r0, n, 'fw');
+        log_softmax(this.gpu, logp, lse, logits, n, V);
+        token_logp(this.gpu, part, logp, y, n, V);
+        this.gpu.copy(part, 0, out, r0 * 4, n * 4);
       }
+      return new Float32Array(await this.gpu.read(out, R * 4));
     });
   }
 

@@ -9,13 +9,13 @@ import { backward } from './backward.js';
 import { forward, lmHead } from './forward.js';
 import { adamw } from './ops/adamw.js';
 import { axpby } from './ops/axpby.js';
-import { linear_backward_input } from './ops/linear.js';
 import { log_softmax, log_softmax_backward } from './ops/log_softmax.js';
 import { sdpo_loss } from './ops/sdpo_loss.js';
 import { SUM_SQUARES_PARTIALS, sum_squares } from './ops/sum_squares.js';
 import { teacher_tail } from './ops/teacher_tail.js';
 import { token_logp } from './ops/token_logp.js';
 import { topk } from './ops/topk.js';
+import { lmHeadBackwardRows, logitChunks, rowSlice } from './vocab.js';
 
 /** Teacher targets of one sample's response positions, on the GPU. */
 interface Targets {
@@ -29,7 +29,7 @@ interface Targets {
 interface SampleBuffers {
   P: number;
   T: number;
-  ids: GPUBuffer; // prompt ++ response
+  ids: Int32Array; // prompt ++ response
   y: GPUBuffer; // response
   old: GPUBuffer; // NaN where unknown
   base: GPUBuffer; // base log-probs of y
@@ -77,16 +77,32 @@ export class SdpoStepRunner {
     await this.ctx.gpu.device.queue.onSubmittedWorkDone();
   }
 
-  /** log-probs [T, V] of the rows that score the response after `P` prompt tokens of `ids`. */
-  private responseLogp(lv: LoraView | null, ids: GPUBuffer, P: number, T: number, keep: boolean, prefix: string) {
+  /**
+   * Runs the forward on `ids` and hands the log-probs of the rows that score the response after `P`
+   * prompt tokens to `use`, a chunk of rows at a time (logp [n, V] of response rows r0..r0+n-1).
+   */
+  private responseLogp(lv: LoraView | null, ids: Int32Array, P: number, T: number, keep: boolean, prefix: string, use: (logp: GPUBuffer, r0: number, n: number) => void) {
     const ctx = this.ctx, V = ctx.cfg.vocab;
     const acts = forward(ctx, lv, ids, P + T, keep, prefix);
-    const logits = ctx.ws.get('sd.logits', T * V);
-    lmHead(ctx, logits, acts.xf, P - 1, T, prefix);
-    const logp = ctx.ws.get('sd.logp', T * V);
-    const lse = ctx.ws.get('sd.lse', T);
-    log_softmax(ctx.gpu, logp, lse, logits, T, V);
-    return { acts, logp };
+    for (const [r0, n] of logitChunks(ctx, T)) {
+      const logits = ctx.ws.get('sd.logits', n * V);
+      lmHead(ctx, logits, acts.xf, P - 1 + r0, n, prefix);
+      const logp = ctx.ws.get('sd.logp', n * V);
+      const lse = ctx.ws.get('sd.lse', n);
+      log_softmax(ctx.gpu, logp, lse, logits, n, V);
+      use(logp, r0, n);
+    }
+    return acts;
+  }
+
+  /** Rows r0..r0+n-1 of a [T, width] buffer (the buffer itself when that is all of it). */
+  private rows(name: string, src: GPUBuffer, r0: number, n: number, T: number, width = 1): GPUBuffer {
+    return rowSlice(this.ctx, name, src, r0, n, T, width);
+  }
+
+  /** Writes `part` [n, width] into rows r0.. of `dst` unless it is `dst` itself. */
+  private place(part: GPUBuffer, dst: GPUBuffer, r0: number, n: number, width = 1): void {
+    if (part !== dst) this.ctx.gpu.copy(part, 0, dst, r0 * width * 4, n * width * 4);
   }
 
   private teacherTargets(lv: LoraView | null, s: NativeSample, y: GPUBuffer, K: number): Targets {
@@ -101,11 +117,18 @@ export class SdpoStepRunner {
         token: this.upload(s.teacherTokenLogprobs!, 'tt.token'),
       };
     }
-    const ids = this.upload(concat(s.teacherPrompt, s.response), 'tt.ids');
-    const { logp } = this.responseLogp(lv, ids, s.teacherPrompt.length, T, false, 'fw');
     const tt: Targets = { K, idx: this.buffer(T * K, 'tt.idx'), logp: this.buffer(T * K, 'tt.logp'), tail: this.buffer(T, 'tt.tail'), token: this.buffer(T, 'tt.token') };
-    topk(ctx.gpu, tt.idx, tt.logp, logp, T, V, K);
-    teacher_tail(ctx.gpu, tt.tail, tt.token, logp, tt.idx, tt.logp, y, T, V, K);
+    this.responseLogp(lv, concat(s.teacherPrompt, s.response), s.teacherPrompt.length, T, false, 'fw', (logp, r0, n) => {
+      const whole = r0 === 0 && n === T;
+      const idx = whole ? tt.idx : ctx.ws.get('tt.idxPart', n * K), val = whole ? tt.logp : ctx.ws.get('tt.logpPart', n * K);
+      const tail = whole ? tt.tail : ctx.ws.get('tt.tailPart', n), token = whole ? tt.token : ctx.ws.get('tt.tokenPart', n);
+      topk(ctx.gpu, idx, val, logp, n, V, K);
+      teacher_tail(ctx.gpu, tail, token, logp, idx, val, this.rows('tt.yPart', y, r0, n, T), n, V, K);
+      this.place(idx, tt.idx, r0, n, K);
+      this.place(val, tt.logp, r0, n, K);
+      this.place(tail, tt.tail, r0, n);
+      this.place(token, tt.token, r0, n);
+    });
     return tt;
   }
 
@@ -133,15 +156,18 @@ export class SdpoStepRunner {
       const y = this.upload(s.response, 'sd.y');
       const old = this.upload(s.oldLogprobs ?? new Float32Array(T).fill(NaN), 'sd.old');
       const targets = this.teacherTargets(teacherView, s, y, opt.topK);
-      return { P, T, ids: this.upload(concat(s.prompt, s.response), 'sd.ids'), y, old, base: this.buffer(T, 'sd.base'), targets };
+      return { P, T, ids: concat(s.prompt, s.response), y, old, base: this.buffer(T, 'sd.base'), targets };
     });
     await this.sync();
     timings.teacherMs = performance.now() - t0;
 
     t0 = performance.now();
     for (const b of buffers) {
-      const { logp } = this.responseLogp(null, b.ids, b.P, b.T, false, 'fw');
-      token_logp(gpu, b.base, logp, b.y, b.T, V);
+      this.responseLogp(null, b.ids, b.P, b.T, false, 'fw', (logp, r0, n) => {
+        const part = r0 === 0 && n === b.T ? b.base : ws.get('sd.basePart', n);
+        token_logp(gpu, part, logp, this.rows('sd.yPart', b.y, r0, n, b.T), n, V);
+        this.place(part, b.base, r0, n);
+      });
     }
     await this.sync();
     timings.baseMs = performance.now() - t0;
@@ -164,26 +190,28 @@ export class SdpoStepRunner {
       let row = 0;
       for (const b of buffers) {
         const tf = performance.now();
-        const { acts, logp } = this.responseLogp(adapter.params, b.ids, b.P, b.T, true, 'st');
+        const T = b.T, tt = b.targets, coef = 1 / (T * B);
+        const dxf = ws.get('sd.dxf', (b.P + T) * H);
+        ws.zero(dxf, (b.P + T) * H);
+        // Per chunk of response rows: the loss, d/dlogits, then into the final hidden states of the
+        // scoring rows; the backward through the model runs once all rows are in.
+        const acts = this.responseLogp(adapter.params, b.ids, b.P, T, true, 'st', (logp, r0, n) => {
+          const ds = ws.get('sd.ds', n * V);
+          const v = ws.get('sd.v', n * 4);
+          const part = (name: string, src: GPUBuffer, width = 1) => this.rows(name, src, r0, n, T, width);
+          sdpo_loss(gpu, ds, v, logp, part('sd.yPart', b.y), part('tt.idxPart', tt.idx, tt.K), part('tt.logpPart', tt.logp, tt.K), part('tt.tailPart', tt.tail), part('tt.tokenPart', tt.token), part('sd.oldPart', b.old), part('sd.basePart', b.base), n, V, tt.K, { alpha: opt.alpha, tail: opt.tail, sampledToken: opt.sampledToken, isClip: opt.isClip, beta: opt.beta }, coef);
+          gpu.copy(v, 0, vals, (row + r0) * 16, n * 16);
+          const dlogits = ws.get('sd.dlogits', n * V);
+          log_softmax_backward(gpu, dlogits, ds, logp, n, V);
+          const dRows = ws.get('sd.dRows', n * H);
+          lmHeadBackwardRows(ctx, dRows, dlogits, n);
+          gpu.copy(dRows, 0, dxf, (b.P - 1 + r0) * H * 4, n * H * 4);
+        });
+        row += T;
         await this.sync();
         timings.studentForwardMs += performance.now() - tf;
 
         const tb = performance.now();
-        const T = b.T, tt = b.targets;
-        const ds = ws.get('sd.ds', T * V);
-        const v = ws.get('sd.v', T * 4);
-        const coef = 1 / (T * B);
-        sdpo_loss(gpu, ds, v, logp, b.y, tt.idx, tt.logp, tt.tail, tt.token, b.old, b.base, T, V, tt.K, { alpha: opt.alpha, tail: opt.tail, sampledToken: opt.sampledToken, isClip: opt.isClip, beta: opt.beta }, coef);
-        gpu.copy(v, 0, vals, row * 16, T * 16);
-        row += T;
-        // d/dlogits, then into the final hidden states of the scoring rows, then through the model.
-        const dlogits = ws.get('sd.dlogits', T * V);
-        log_softmax_backward(gpu, dlogits, ds, logp, T, V);
-        const dRows = ws.get('sd.dRows', T * H);
-        linear_backward_input(gpu, dRows, dlogits, ctx.weights.lmHead, T, H, V, false);
-        const dxf = ws.get('sd.dxf', acts.T * H);
-        ws.zero(dxf, acts.T * H);
-        gpu.copy(dRows, 0, dxf, (b.P - 1) * H * 4, T * H * 4);
         backward(ctx, adapter.params, adapter.grads, acts, dxf);
         await this.sync();
         timings.backwardMs += performance.now() - tb;

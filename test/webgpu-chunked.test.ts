@@ -1,0 +1,221 @@
+// The WebGPU engine with vocabulary matrices and logits over the storage binding limit: the limit is
+// capped at 12 KiB (CLAAS_WEBGPU_MAX_BINDING_BYTES), so the [1000, 16] embedding / LM head (64,000
+// bytes) is held as 6 row blocks (192 rows each, the last 40) and logits are processed 3 rows at a
+// time, while every other buffer of these tiny models stays under the cap. A binding over the cap
+// throws, so parity here means the split paths really ran. Checked against the CPU engine: logits,
+// token log-probs, full SDPO steps (loss, metrics, LoRA gradients, weights, EMA, AdamW moments) and
+// greedy / seeded generation. With CI=true a missing WebGPU adapter fails the run instead of skipping.
+//
+// Tolerances are those of webgpu-engine.test.ts (f32 on both sides; the split LM-head backward sums
+// its blocks in a different order), worst errors seen on lavapipe in the diagnostics:
+//   logits and token log-probs: max abs 5e-5;
+//   loss and the other step metrics: relative 5e-5 (absolute below 1e-2); clipFraction and tokens exactly;
+//   LoRA gradients: relative L2 5e-5; params / EMA: max abs 1e-6; AdamW moments: relative L2 5e-5;
+//   generation: identical token ids and top-logprob ids, log-probs within 5e-5.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { Engine, type Adapter, type SdpoSample } from '../src/engine/engine.js';
+import { LORA_MODULES } from '../src/engine/lora-modules.js';
+import type { SdpoOptions } from '../src/engine/sdpo-options.js';
+import { Gpu } from '../src/engine/webgpu/device.js';
+import { probeWebGpu } from '../src/engine/webgpu/probe.js';
+import { normal, rng, writeRandomModel } from '../src/model/random-model.js';
+
+const probe = await probeWebGpu();
+const skip = probe.ok ? false : `no WebGPU adapter: ${probe.reason}`;
+const CAP = 12 * 1024;
+
+test('a WebGPU adapter is present (required when CI=true)', { skip: process.env.CI === 'true' ? false : skip }, () => {
+  assert.ok(probe.ok, probe.ok ? '' : probe.reason);
+});
+
+test('a capped binding limit is enforced: a binding over it is refused with a clear error', { skip }, async () => {
+  const gpu = await Gpu.open({ maxBindingBytes: CAP });
+  try {
+    assert.equal(gpu.maxBinding, CAP);
+    const big = gpu.buffer(CAP + 16, 'big');
+    const small = gpu.buffer(CAP, 'small');
+    assert.throws(() => gpu.dispatch('axpby', 'axpby', [small, big], [1]), /binding 1 \(big\) holds 12304 bytes, over the 12288-byte binding limit/);
+    big.destroy();
+    small.destroy();
+  } finally {
+    gpu.destroy();
+  }
+});
+
+function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
+  assert.equal(a.length, b.length, 'length mismatch');
+  let m = 0;
+  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
+  return m;
+}
+
+function relL2(a: ArrayLike<number>, ref: ArrayLike<number>): number {
+  assert.equal(a.length, ref.length, 'length mismatch');
+  let d = 0, n = 0;
+  for (let i = 0; i < a.length; i++) {
+    d += (a[i]! - ref[i]!) ** 2;
+    n += ref[i]! ** 2;
+  }
+  return Math.sqrt(d) / Math.max(Math.sqrt(n), 1e-30);
+}
+
+function ids(r: () => number, n: number, vocab: number): number[] {
+  return Array.from({ length: n }, () => Math.floor(r() * vocab));
+}
+
+/** Two samples; response lengths 7 and 11 span several 3-row logits chunks, with a partial last one. */
+function batch(vocab: number, seed: number): SdpoSample[] {
+  const r = rng(seed);
+  const s1 = { promptIds: ids(r, 6, vocab), teacherPromptIds: ids(r, 10, vocab), responseIds: ids(r, 7, vocab), oldLogprobs: Array.from({ length: 7 }, () => -3 - 3 * r()) };
+  const s2 = { promptIds: ids(r, 4, vocab), teacherPromptIds: ids(r, 8, vocab), responseIds: ids(r, 11, vocab) };
+  return [s1, s2];
+}
+
+function withRemoteTargets(samples: SdpoSample[], vocab: number, K: number, seed: number): SdpoSample[] {
+  const r = rng(seed);
+  return samples.map((s) => {
+    const T = s.responseIds.length;
+    const topIds: number[] = [], topLogprobs: number[] = [], tokenLogprobs: number[] = [];
+    for (let t = 0; t < T; t++) {
+      const chosen = new Set<number>();
+      while (chosen.size < K) chosen.add(Math.floor(r() * vocab));
+      const w = [...chosen].map(() => 0.1 + r());
+      const total = w.reduce((a, b) => a + b, 0) / 0.9;
+      topIds.push(...chosen);
+      topLogprobs.push(...w.map((x) => Math.log(x / total)).sort((a, b) => b - a));
+      tokenLogprobs.push(Math.log(0.05 + 0.5 * r()));
+    }
+    return { ...s, teacherTargets: { k: K, topIds, topLogprobs, tokenLogprobs } };
+  });
+}
+
+const CASES: { name: string; options: Partial<SdpoOptions>; remote?: number }[] = [
+  { name: 'alpha 0.5, teacher current, beta 0.1', options: { alpha: 0.5, teacher: 'current', topK: 8, beta: 0.1 } },
+  { name: 'alpha 0, teacher ema, isClip 1.2', options: { alpha: 0, teacher: 'ema', topK: 16, isClip: 1.2 } },
+  { name: 'alpha 1, teacher base, 2 steps, clipped gradient', options: { alpha: 1, teacher: 'base', topK: 4, steps: 2, maxGradNorm: 0.05 } },
+  { name: 'sampled-token mode', options: { sampledToken: true, teacher: 'current', beta: 0.05 } },
+  { name: 'remote teacher targets', options: { alpha: 0.5, teacher: 'remote' }, remote: 5 },
+];
+
+const METRICS = ['loss', 'distillLoss', 'klToBase', 'meanIsWeight', 'gradNorm', 'teacherStudentKl'] as const;
+
+const CONFIGS = [
+  { name: 'tied embedding / LM head', tied: true, seed: 3 },
+  { name: 'untied LM head', tied: false, seed: 4 },
+];
+
+/** Opens the WebGPU engine with the binding limit capped (the cap is read when the device opens). */
+async function openCapped(dir: string): Promise<Engine> {
+  const before = process.env.CLAAS_WEBGPU_MAX_BINDING_BYTES;
+  process.env.CLAAS_WEBGPU_MAX_BINDING_BYTES = String(CAP);
+  try {
+    return await Engine.open(dir, { backend: 'webgpu' });
+  } finally {
+    if (before === undefined) delete process.env.CLAAS_WEBGPU_MAX_BINDING_BYTES;
+    else process.env.CLAAS_WEBGPU_MAX_BINDING_BYTES = before;
+  }
+}
+
+for (const config of CONFIGS) {
+  test(`WebGPU engine with split vocabulary matrices and logits matches the CPU engine: ${config.name}`, { skip }, async (t) => {
+    const dir = writeRandomModel({ vocab: 1000, hidden: 16, layers: 2, heads: 2, kvHeads: 1, headDim: 8, intermediate: 32, tied: config.tied, seed: config.seed });
+    const cpu = await Engine.open(dir, { backend: 'cpu', threads: 1 });
+    const gpu = await openCapped(dir);
+    assert.equal(gpu.backend, 'webgpu');
+    const V = cpu.config.vocabSize;
+    const shape = { rank: 4, alpha: 8, targetModules: [...LORA_MODULES] };
+    const r = rng(21);
+    const total = cpu.createAdapter({ ...shape, seed: 1 }).state().params.length;
+    const state = {
+      params: Float32Array.from({ length: total }, () => 0.15 * normal(r)),
+      ema: Float32Array.from({ length: total }, () => 0.15 * normal(r)),
+      m: Float32Array.from({ length: total }, () => 1e-3 * normal(r)),
+      v: Float32Array.from({ length: total }, () => 1e-6 * (1 + r())),
+      step: 3,
+    };
+    const restore = (e: Engine): Adapter => e.restoreAdapter(shape, state);
+
+    await t.test('logits and token log-probs (adapter, EMA copy, base)', async () => {
+      // 13 rows: chunks of 3, 3, 3, 3, 1; ids from every embedding block.
+      const seq = ids(rng(4), 13, V);
+      let err = 0;
+      for (const [adapter, ema] of [[restore(cpu), false], [restore(cpu), true], [null, false]] as const) {
+        const g = adapter ? restore(gpu) : null;
+        err = Math.max(err, maxAbs(await gpu.logits(seq, g, { ema }), await cpu.logits(seq, adapter, { ema })));
+      }
+      assert.ok(err <= 5e-5, `logits max abs error ${err}`);
+      const lpErr = maxAbs(await gpu.logprobs(seq, restore(gpu), 2), await cpu.logprobs(seq, restore(cpu), 2));
+      assert.ok(lpErr <= 5e-5, `token log-prob max abs error ${lpErr}`);
+      t.diagnostic(`logits max abs ${err.toExponential(2)}, token log-probs ${lpErr.toExponential(2)}`);
+    });
+
+    const worst = { loss: 0, metric: 0, grad: 0, weight: 0, moment: 0 };
+    for (const c of CASES) {
+      await t.test(`SDPO step: ${c.name}`, async () => {
+        let samples = batch(V, 31);
+        if (c.remote) samples = withRemoteTargets(samples, V, c.remote, 41);
+        const options: Partial<SdpoOptions> = { learningRate: 1e-2, ...c.options };
+        const a = restore(cpu), b = restore(gpu);
+        const want = await cpu.sdpoStep(a, samples, options);
+        const got = await gpu.sdpoStep(b, samples, options);
+        const lossRel = Math.abs(got.loss - want.loss) / Math.max(Math.abs(want.loss), 1e-2);
+        worst.loss = Math.max(worst.loss, lossRel);
+        assert.ok(lossRel <= 5e-5, `loss ${got.loss} vs CPU ${want.loss}`);
+        for (const m of METRICS) {
+          const e = Math.abs(got[m] - want[m]) / Math.max(Math.abs(want[m]), 1e-2);
+          worst.metric = Math.max(worst.metric, e);
+          assert.ok(e <= 5e-5, `${m}: ${got[m]} vs CPU ${want[m]}`);
+        }
+        assert.equal(got.clipFraction, want.clipFraction);
+        assert.equal(got.tokens, want.tokens);
+        assert.equal(got.stepLosses.length, want.stepLosses.length);
+        for (let i = 0; i < want.stepLosses.length; i++) {
+          assert.ok(Math.abs(got.stepLosses[i]! - want.stepLosses[i]!) / Math.max(Math.abs(want.stepLosses[i]!), 1e-2) <= 5e-5, `step loss ${i}`);
+        }
+        const sa = a.state(), sb = b.state();
+        assert.equal(sb.step, sa.step);
+        const gradErr = relL2(sb.grads, sa.grads);
+        worst.grad = Math.max(worst.grad, gradErr);
+        assert.ok(gradErr <= 5e-5, `gradient relative L2 error ${gradErr}`);
+        const wErr = Math.max(maxAbs(sb.params, sa.params), maxAbs(sb.ema, sa.ema));
+        worst.weight = Math.max(worst.weight, wErr);
+        assert.ok(wErr <= 1e-6, `weights / EMA max abs error ${wErr}`);
+        const mErr = Math.max(relL2(sb.m, sa.m), relL2(sb.v, sa.v));
+        worst.moment = Math.max(worst.moment, mErr);
+        assert.ok(mErr <= 5e-5, `AdamW moments relative L2 error ${mErr}`);
+        assert.ok(maxAbs(sb.params, state.params) > 1e-4, 'the step moved the weights');
+      });
+    }
+    t.diagnostic(`worst over the step cases: loss rel ${worst.loss.toExponential(2)}, metrics ${worst.metric.toExponential(2)}, grads rel L2 ${worst.grad.toExponential(2)}, weights max abs ${worst.weight.toExponential(2)}, moments rel L2 ${worst.moment.toExponential(2)}`);
+
+    await t.test('generation: batched greedy and seeded sampling give the CPU tokens', async () => {
+      let worstLp = 0;
+      for (const sampling of [{ temperature: 0, topP: 1, topK: 0, topLogprobs: 3 }, { temperature: 0.8, topP: 0.9, topK: 20, topLogprobs: 0 }]) {
+        // 4 sequences decoded together: 4 logits rows, two chunks.
+        const run = async (e: Engine, adapter: Adapter | null) => {
+          const seqs = [e.createSequence(17), e.createSequence(99), e.createSequence(5), e.createSequence(8)];
+          const prompts = [ids(rng(8), 5, V), ids(rng(9), 9, V), ids(rng(10), 1, V), ids(rng(11), 4, V)];
+          const out: { id: number; logprob: number; top: number[] }[][] = [[], [], [], []];
+          let next = prompts;
+          for (let step = 0; step < 8; step++) {
+            const toks = await e.decode(seqs.map((sequence, i) => ({ sequence, ids: next[i]!, sampling })), adapter);
+            toks.forEach((tk, i) => out[i]!.push({ id: tk.id, logprob: tk.logprob, top: [...tk.topIds] }));
+            next = toks.map((tk) => [tk.id]);
+          }
+          return out;
+        };
+        const want = await run(cpu, restore(cpu));
+        const got = await run(gpu, restore(gpu));
+        for (let s = 0; s < want.length; s++) {
+          assert.deepEqual(got[s]!.map((x) => x.id), want[s]!.map((x) => x.id), `sequence ${s} at temperature ${sampling.temperature}`);
+          assert.deepEqual(got[s]!.map((x) => x.top), want[s]!.map((x) => x.top));
+          const e = maxAbs(got[s]!.map((x) => x.logprob), want[s]!.map((x) => x.logprob));
+          worstLp = Math.max(worstLp, e);
+          assert.ok(e <= 5e-5, `sequence ${s} log-prob error ${e}`);
+        }
+      }
+      t.diagnostic(`generation log-prob max abs ${worstLp.toExponential(2)}`);
+    });
+  });
+}
