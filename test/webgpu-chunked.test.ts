@@ -4,14 +4,18 @@
 // time, while every other buffer of these tiny models stays under the cap. A binding over the cap
 // throws, so parity here means the split paths really ran. Checked against the CPU engine: logits,
 // token log-probs, full SDPO steps (loss, metrics, LoRA gradients, weights, EMA, AdamW moments) and
-// greedy / seeded generation. With CI=true a missing WebGPU adapter fails the run instead of skipping.
+// greedy / seeded generation; and with f16 weight storage (3 blocks of half rows) against the unsplit
+// f16 engine. With CI=true a missing WebGPU adapter fails the run instead of skipping.
 //
 // Tolerances are those of webgpu-engine.test.ts (f32 on both sides; the split LM-head backward sums
-// its blocks in a different order), worst errors seen on lavapipe in the diagnostics:
-//   logits and token log-probs: max abs 5e-5;
-//   loss and the other step metrics: relative 5e-5 (absolute below 1e-2); clipFraction and tokens exactly;
-//   LoRA gradients: relative L2 5e-5; params / EMA: max abs 1e-6; AdamW moments: relative L2 5e-5;
-//   generation: identical token ids and top-logprob ids, log-probs within 5e-5.
+// its blocks in a different order), with the worst errors seen on lavapipe over both configs in brackets:
+//   logits and token log-probs: max abs 5e-5 [2.2e-6, 1.9e-6];
+//   loss and the other step metrics: relative 5e-5, absolute below 1e-2 [1.1e-5];
+//     clipFraction and tokens exactly;
+//   LoRA gradients: relative L2 5e-5 [1.9e-6]; params / EMA: max abs 1e-6 [3.0e-8];
+//   AdamW moments: relative L2 5e-5 [1.0e-6];
+//   generation: identical token ids and top-logprob ids, log-probs within 5e-5 [1.9e-6];
+//   f16 split vs unsplit: the same bounds [logits and loss equal, grads 4.8e-7, weights 1.7e-7].
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { Engine, type Adapter, type SdpoSample } from '../src/engine/engine.js';
@@ -219,3 +223,54 @@ for (const config of CONFIGS) {
     });
   });
 }
+
+// f16 storage splits by half-value rows: the same [1000, 16] matrix is 32,000 bytes, 3 blocks of up
+// to 384 rows. Against the unsplit f16 engine (same rounded weights), tolerances as above.
+test('f16 weight storage with split vocabulary matrices matches the unsplit f16 engine', { skip }, async (t) => {
+  const probeGpu = await Gpu.open();
+  const f16 = probeGpu.f16;
+  probeGpu.destroy();
+  if (!f16) {
+    t.skip('the adapter does not offer shader-f16');
+    return;
+  }
+  const dir = writeRandomModel({ vocab: 1000, hidden: 16, layers: 2, heads: 2, kvHeads: 1, headDim: 8, intermediate: 32, tied: true, seed: 6 });
+  const whole = await Engine.open(dir, { backend: 'webgpu', webgpuWeights: 'f16' });
+  const before = process.env.CLAAS_WEBGPU_MAX_BINDING_BYTES;
+  process.env.CLAAS_WEBGPU_MAX_BINDING_BYTES = String(CAP);
+  let split: Engine;
+  try {
+    split = await Engine.open(dir, { backend: 'webgpu', webgpuWeights: 'f16' });
+  } finally {
+    if (before === undefined) delete process.env.CLAAS_WEBGPU_MAX_BINDING_BYTES;
+    else process.env.CLAAS_WEBGPU_MAX_BINDING_BYTES = before;
+  }
+  const V = whole.config.vocabSize;
+  const shape = { rank: 4, alpha: 8, targetModules: [...LORA_MODULES] };
+  const seq = ids(rng(4), 13, V);
+  const logitErr = maxAbs(await split.logits(seq, null), await whole.logits(seq, null));
+  assert.ok(logitErr <= 5e-5, `logits max abs error ${logitErr}`);
+  const a = whole.createAdapter({ ...shape, seed: 9 }), b = split.createAdapter({ ...shape, seed: 9 });
+  const want = await whole.sdpoStep(a, batch(V, 31), { learningRate: 1e-2, alpha: 0.5, teacher: 'current', topK: 8 });
+  const got = await split.sdpoStep(b, batch(V, 31), { learningRate: 1e-2, alpha: 0.5, teacher: 'current', topK: 8 });
+  const lossRel = Math.abs(got.loss - want.loss) / Math.max(Math.abs(want.loss), 1e-2);
+  assert.ok(lossRel <= 5e-5, `loss ${got.loss} vs ${want.loss}`);
+  const gradErr = relL2(b.state().grads, a.state().grads);
+  assert.ok(gradErr <= 5e-5, `gradient relative L2 error ${gradErr}`);
+  const wErr = maxAbs(b.state().params, a.state().params);
+  assert.ok(wErr <= 1e-6, `weights max abs error ${wErr}`);
+  const greedy = { temperature: 0, topP: 1, topK: 0, topLogprobs: 0 };
+  const gen = async (e: Engine) => {
+    const s = e.createSequence(1);
+    const out: number[] = [];
+    let next = ids(rng(8), 5, V);
+    for (let i = 0; i < 8; i++) {
+      const [tk] = await e.decode([{ sequence: s, ids: next, sampling: greedy }], null);
+      out.push(tk!.id);
+      next = [tk!.id];
+    }
+    return out;
+  };
+  assert.deepEqual(await gen(split), await gen(whole));
+  t.diagnostic(`f16 split vs whole: logits max abs ${logitErr.toExponential(2)}, loss rel ${lossRel.toExponential(2)}, grads rel L2 ${gradErr.toExponential(2)}, weights max abs ${wErr.toExponential(2)}`);
+});

@@ -58,9 +58,10 @@ export class Gpu {
   readonly f16: boolean;
   readonly maxStorageBuffers: number;
   /**
-   * The most bytes one storage binding may span: the device's maxStorageBufferBindingSize, or less
-   * when Gpu.open was given maxBindingBytes (or CLAAS_WEBGPU_MAX_BINDING_BYTES is set), so that the
-   * paths which split oversized vocabulary matrices and logits can be exercised on small models.
+   * The most bytes one storage binding may span: the device's maxStorageBufferBindingSize (and
+   * maxBufferSize), or less when Gpu.open was given maxBindingBytes (or CLAAS_WEBGPU_MAX_BINDING_BYTES
+   * is set), so that the paths splitting oversized vocabulary matrices and logits (vocab.ts) can be
+   * exercised on small models.
    */
   readonly maxBinding: number;
 
@@ -87,7 +88,7 @@ export class Gpu {
     this.adapterName = (description.split(':')[0] ?? description).trim();
     this.f16 = f16;
     this.maxStorageBuffers = device.limits.maxStorageBuffersPerShaderStage;
-    this.maxBinding = Math.min(device.limits.maxStorageBufferBindingSize, maxBinding);
+    this.maxBinding = Math.min(device.limits.maxStorageBufferBindingSize, device.limits.maxBufferSize, maxBinding);
     this.kernels = kernelDir();
     device.addEventListener('uncapturederror', (ev) => {
       const message = (ev as GPUUncapturedErrorEvent).error.message;
