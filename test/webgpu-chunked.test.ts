@@ -1,29 +1,34 @@
-// The WebGPU engine with vocabulary matrices and logits over the storage binding limit: the limit is
-// capped at 12 KiB (CLAAS_WEBGPU_MAX_BINDING_BYTES), so the [1000, 16] embedding / LM head (64,000
-// bytes) is held as 6 row blocks (192 rows each, the last 40) and logits are processed 3 rows at a
-// time, while every other buffer of these tiny models stays under the cap. A binding over the cap
-// throws, so parity here means the split paths really ran. Checked against the CPU engine: logits,
-// token log-probs, full SDPO steps (loss, metrics, LoRA gradients, weights, EMA, AdamW moments) and
-// greedy / seeded generation; and with f16 weight storage (3 blocks of half rows) against the unsplit
-// f16 engine. With CI=true a missing WebGPU adapter fails the run instead of skipping.
+// The WebGPU engine with weight matrices and logits over the storage binding limit: the limit is
+// capped at 12 KiB (CLAAS_WEBGPU_MAX_BINDING_BYTES). Two configs split the [1000, 16] embedding / LM
+// head (64,000 bytes) into 6 row blocks (192 rows each, the last 40) and take logits 3 rows at a time;
+// a third (Qwen2-style, q/k/v biases, untied) also splits the projections: q/o [64, 64] into 2 blocks,
+// gate/up [128, 64] and down [64, 128] into 3, embedding and head [200, 64] into 5. Every other buffer
+// of these tiny models stays under the cap, and a binding over it throws, so parity here means the
+// split paths really ran. Checked against the CPU engine: logits, token log-probs, full SDPO steps
+// (loss, metrics, LoRA gradients, weights, EMA, AdamW moments) and greedy / seeded generation; and
+// with f16 weight storage (3 blocks of half rows) against the unsplit f16 engine. With CI=true a
+// missing WebGPU adapter fails the run instead of skipping.
 //
-// Tolerances are those of webgpu-engine.test.ts (f32 on both sides; the split LM-head backward sums
-// its blocks in a different order), with the worst errors seen on lavapipe over both configs in brackets:
-//   logits and token log-probs: max abs 5e-5 [2.2e-6, 1.9e-6];
+// Tolerances are those of webgpu-engine.test.ts (f32 on both sides; a split backward sums its blocks
+// in a different order), with the worst errors seen on lavapipe over the three configs in brackets:
+//   logits and token log-probs: max abs 5e-5 [2.5e-6, 1.9e-6];
 //   loss and the other step metrics: relative 5e-5, absolute below 1e-2 [1.1e-5];
 //     clipFraction and tokens exactly;
-//   LoRA gradients: relative L2 5e-5 [1.9e-6]; params / EMA: max abs 1e-6 [3.0e-8];
-//   AdamW moments: relative L2 5e-5 [1.0e-6];
+//   LoRA gradients: relative L2 5e-5 [3.6e-6]; params / EMA: max abs 1e-6 [4.5e-8];
+//   AdamW moments: relative L2 5e-5 [2.2e-6];
 //   generation: identical token ids and top-logprob ids, log-probs within 5e-5 [1.9e-6];
 //   f16 split vs unsplit: the same bounds [logits and loss equal, grads 4.8e-7, weights 1.7e-7].
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
+import { readFileSync, writeFileSync } from 'node:fs';
+import { join } from 'node:path';
 import { Engine, type Adapter, type SdpoSample } from '../src/engine/engine.js';
-import { LORA_MODULES } from '../src/engine/lora-modules.js';
+import { LORA_MODULES, type LoraModule } from '../src/engine/lora-modules.js';
 import type { SdpoOptions } from '../src/engine/sdpo-options.js';
 import { Gpu } from '../src/engine/webgpu/device.js';
 import { probeWebGpu } from '../src/engine/webgpu/probe.js';
 import { normal, rng, writeRandomModel } from '../src/model/random-model.js';
+import { readSafetensors, writeSafetensors } from '../src/model/safetensors.js';
 
 const probe = await probeWebGpu();
 const skip = probe.ok ? false : `no WebGPU adapter: ${probe.reason}`;
@@ -104,9 +109,30 @@ const CASES: { name: string; options: Partial<SdpoOptions>; remote?: number }[] 
 
 const METRICS = ['loss', 'distillLoss', 'klToBase', 'meanIsWeight', 'gradNorm', 'teacherStudentKl'] as const;
 
+/** Qwen2-style (q/k/v biases, untied head, no q/k norm) with projections over the cap as well. */
+function writeWideBiasModel(): string {
+  const dir = writeRandomModel({ vocab: 200, hidden: 64, layers: 2, heads: 4, kvHeads: 1, headDim: 16, intermediate: 128, tied: false, seed: 7, std: 0.1 });
+  const file = join(dir, 'model.safetensors');
+  const { tensors } = readSafetensors(file);
+  const r = rng(12);
+  const out = [...tensors].map(([name, t]) => ({ name, shape: t.shape, data: t.data }));
+  for (let l = 0; l < 2; l++) {
+    for (const [p, n] of [['q', 64], ['k', 16], ['v', 16]] as const) {
+      out.push({ name: `model.layers.${l}.self_attn.${p}_proj.bias`, shape: [n], data: Float32Array.from({ length: n }, () => 0.3 * normal(r)) });
+    }
+  }
+  writeSafetensors(file, out, { format: 'pt' });
+  const config = JSON.parse(readFileSync(join(dir, 'config.json'), 'utf8')) as Record<string, unknown>;
+  writeFileSync(join(dir, 'config.json'), JSON.stringify({ ...config, architectures: ['Qwen2ForCausalLM'], model_type: 'qwen2' }));
+  return dir;
+}
+
+const ALL: LoraModule[] = [...LORA_MODULES];
 const CONFIGS = [
-  { name: 'tied embedding / LM head', tied: true, seed: 3 },
-  { name: 'untied LM head', tied: false, seed: 4 },
+  { name: 'tied embedding / LM head', write: () => writeRandomModel({ vocab: 1000, hidden: 16, layers: 2, heads: 2, kvHeads: 1, headDim: 8, intermediate: 32, tied: true, seed: 3 }), modules: ALL, rank: 4 },
+  { name: 'untied LM head', write: () => writeRandomModel({ vocab: 1000, hidden: 16, layers: 2, heads: 2, kvHeads: 1, headDim: 8, intermediate: 32, tied: false, seed: 4 }), modules: ALL, rank: 4 },
+  // q/o [64, 64] in 2 blocks, gate/up [128, 64] in 3, down [64, 128] in 3 (k/v fit); embedding and head in 5.
+  { name: 'split projections with biases, untied head', write: writeWideBiasModel, modules: ['q_proj', 'v_proj', 'down_proj'] as LoraModule[], rank: 2 },
 ];
 
 /** Opens the WebGPU engine with the binding limit capped (the cap is read when the device opens). */
@@ -123,12 +149,12 @@ async function openCapped(dir: string): Promise<Engine> {
 
 for (const config of CONFIGS) {
   test(`WebGPU engine with split vocabulary matrices and logits matches the CPU engine: ${config.name}`, { skip }, async (t) => {
-    const dir = writeRandomModel({ vocab: 1000, hidden: 16, layers: 2, heads: 2, kvHeads: 1, headDim: 8, intermediate: 32, tied: config.tied, seed: config.seed });
+    const dir = config.write();
     const cpu = await Engine.open(dir, { backend: 'cpu', threads: 1 });
     const gpu = await openCapped(dir);
     assert.equal(gpu.backend, 'webgpu');
     const V = cpu.config.vocabSize;
-    const shape = { rank: 4, alpha: 8, targetModules: [...LORA_MODULES] };
+    const shape = { rank: config.rank, alpha: 8, targetModules: config.modules };
     const r = rng(21);
     const total = cpu.createAdapter({ ...shape, seed: 1 }).state().params.length;
     const state = {

@@ -394,7 +394,7 @@ test('f16 storage halves the weight matrices and leaves the norms f32', async (t
     const want16 = spec.tensors.reduce((s, x) => s + (matrices.has(x.role) ? pad4(2 * x.count) : 4 * x.count), 0);
     assert.equal(m32.ctx.weights.bytes, want32);
     assert.equal(m16.ctx.weights.bytes, want16);
-    assert.ok(m16.gpu.isHalf(m16.ctx.weights.layers[0]!.W[0]!));
+    assert.ok(m16.gpu.isHalf(m16.ctx.weights.layers[0]!.W[0]!.parts[0]!));
     assert.ok(!m16.gpu.isHalf(m16.ctx.weights.layers[0]!.inNorm));
     assert.ok(!m16.gpu.isHalf(m16.ctx.weights.finalNorm));
     t.diagnostic(`weights f32 ${want32} bytes, f16 ${want16} bytes`);
@@ -416,8 +416,8 @@ test('a matrix with values beyond the f16 range stays f32', async (t) => {
   const m = await WebGpuModel.load(spec, { weights: 'f16' });
   try {
     assert.equal(m.ctx.weights.keptF32, 1);
-    assert.ok(!m.gpu.isHalf(m.ctx.weights.layers[0]!.W[0]!));
-    assert.ok(m.gpu.isHalf(m.ctx.weights.layers[0]!.W[1]!));
+    assert.ok(!m.gpu.isHalf(m.ctx.weights.layers[0]!.W[0]!.parts[0]!));
+    assert.ok(m.gpu.isHalf(m.ctx.weights.layers[0]!.W[1]!.parts[0]!));
     assert.match(m.weightStorage, /1 matrices kept f32: values beyond the f16 range/);
   } finally {
     m.close();

@@ -4,17 +4,17 @@
 import type { LoraView } from './adapter.js';
 import type { ModelContext } from './context.js';
 import type { Activations } from './forward.js';
-import { linear_backward_input } from './ops/linear.js';
 import { lora_backward } from './ops/lora.js';
 import { rmsnorm_backward } from './ops/rmsnorm.js';
 import { rope_backward } from './ops/rope.js';
 import { attention_backward } from './ops/attention.js';
 import { swiglu_backward } from './ops/swiglu.js';
+import { linearBackwardInputBlocks } from './row-blocks.js';
 
 /** Input gradient of projection m (into dx, added when accumulate) plus its LoRA gradients. */
 function projectBackward(ctx: ModelContext, lv: LoraView, grads: LoraView, l: number, m: number, dx: GPUBuffer, dy: GPUBuffer, x: GPUBuffer, u: GPUBuffer | null, T: number, accumulate: boolean): void {
   const I = ctx.moduleIn(m), O = ctx.moduleOut(m);
-  linear_backward_input(ctx.gpu, dx, dy, ctx.weights.layers[l]!.W[m]!, T, I, O, accumulate);
+  linearBackwardInputBlocks(ctx.gpu, ctx.ws, dx, dy, ctx.weights.layers[l]!.W[m]!, T, I, O, accumulate);
   const slot = lv.slots[l * 7 + m];
   const g = grads.slots[l * 7 + m];
   if (slot && g && u) {

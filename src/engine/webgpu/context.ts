@@ -8,14 +8,16 @@ import { moduleIn, moduleOut } from './adapter.js';
 import { readTensor, readTensorHalf } from './weights.js';
 import { isWeightMatrix, type WeightStorage } from './weight-storage.js';
 import { Workspace } from './workspace.js';
-import { uploadVocabMatrix, type VocabMatrix } from './vocab.js';
+import { uploadRowBlocks, type RowBlocks } from './row-blocks.js';
+import type { VocabMatrix } from './vocab.js';
 
 export interface LayerWeights {
   inNorm: GPUBuffer;
   postNorm: GPUBuffer;
   qNorm: GPUBuffer | null;
   kNorm: GPUBuffer | null;
-  W: GPUBuffer[];
+  /** Projections q, k, v, o, gate, up, down: row blocks when over the binding limit (row-blocks.ts). */
+  W: RowBlocks[];
   b: (GPUBuffer | null)[];
 }
 
@@ -69,6 +71,7 @@ export class ModelContext {
   static load(gpu: Gpu, cfg: NativeConfig, tensors: readonly WeightSpec[], storage: WeightStorage = 'f32'): ModelContext {
     const one = new Map<string, GPUBuffer>();
     const vocab = new Map<string, VocabMatrix>();
+    const blocks = new Map<string, RowBlocks>();
     const key = (role: string, layer: number) => `${role}@${layer}`;
     let bytes = 0, keptF32 = 0;
     for (const t of tensors) {
@@ -76,10 +79,20 @@ export class ModelContext {
       const label = `${t.role}${t.layer >= 0 ? `.${t.layer}` : ''}`;
       if (t.role === 'embed' || t.role === 'lm_head') {
         if (t.count !== cfg.vocab * cfg.hidden) throw new WeightsError(`${t.role} holds ${t.count} values, expected vocab x hidden = ${cfg.vocab * cfg.hidden}`);
-        const up = uploadVocabMatrix(gpu, t, cfg.hidden, storage === 'f16', label);
+        const up = uploadRowBlocks(gpu, t, cfg.hidden, storage === 'f16', label);
         bytes += up.bytes;
         if (up.keptF32) keptF32++;
         vocab.set(t.role, up.m);
+        continue;
+      }
+      const m = (PROJ as readonly string[]).indexOf(t.role);
+      if (m >= 0) {
+        const I = moduleIn(cfg, m), O = moduleOut(cfg, m);
+        if (t.count !== I * O) throw new WeightsError(`${label} holds ${t.count} values, expected ${O} x ${I}`);
+        const up = uploadRowBlocks(gpu, t, I, storage === 'f16', label);
+        bytes += up.bytes;
+        if (up.keptF32) keptF32++;
+        blocks.set(key(t.role, t.layer), up.m);
         continue;
       }
       let buf: GPUBuffer | null = null;
@@ -116,7 +129,11 @@ export class ModelContext {
         postNorm: need('post_norm', l, `post-attention norm ${where}`),
         qNorm: cfg.qkNorm ? need('q_norm', l, `q norm ${where}`) : null,
         kNorm: cfg.qkNorm ? need('k_norm', l, `k norm ${where}`) : null,
-        W: PROJ.map((p) => need(p, l, `${p} ${where}`)),
+        W: PROJ.map((p) => {
+          const b = blocks.get(key(p, l));
+          if (!b) throw new WeightsError(`missing ${p} ${where}`);
+          return b;
+        }),
         b: BIAS.map((b, i) => (cfg.bias[i] ? need(b, l, `${b} ${where}`) : null)),
       });
     }

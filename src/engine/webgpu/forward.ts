@@ -5,12 +5,12 @@ import type { Gpu } from './device.js';
 import type { LoraView } from './adapter.js';
 import type { ModelContext } from './context.js';
 import { axpby } from './ops/axpby.js';
-import { linear } from './ops/linear.js';
 import { lora } from './ops/lora.js';
 import { rmsnorm } from './ops/rmsnorm.js';
 import { rope } from './ops/rope.js';
 import { attention } from './ops/attention.js';
 import { swiglu } from './ops/swiglu.js';
+import { linearBlocks } from './row-blocks.js';
 import { embedTokens, lmHeadRows, rowSlice } from './vocab.js';
 
 /** Buffers of one layer's activations (what the backward reads). */
@@ -81,7 +81,7 @@ export function layerActs(ctx: ModelContext, prefix: string, x: GPUBuffer, T: nu
 export function project(ctx: ModelContext, lv: LoraView | null, l: number, m: number, y: GPUBuffer, u: GPUBuffer | null, x: GPUBuffer, T: number): void {
   const w = ctx.weights.layers[l]!;
   const I = ctx.moduleIn(m), O = ctx.moduleOut(m);
-  linear(ctx.gpu, y, x, w.W[m]!, m <= 3 ? w.b[m] ?? null : null, T, I, O);
+  linearBlocks(ctx.gpu, ctx.ws, y, x, w.W[m]!, m <= 3 ? w.b[m] ?? null : null, T, I, O);
   const slot = lv?.slots[l * 7 + m];
   if (lv && slot && u) lora(ctx.gpu, y, u, x, slot.A, slot.B, T, I, O, lv.rank, lv.scale);
 }
