@@ -194,7 +194,8 @@ export class SdpoStepRunner {
         const dxf = ws.get('sd.dxf', (b.P + T) * H);
         ws.zero(dxf, (b.P + T) * H);
         // Per chunk of response rows: the loss, d/dlogits, then into the final hidden states of the
-        // scoring rows; the backward through the model runs once all rows are in.
+        // scoring rows; the backward through the model runs once all rows are in. (Logits exist only a
+        // chunk at a time, so the loss and the LM-head backward count in studentForwardMs.)
         const acts = this.responseLogp(adapter.params, b.ids, b.P, T, true, 'st', (logp, r0, n) => {
           const ds = ws.get('sd.ds', n * V);
           const v = ws.get('sd.v', n * 4);
