@@ -5,6 +5,7 @@
 
 #include <deque>
 
+#include "addon/napi_support.h"
 #include "cuda/blas.h"
 #include "cuda/model_entry.h"
 #include "cuda/ops_entry.h"
@@ -14,11 +15,7 @@
 namespace claas::cuda {
 namespace {
 
-Napi::Error make_error(Napi::Env env, const std::string& code, const std::string& message) {
-  Napi::Error e = Napi::Error::New(env, message);
-  e.Set("code", Napi::String::New(env, code));
-  return e;
-}
+using napi::make_error;
 
 // {available, reason, device}: reason says why the backend cannot run here (empty when it can).
 Napi::Value DeviceStatus(const Napi::CallbackInfo& info) {

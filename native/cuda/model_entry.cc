@@ -8,119 +8,14 @@
 #include <memory>
 #include <string>
 
+#include "addon/napi_support.h"
 #include "cuda/device_model.h"
 #include "engine/errors.h"
 
 namespace claas::cuda {
 namespace {
 
-Napi::Error make_error(Napi::Env env, const std::string& code, const std::string& message) {
-  Napi::Error e = Napi::Error::New(env, message);
-  e.Set("code", Napi::String::New(env, code));
-  return e;
-}
-
-[[noreturn]] void fail(const std::string& code, const std::string& message) { throw EngineError(code, message); }
-
-class PromiseWorker : public Napi::AsyncWorker {
- public:
-  PromiseWorker(Napi::Env env, std::function<void()> work, std::function<Napi::Value(Napi::Env)> done)
-      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), work_(std::move(work)),
-        done_(std::move(done)) {}
-  Napi::Promise promise() { return deferred_.Promise(); }
-
- protected:
-  void Execute() override {
-    try {
-      work_();
-    } catch (const EngineError& e) {
-      code_ = e.code;
-      SetError(e.what());
-    } catch (const std::bad_alloc&) {
-      code_ = "E_MEMORY";
-      SetError("out of host memory");
-    } catch (const std::exception& e) {
-      code_ = "E_INTERNAL";
-      SetError(e.what());
-    }
-  }
-  void OnOK() override {
-    try {
-      deferred_.Resolve(done_(Env()));
-    } catch (const Napi::Error& e) {
-      deferred_.Reject(e.Value());
-    }
-  }
-  void OnError(const Napi::Error& e) override { deferred_.Reject(make_error(Env(), code_, e.Message()).Value()); }
-
- private:
-  Napi::Promise::Deferred deferred_;
-  std::function<void()> work_;
-  std::function<Napi::Value(Napi::Env)> done_;
-  std::string code_ = "E_INTERNAL";
-};
-
-Napi::Value run_async(Napi::Env env, std::function<void()> work, std::function<Napi::Value(Napi::Env)> done) {
-  auto* w = new PromiseWorker(env, std::move(work), std::move(done));
-  Napi::Promise p = w->promise();
-  w->Queue();
-  return p;
-}
-
-template <typename F>
-Napi::Value guarded(Napi::Env env, F&& f) {
-  try {
-    return f();
-  } catch (const EngineError& e) {
-    throw make_error(env, e.code, e.what());
-  }
-}
-
-int get_int(const Napi::Object& o, const char* key) {
-  Napi::Value v = o.Get(key);
-  if (!v.IsNumber()) fail("E_INPUT", std::string("expected a number for '") + key + "'");
-  return v.As<Napi::Number>().Int32Value();
-}
-double get_num(const Napi::Object& o, const char* key) {
-  Napi::Value v = o.Get(key);
-  if (!v.IsNumber()) fail("E_INPUT", std::string("expected a number for '") + key + "'");
-  return v.As<Napi::Number>().DoubleValue();
-}
-bool get_bool(const Napi::Object& o, const char* key) {
-  Napi::Value v = o.Get(key);
-  if (!v.IsBoolean()) fail("E_INPUT", std::string("expected a boolean for '") + key + "'");
-  return v.As<Napi::Boolean>().Value();
-}
-
-std::vector<int32_t> get_ids(const Napi::Value& v, int vocab, const char* what) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_int32_array) {
-    fail("E_INPUT", std::string(what) + " must be an Int32Array");
-  }
-  Napi::Int32Array a = v.As<Napi::Int32Array>();
-  std::vector<int32_t> ids(a.Data(), a.Data() + a.ElementLength());
-  for (int32_t id : ids) {
-    if (id < 0 || id >= vocab) fail("E_INPUT", std::string(what) + " has token id " + std::to_string(id) + " outside the vocabulary");
-  }
-  return ids;
-}
-
-std::vector<float> get_floats(const Napi::Value& v, size_t expected, const char* what) {
-  if (!v.IsTypedArray() || v.As<Napi::TypedArray>().TypedArrayType() != napi_float32_array) {
-    fail("E_INPUT", std::string(what) + " must be a Float32Array");
-  }
-  Napi::Float32Array a = v.As<Napi::Float32Array>();
-  if (expected != SIZE_MAX && a.ElementLength() != expected) {
-    fail("E_SHAPE", std::string(what) + " has " + std::to_string(a.ElementLength()) + " values, expected " +
-                        std::to_string(expected));
-  }
-  return std::vector<float>(a.Data(), a.Data() + a.ElementLength());
-}
-
-Napi::Float32Array to_js(Napi::Env env, const std::vector<float>& v) {
-  Napi::Float32Array a = Napi::Float32Array::New(env, v.size());
-  std::copy(v.begin(), v.end(), a.Data());
-  return a;
-}
+using namespace napi;
 
 // A loaded device model; the worker threads of one engine never run two calls at once on it
 // (the TypeScript engine serializes its calls), and the lock keeps that true for any caller.
