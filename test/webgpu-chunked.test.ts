@@ -29,6 +29,7 @@ import { Gpu } from '../src/engine/webgpu/device.js';
 import { probeWebGpu } from '../src/engine/webgpu/probe.js';
 import { normal, rng, writeRandomModel } from '../src/model/random-model.js';
 import { readSafetensors, writeSafetensors } from '../src/model/safetensors.js';
+import { maxAbs, relL2, ids, withRemoteTargets } from './webgpu/compare.js';
 
 const probe = await probeWebGpu();
 const skip = probe.ok ? false : `no WebGPU adapter: ${probe.reason}`;
@@ -52,51 +53,12 @@ test('a capped binding limit is enforced: a binding over it is refused with a cl
   }
 });
 
-function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length, 'length mismatch');
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-}
-
-function relL2(a: ArrayLike<number>, ref: ArrayLike<number>): number {
-  assert.equal(a.length, ref.length, 'length mismatch');
-  let d = 0, n = 0;
-  for (let i = 0; i < a.length; i++) {
-    d += (a[i]! - ref[i]!) ** 2;
-    n += ref[i]! ** 2;
-  }
-  return Math.sqrt(d) / Math.max(Math.sqrt(n), 1e-30);
-}
-
-function ids(r: () => number, n: number, vocab: number): number[] {
-  return Array.from({ length: n }, () => Math.floor(r() * vocab));
-}
-
 /** Two samples; response lengths 7 and 11 span several 3-row logits chunks, with a partial last one. */
 function batch(vocab: number, seed: number): SdpoSample[] {
   const r = rng(seed);
   const s1 = { promptIds: ids(r, 6, vocab), teacherPromptIds: ids(r, 10, vocab), responseIds: ids(r, 7, vocab), oldLogprobs: Array.from({ length: 7 }, () => -3 - 3 * r()) };
   const s2 = { promptIds: ids(r, 4, vocab), teacherPromptIds: ids(r, 8, vocab), responseIds: ids(r, 11, vocab) };
   return [s1, s2];
-}
-
-function withRemoteTargets(samples: SdpoSample[], vocab: number, K: number, seed: number): SdpoSample[] {
-  const r = rng(seed);
-  return samples.map((s) => {
-    const T = s.responseIds.length;
-    const topIds: number[] = [], topLogprobs: number[] = [], tokenLogprobs: number[] = [];
-    for (let t = 0; t < T; t++) {
-      const chosen = new Set<number>();
-      while (chosen.size < K) chosen.add(Math.floor(r() * vocab));
-      const w = [...chosen].map(() => 0.1 + r());
-      const total = w.reduce((a, b) => a + b, 0) / 0.9;
-      topIds.push(...chosen);
-      topLogprobs.push(...w.map((x) => Math.log(x / total)).sort((a, b) => b - a));
-      tokenLogprobs.push(Math.log(0.05 + 0.5 * r()));
-    }
-    return { ...s, teacherTargets: { k: K, topIds, topLogprobs, tokenLogprobs } };
-  });
 }
 
 const CASES: { name: string; options: Partial<SdpoOptions>; remote?: number }[] = [

@@ -32,6 +32,7 @@ import { readSafetensors, writeSafetensors } from '../src/model/safetensors.js';
 import type { Orchestrator } from '../src/orchestrator/orchestrator.js';
 import type { InferenceService } from '../src/serve/inference.js';
 import { openServer, writeRandomChatModel } from '../src/serve/open.js';
+import { maxAbs, relL2, ids, withRemoteTargets } from './webgpu/compare.js';
 
 const probe = await probeWebGpu();
 const skip = probe.ok ? false : `no WebGPU adapter: ${probe.reason}`;
@@ -63,27 +64,6 @@ const CONFIGS: { name: string; write: () => string }[] = [
   { name: 'qwen2 biases untied GQA 4', write: writeBiasModel },
 ];
 
-function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length, 'length mismatch');
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-}
-
-function relL2(a: ArrayLike<number>, ref: ArrayLike<number>): number {
-  assert.equal(a.length, ref.length, 'length mismatch');
-  let d = 0, n = 0;
-  for (let i = 0; i < a.length; i++) {
-    d += (a[i]! - ref[i]!) ** 2;
-    n += ref[i]! ** 2;
-  }
-  return Math.sqrt(d) / Math.max(Math.sqrt(n), 1e-30);
-}
-
-function ids(r: () => number, n: number, vocab: number): number[] {
-  return Array.from({ length: n }, () => Math.floor(r() * vocab));
-}
-
 /** Two samples of different lengths; the first carries sampling-time log-probs. */
 function batch(vocab: number, seed: number): SdpoSample[] {
   const r = rng(seed);
@@ -93,24 +73,6 @@ function batch(vocab: number, seed: number): SdpoSample[] {
 }
 
 /** Supplied (remote) teacher targets: K random distinct ids per position with log-probs summing below 1. */
-function withRemoteTargets(samples: SdpoSample[], vocab: number, K: number, seed: number): SdpoSample[] {
-  const r = rng(seed);
-  return samples.map((s) => {
-    const T = s.responseIds.length;
-    const topIds: number[] = [], topLogprobs: number[] = [], tokenLogprobs: number[] = [];
-    for (let t = 0; t < T; t++) {
-      const chosen = new Set<number>();
-      while (chosen.size < K) chosen.add(Math.floor(r() * vocab));
-      const w = [...chosen].map(() => 0.1 + r());
-      const total = w.reduce((a, b) => a + b, 0) / 0.9;
-      topIds.push(...chosen);
-      topLogprobs.push(...w.map((x) => Math.log(x / total)).sort((a, b) => b - a));
-      tokenLogprobs.push(Math.log(0.05 + 0.5 * r()));
-    }
-    return { ...s, teacherTargets: { k: K, topIds, topLogprobs, tokenLogprobs } };
-  });
-}
-
 interface StepCase {
   name: string;
   options: Partial<SdpoOptions>;

@@ -37,6 +37,7 @@ import { normal, rng, tempDir, writeRandomModel } from '../src/model/random-mode
 import { readSafetensors } from '../src/model/safetensors.js';
 import { weightSpecs } from '../src/model/weights.js';
 import { closeGpu, cpuOps, describe, gpuOrSkip, randF32, randIds, runCase, type Case, type HostArray } from './webgpu/harness.js';
+import { maxAbs, relL2, ids } from './webgpu/compare.js';
 
 after(closeGpu);
 
@@ -203,27 +204,6 @@ function as16Bit(dir: string, dtype: 'F16' | 'BF16', normsF32 = false): string {
   writeFileSync(join(out, 'model.safetensors'), Buffer.concat([len, Buffer.from(json), ...chunks]));
   writeFileSync(join(out, 'config.json'), readFileSync(join(dir, 'config.json')));
   return out;
-}
-
-function maxAbs(a: ArrayLike<number>, b: ArrayLike<number>): number {
-  assert.equal(a.length, b.length, 'length mismatch');
-  let m = 0;
-  for (let i = 0; i < a.length; i++) m = Math.max(m, Math.abs(a[i]! - b[i]!));
-  return m;
-}
-
-function relL2(a: ArrayLike<number>, ref: ArrayLike<number>): number {
-  assert.equal(a.length, ref.length, 'length mismatch');
-  let d = 0, n = 0;
-  for (let i = 0; i < a.length; i++) {
-    d += (a[i]! - ref[i]!) ** 2;
-    n += ref[i]! ** 2;
-  }
-  return Math.sqrt(d) / Math.max(Math.sqrt(n), 1e-30);
-}
-
-function ids(r: () => number, n: number, vocab: number): number[] {
-  return Array.from({ length: n }, () => Math.floor(r() * vocab));
 }
 
 function batch(vocab: number, seed: number): SdpoSample[] {
