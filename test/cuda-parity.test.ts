@@ -227,21 +227,25 @@ function bf16Model(opts: Parameters<typeof writeRandomModel>[0]): string {
 
 // How far apart may the engines be? The device rounds every GEMM input to bf16, which moves it by
 // up to u = 2^-8 of itself (bf16's unit roundoff), and some quantities of a step are ill-conditioned
-// under such noise: a per-tensor LoRA gradient that is a small difference of large terms, the
-// sampled-token loss (a mean of (s_y - t_y) s_y with mixed signs), and AdamW's first step, which
-// moves each weight by lr * sign(g), so any gradient entry below the noise flips. Fixed tolerances
-// cannot serve all of these, so each engine-level comparison is calibrated on the CPU itself: the
-// CPU engine also runs on NOISE_DRAWS copies of the model whose GEMM matrices (projections and LM
-// head) are multiplied elementwise by 1 + u * U(-1, 1), and the device may differ from the CPU by
-// the quantity's fixed tolerance or by the most any of those perturbations moved the CPU, whichever
-// is larger. Calibration seen (first H200 run): logits moved 7.9e-3 of their scale on the device,
-// 1.4e-2 to 1.8e-2 on the perturbed CPU; gradients 6.3e-2 at worst on the device, up to 3.2e-1 on
-// the perturbed CPU in the ill-conditioned cases; the cold AdamW update 9.5e-2 to 2.3e-1 on the
-// device, 1.6e-1 to 3.9e-1 on the perturbed CPU.
+// under such noise: a per-tensor LoRA gradient that is a small difference of large terms, or the
+// sampled-token loss, a mean of (s_y - t_y) s_y over terms of mixed sign. Fixed tolerances cannot
+// serve those, so each step comparison is calibrated on the CPU itself: the CPU engine also runs on
+// NOISE_DRAWS copies of the model whose GEMM matrices (projections and LM head) are multiplied
+// elementwise by 1 + u * U(-1, 1), and the device may differ from the CPU by the quantity's fixed
+// tolerance or by NOISE_FACTOR times the most any of those copies moved the CPU, whichever is larger.
+// On logits the device's error is about half that of such a copy (first H200 run: 7.9e-3 of the
+// scale against 1.4e-2 to 1.8e-2), but one draw of an ill-conditioned quantity scatters widely, so
+// the factor keeps the bound from depending on a lucky draw. CLAAS_CUDA_PARITY_SELFTEST=<amplitude>,<seed>
+// checks the allowances themselves without a GPU: the CPU engine on a copy of the model perturbed by
+// up to <amplitude> stands in for the device in the engine cases: a stand-in at u / 2 (about the
+// device's noise on logits) passed every check in 30 seeds, one at u failed 6 runs of 20 (mostly its
+// logits, over their fixed 2e-2) and one at 8u failed all 5 (bench/RESULTS.md).
 const BF16_UNIT_ROUNDOFF = 2 ** -8;
-const NOISE_DRAWS = 3;
+const NOISE_DRAWS = 4;
+const NOISE_FACTOR = 3;
+const selfTest = process.env.CLAAS_CUDA_PARITY_SELFTEST?.split(',').map(Number);
 
-function perturbedModel(dir: string, tied: boolean, seed: number): string {
+function perturbedModel(dir: string, tied: boolean, seed: number, amplitude = BF16_UNIT_ROUNDOFF): string {
   const out = join(tempDir('claas-cuda-noise-'), 'model');
   cpSync(dir, out, { recursive: true });
   const file = join(out, 'model.safetensors');
@@ -251,13 +255,13 @@ function perturbedModel(dir: string, tied: boolean, seed: number): string {
   writeSafetensors(file, [...tensors].map(([name, t]) => ({
     name,
     shape: t.shape,
-    data: gemm(name, t.shape) ? t.data.map((x) => x * (1 + BF16_UNIT_ROUNDOFF * (2 * r() - 1))) : t.data,
+    data: gemm(name, t.shape) ? t.data.map((x) => x * (1 + amplitude * (2 * r() - 1))) : t.data,
   })), { format: 'pt' });
   return out;
 }
 
 /** The allowance of one engine-level quantity: its fixed tolerance or the CPU's own noise, whichever is larger. */
-const allow = (tol: number, noise: number[]) => Math.max(tol, ...noise);
+const allow = (tol: number, noise: number[]) => Math.max(tol, NOISE_FACTOR * Math.max(...noise));
 const fmt = (x: number) => x.toExponential(2);
 
 function relL2(a: ArrayLike<number>, b: ArrayLike<number>): number {
@@ -286,7 +290,7 @@ for (const [name, shape] of [
   ['tied, GQA 4/2, head dim 16', { vocab: 97, hidden: 64, layers: 2, heads: 4, kvHeads: 2, headDim: 16, intermediate: 96, tied: true, seed: 3 }],
   ['untied, head dim 128', { vocab: 1000, hidden: 256, layers: 2, heads: 4, kvHeads: 1, headDim: 128, intermediate: 384, tied: false, seed: 4 }],
 ] as const) {
-  test(`cuda engine matches the cpu engine: ${name}`, { skip }, async (t) => {
+  test(`cuda engine matches the cpu engine: ${name}`, { skip: selfTest ? false : skip }, async (t) => {
     // Every comparison runs and is reported (error and allowance, or the failure), then the test
     // fails with all failures at once: a device run shows the whole picture, not the first miss.
     const failures: string[] = [];
@@ -299,8 +303,10 @@ for (const [name, shape] of [
     };
     const dir = bf16Model(shape);
     const cpu = await Engine.open(dir, { backend: 'cpu', threads: 2 });
-    const gpu = await Engine.open(dir, { backend: 'cuda' });
-    assert.equal(gpu.backend, 'cuda');
+    const gpu = selfTest
+      ? await Engine.open(perturbedModel(dir, shape.tied, 1_000_000 + selfTest[1]!, selfTest[0]), { backend: 'cpu', threads: 2 })
+      : await Engine.open(dir, { backend: 'cuda' });
+    if (!selfTest) assert.equal(gpu.backend, 'cuda');
     const noisy: Engine[] = [];
     for (let i = 0; i < NOISE_DRAWS; i++) noisy.push(await Engine.open(perturbedModel(dir, shape.tied, 100 + i), { backend: 'cpu', threads: 2 }));
     const V = shape.vocab;
@@ -309,30 +315,33 @@ for (const [name, shape] of [
     const params = randn(layoutTotal, 0.05);
     const make = (e: Engine) => e.restoreAdapter({ ...shapeL, targetModules: [...shapeL.targetModules] }, { params, step: 0 });
 
-    // Logits and token log-probs: max error over the output's scale, fixed tolerance 2e-2.
+    // Logits and token log-probs, well conditioned: max error over the output's scale, 2e-2 (bf16
+    // activations at GEMM inputs; the perturbed CPU copies move them 1.4e-2 to 1.8e-2).
     const tokens = Array.from(ids(40, V));
     const arrays = async (what: string, run: (e: Engine) => Promise<Float32Array>) => {
       const want = await run(cpu), got = await run(gpu);
-      const noise: number[] = [];
-      for (const e of noisy) noise.push(maxRel(await run(e), want));
       check(what, () => {
-        const err = maxRel(got, want), lim = allow(2e-2, noise);
-        assert.ok(err <= lim, `max error ${err} of the scale > allowed ${lim}`);
-        return `${what} ${fmt(err)} (allowed ${fmt(lim)})`;
+        const err = maxRel(got, want);
+        assert.ok(err <= 2e-2, `max error ${err} of the scale > 2e-2`);
+        return `${what} ${fmt(err)} (tol 2e-2)`;
       });
     };
     await arrays('logits (base)', (e) => e.logits(tokens, null));
     await arrays('logits (adapter)', (e) => e.logits(tokens, make(e)));
     await arrays('token logprobs', (e) => e.logprobs(tokens, make(e), 10));
 
-    // SDPO steps: metrics relative error (fixed 2e-2), each LoRA gradient tensor's relative L2
-    // error (fixed 5e-2) and the AdamW update's relative L2 error (fixed 0.1), each allowed the
-    // CPU's own noise; and, exactly, that the device's update is AdamW of the device's gradient.
+    // SDPO steps: metrics and each step's loss (relative error, fixed 2e-2) and each LoRA gradient
+    // tensor (relative L2 error, fixed 5e-2), each allowed the CPU's own noise; and, exactly, that
+    // the device's update is AdamW of the device's own gradient. The two engines' updates are not
+    // compared with each other: AdamW's first step moves each weight by lr * sign(g), so every
+    // gradient entry below the noise flips (relative L2 0.1 to 0.4 between the CPU and its perturbed
+    // copies); a second step's loss shows the first update's effect instead.
     const batch = [
       { promptIds: Array.from(ids(12, V)), teacherPromptIds: Array.from(ids(17, V)), responseIds: Array.from(ids(9, V)), oldLogprobs: null },
       { promptIds: Array.from(ids(5, V)), teacherPromptIds: Array.from(ids(8, V)), responseIds: Array.from(ids(20, V)), oldLogprobs: Array.from(randn(20, 0.3), (x) => -2 - Math.abs(x)) },
     ];
     const upd = (p: Float32Array) => p.map((x, i) => x - params[i]!);
+    const relErr = (x: number, ref: number) => Math.abs(x - ref) / Math.max(Math.abs(ref), 1e-3);
     for (const options of [{ alpha: 0.5, topK: 20, tail: true }, { alpha: 0, topK: 20, tail: false, beta: 0.1 }, { sampledToken: true }, { alpha: 1, topK: 5, teacher: 'base' as const, steps: 2 }]) {
       const tag = JSON.stringify(options);
       const stepOptions = { learningRate: 1e-3, ...options };
@@ -346,29 +355,30 @@ for (const [name, shape] of [
       for (const e of noisy) noise.push(await run(e));
       check(`${tag} metrics`, () => {
         const seen: string[] = [];
-        for (const m of METRICS) {
-          const rel = (x: typeof want) => Math.abs(x.result[m] - want.result[m]) / Math.max(Math.abs(want.result[m]), 1e-3);
-          const err = rel(got), lim = allow(2e-2, noise.map(rel));
-          assert.ok(err <= lim, `${m}: cuda ${got.result[m]} cpu ${want.result[m]} (relative error ${err} > allowed ${lim})`);
+        const values: [string, (x: typeof want) => number][] = [
+          ...METRICS.map((m) => [m, (x: typeof want) => x.result[m]] as [string, (x: typeof want) => number]),
+          ...want.result.stepLosses.slice(1).map((_, i) => [`step ${i + 2} loss`, (x: typeof want) => x.result.stepLosses[i + 1]!] as [string, (x: typeof want) => number]),
+        ];
+        const failed: string[] = [];
+        for (const [m, value] of values) {
+          const err = relErr(value(got), value(want)), lim = allow(2e-2, noise.map((n) => relErr(value(n), value(want))));
+          if (!(err <= lim)) failed.push(`${m}: cuda ${value(got)} cpu ${value(want)} (relative error ${err} > allowed ${lim})`);
           seen.push(`${m} ${fmt(err)}/${fmt(lim)}`);
         }
+        assert.deepEqual(failed, []);
         assert.equal(got.result.tokens, want.result.tokens);
         return `${tag} metrics, relative error/allowed: ${seen.join(', ')}`;
       });
       check(`${tag} grads`, () => {
         let closest = '', ratio = -1;
+        const failed: string[] = [];
         for (const [key, ref] of want.grads) {
           const err = relL2(got.grads.get(key)!, ref), lim = allow(5e-2, noise.map((n) => relL2(n.grads.get(key)!, ref)));
-          assert.ok(err <= lim, `grad ${key}: relative L2 error ${err} > allowed ${lim}`);
+          if (!(err <= lim)) failed.push(`grad ${key}: relative L2 error ${err} > allowed ${lim}`);
           if (err / lim > ratio) [ratio, closest] = [err / lim, `${key} ${fmt(err)} (allowed ${fmt(lim)})`];
         }
-        return `${tag} gradient closest to its allowance: ${closest}`;
-      });
-      check(`${tag} AdamW update`, () => {
-        const ref = upd(want.state.params);
-        const err = relL2(upd(got.state.params), ref), lim = allow(0.1, noise.map((n) => relL2(upd(n.state.params), ref)));
-        assert.ok(err <= lim, `relative L2 error ${err} > allowed ${lim}`);
-        return `${tag} AdamW update relative L2 ${fmt(err)} (allowed ${fmt(lim)})`;
+        assert.deepEqual(failed, []);
+        return `${tag} gradient closest to its allowance: ${closest}; all together relative L2 ${fmt(relL2(got.state.grads, want.state.grads))}`;
       });
       if ((stepOptions as { steps?: number }).steps === undefined) {
         // One step from m = v = 0: p <- p (1 - lr wd) - lr gc / (|gc| + eps), gc the gradient after
@@ -388,24 +398,29 @@ for (const [name, shape] of [
       }
     }
 
-    // Decode: the log-prob the device reports for the token it picked, against the CPU's
-    // log-softmax (fixed tolerance 2e-2 of the log-prob, or the CPU's own noise on that token).
+    // Decode: the log-probs the device reports (the picked token and the top 5) against the CPU's
+    // log-softmax of the same prefix. A log-prob is a logit minus the log-sum-exp of the logits,
+    // each within the logits' tolerance (2e-2 of their scale), so the bound is twice that; two
+    // log-probs within it of the truth can swap places, so the greedy pick must be within twice
+    // the bound of the CPU's best.
     const prompt = Array.from(ids(11, V));
     const seq = gpu.createSequence(5);
     let [tok] = await gpu.decode([{ sequence: seq, ids: prompt, sampling: { temperature: 0, topP: 1, topK: 0, topLogprobs: 5 } }]);
     const seen = [...prompt];
-    const lastLogprobs = async (e: Engine) => logSoftmaxRows((await e.logits(seen, null)).slice((seen.length - 1) * V), 1, V);
     for (let i = 0; i < 6; i++) {
-      const lp = await lastLogprobs(cpu);
+      const logits = (await cpu.logits(seen, null)).slice((seen.length - 1) * V);
+      const lp = logSoftmaxRows(logits, 1, V);
       const picked = tok!;
-      const noise: number[] = [];
-      for (const e of noisy) noise.push(Math.abs((await lastLogprobs(e))[picked.id]! - lp[picked.id]!));
       check(`decode step ${i}`, () => {
-        const d = Math.abs(lp[picked.id]! - picked.logprob), lim = allow(2e-2 * Math.max(1, Math.abs(lp[picked.id]!)), noise);
-        assert.ok(d <= lim, `logprob ${picked.logprob} vs cpu ${lp[picked.id]} (allowed ${lim})`);
-        // Two log-probs that each move by up to lim can swap places.
-        assert.ok(lp[picked.id]! >= Math.max(...lp) - Math.max(5e-2, 2 * lim), `greedy pick ${picked.id} is not (nearly) the cpu argmax`);
-        return `decode step ${i}: |logprob - cpu| ${fmt(d)} (allowed ${fmt(lim)})`;
+        const lim = 2 * 2e-2 * Math.max(1, ...Array.from(logits, Math.abs));
+        let d = Math.abs(lp[picked.id]! - picked.logprob);
+        assert.ok(d <= lim, `logprob of ${picked.id}: ${picked.logprob} vs cpu ${lp[picked.id]} (allowed ${lim})`);
+        Array.from(picked.topIds).forEach((id, k) => {
+          d = Math.max(d, Math.abs(lp[id]! - picked.topLogprobs[k]!));
+          assert.ok(Math.abs(lp[id]! - picked.topLogprobs[k]!) <= lim, `top logprob of ${id}: ${picked.topLogprobs[k]} vs cpu ${lp[id]} (allowed ${lim})`);
+        });
+        assert.ok(lp[picked.id]! >= Math.max(...lp) - 2 * lim, `greedy pick ${picked.id} is not (nearly) the cpu argmax`);
+        return `decode step ${i}: |logprob - cpu| ${fmt(d)} at most (allowed ${fmt(lim)})`;
       });
       seen.push(picked.id);
       [tok] = await gpu.decode([{ sequence: seq, ids: [picked.id], sampling: { temperature: 0, topP: 1, topK: 0, topLogprobs: 5 } }]);
