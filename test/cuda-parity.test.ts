@@ -1,13 +1,13 @@
 // CUDA backend against the CPU backend (the oracle): every op of kernels/cuda next to its
 // native/cpu twin on the same inputs (odd sizes included), then whole-model logits, token
-// log-probs, SDPO steps (metrics, every LoRA gradient, weights after AdamW), activation
+// log-probs, SDPO steps (metrics, every LoRA gradient, the AdamW step), activation
 // checkpointing and KV-cache decode. Runs wherever a CUDA device is present; elsewhere each case is
 // skipped with the reason, and with CLAAS_REQUIRE_CUDA=1 a missing device fails the run. Every
 // device buffer of an op call has a guard band after it; a write past an output fails the op.
 // Tolerances (next to each case) are max |cuda - cpu| <= tol * max(|cpu|, floor): fp32 ops differ
 // only in summation order (1e-5..1e-4); bf16 GEMMs are checked on bf16-representable inputs (then
 // only the order differs) and on raw fp32 inputs, where the device rounds activations to bf16
-// (8 significant bits: 2^-9 relative per element, so 1e-2 of the output scale). Engine-level
+// (8 significant bits: 2^-9 relative per element, so 1e-2 of the output scale). Whole-model step
 // comparisons are also allowed the CPU's own noise under bf16-sized weight perturbations (below).
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -237,7 +237,7 @@ function bf16Model(opts: Parameters<typeof writeRandomModel>[0]): string {
 // scale against 1.4e-2 to 1.8e-2), but one draw of an ill-conditioned quantity scatters widely, so
 // the factor keeps the bound from depending on a lucky draw. CLAAS_CUDA_PARITY_SELFTEST=<amplitude>,<seed>
 // checks the allowances themselves without a GPU: the CPU engine on a copy of the model perturbed by
-// up to <amplitude> stands in for the device in the engine cases: a stand-in at u / 2 (about the
+// up to <amplitude> stands in for the device in the engine cases. A stand-in at u / 2 (about the
 // device's noise on logits) passed every check in 30 seeds, one at u failed 6 runs of 20 (mostly its
 // logits, over their fixed 2e-2) and one at 8u failed all 5 (bench/RESULTS.md).
 const BF16_UNIT_ROUNDOFF = 2 ** -8;
