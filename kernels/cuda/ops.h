@@ -65,7 +65,7 @@ void log_softmax_backward(cudaStream_t s, float* dlogits_RV, const float* ds_RV,
 // out_R[r] = x_RV[r, ids_R[r]]
 void gather_rows(cudaStream_t s, float* out_R, const float* x_RV, const int32_t* ids_R, int R, int V);
 
-// topk.cu — descending, ties to the lower index; K <= 1024.
+// topk.cu — descending, ties to the lower index (a radix select for K <= 1024, serial rounds above).
 void topk(cudaStream_t s, int32_t* idx_RK, float* val_RK, const float* x_RV, int R, int V, int K);
 
 // sdpo_loss.cu — per-row SDPO loss (see cpu/sdpo_loss.h) over R rows at once.
