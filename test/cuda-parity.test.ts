@@ -137,19 +137,27 @@ function opCases(): OpCase[] {
     const positions = Int32Array.from({ length: T }, (_, i) => i * 7 + 3);
     for (const op of ['rope', 'rope_backward']) cases.push({ op, args: { x: randn(T * N * D), positions, T, N, D, theta: 1e6 }, tol: { x: 1e-5 } });
   }
-  // Attention: GQA groups, head dims below / at / between the kernel's 32-lane slices, a KV-cache offset.
-  for (const [T, N, M, D, q0] of [[1, 1, 1, 16, 0], [63, 4, 2, 16, 0], [70, 8, 2, 128, 0], [33, 4, 1, 96, 0], [9, 4, 2, 64, 40], [1, 4, 4, 256, 100]] as const) {
+  // Attention: GQA groups (up to 4 heads a kv head, as Qwen3-8B), head dims padded to the kernels'
+  // 32-column blocks or not, T across several 64-row blocks and 32-row tiles and not a multiple of
+  // either, KV-cache offsets inside a tile.
+  // Head dims up to 128 run on tensor cores with TF32 inputs (10-bit mantissa, unit roundoff 2^-11
+  // = 4.9e-4 per rounded q, k, v, dO, probability and dS): scores move by about that much, so outputs,
+  // lse and gradients by a few 1e-4 of their scale. A tile-by-tile numpy model of the kernels with
+  // TF32 rounding gave at most 5.8e-4 (out), 2.1e-4 (lse) and 9.5e-4 (dq, dk, dv) on these cases;
+  // the bounds leave 5x to 10x. D = 256 runs the fp32 kernels: only the online vs two-pass softmax
+  // and the summation order differ there.
+  const tc = (D: number): boolean => D <= 128;
+  for (const [T, N, M, D, q0] of [[1, 1, 1, 16, 0], [63, 4, 2, 16, 0], [70, 8, 2, 128, 0], [33, 4, 1, 96, 0], [9, 4, 2, 64, 40], [130, 8, 2, 128, 0], [5, 4, 1, 128, 70], [1, 4, 4, 256, 100]] as const) {
     const q = randn(T * N * D), k = randn((q0 + T) * M * D), v = randn((q0 + T) * M * D);
-    // fp32 both sides; online vs two-pass softmax and summation order differ.
-    cases.push({ op: 'attention', args: { q, k, v, T, N, NKV: M, D, q0 }, tol: { out: 5e-5, lse: 1e-5 } });
+    cases.push({ op: 'attention', args: { q, k, v, T, N, NKV: M, D, q0 }, tol: tc(D) ? { out: 5e-3, lse: 2e-3 } : { out: 5e-5, lse: 1e-5 } });
   }
-  for (const [T, N, M, D] of [[1, 1, 1, 16], [63, 4, 2, 16], [70, 8, 2, 128], [33, 4, 1, 96]] as const) {
+  for (const [T, N, M, D] of [[1, 1, 1, 16], [63, 4, 2, 16], [70, 8, 2, 128], [33, 4, 1, 96], [130, 8, 2, 128], [97, 2, 1, 64]] as const) {
     const q = randn(T * N * D), k = randn(T * M * D), v = randn(T * M * D);
     const ref = loaded && 'addon' in loaded ? loaded.addon.cpuOps.attention!({ q, k, v, T, N, NKV: M, D, q0: 0 }) : { out: new Float32Array(T * N * D), lse: new Float32Array(N * T) };
     cases.push({
       op: 'attention_backward',
       args: { dout: randn(T * N * D), q, k, v, out: ref.out as Float32Array, lse: ref.lse as Float32Array, T, N, NKV: M, D },
-      tol: { dq: 1e-4, dk: 1e-4, dv: 1e-4 },
+      tol: tc(D) ? { dq: 1e-2, dk: 1e-2, dv: 1e-2 } : { dq: 1e-4, dk: 1e-4, dv: 1e-4 },
     });
   }
   for (const n of [1, 1025, 100003]) {

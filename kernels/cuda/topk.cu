@@ -6,9 +6,11 @@
 // of the keys that still match the chosen prefix), and how many elements equal to `thr` belong in the
 // top K (`need`). One more pass compacts the survivors: every key above `thr` (exactly K - need of
 // them, in any order) and the first `need` keys equal to `thr` in index order, which is the CPU's
-// tie rule. A bitonic sort of the at most 1024 survivors by (key desc, index asc) gives the order.
-// Every pass reads the row with all threads and several loads in flight, so a 151936-wide row costs
-// five streaming reads instead of the K serial rounds of the previous kernel (kept below for K > 1024).
+// tie rule (when all the equal keys are taken, their order does not matter and this pass streams
+// too; otherwise it goes a block-wide tile at a time to rank them). A bitonic sort of the at most 1024
+// survivors by (key desc, index asc) gives the order. Every streaming pass reads the row with all
+// threads and several loads in flight, so a 151936-wide row costs five reads instead of the K serial
+// rounds of the previous kernel (kept below for K > 1024).
 #include <climits>
 
 #include "cuda/common.cuh"
@@ -52,7 +54,7 @@ __device__ inline void for_each_key(const float* x, int V, F f) {
 __global__ void __launch_bounds__(kSelectThreads) topk_select_kernel(int32_t* idx, float* val, const float* x_RV,
                                                                      int V, int K) {
   __shared__ uint32_t hist[256];
-  __shared__ uint32_t selDigit, selRank;
+  __shared__ uint32_t selDigit, selRank, selCount;
   __shared__ uint32_t gtCount;
   __shared__ uint32_t warpEq[kSelectThreads / 32];
   __shared__ uint32_t keys[kMaxSortK];
@@ -87,6 +89,7 @@ __global__ void __launch_bounds__(kSelectThreads) topk_select_kernel(int32_t* id
           if (acc + c[b] >= remaining) {
             selDigit = static_cast<uint32_t>(lane * 8 + b);
             selRank = remaining - acc;
+            selCount = c[b];
             break;
           }
           acc += c[b];
@@ -100,37 +103,50 @@ __global__ void __launch_bounds__(kSelectThreads) topk_select_kernel(int32_t* id
     // hist is cleared and selDigit rewritten only after the next pass's first __syncthreads.
   }
   const uint32_t thr = prefix, need = remaining, nGreater = static_cast<uint32_t>(K) - need;
+  const uint32_t equal = selCount;  // keys == thr in the row (the last pass's bin)
 
-  // Compaction in index order, a block-wide tile at a time (the equal keys need their index rank).
   if (tid == 0) gtCount = 0;
   __syncthreads();
-  uint32_t eqSeen = 0;  // equal keys in earlier tiles (the same in every thread)
-  for (int base = 0; base < V; base += blockDim.x) {
-    const int v = base + tid;
-    const uint32_t key = v < V ? order_key(x[v]) : 0u;
-    const bool gt = v < V && key > thr, eq = v < V && key == thr;
-    if (gt) {
-      const uint32_t slot = atomicAdd(&gtCount, 1u);
-      keys[slot] = key;
-      ids[slot] = v;
+  if (equal == need) {
+    // Every key >= thr survives (exactly K of them), so their order of arrival does not matter and
+    // the pass can stream like the histogram passes. The usual case: ties at the K-th value are rare.
+    for_each_key(x, V, [&](int v, uint32_t key) {
+      if (key >= thr) {
+        const uint32_t slot = atomicAdd(&gtCount, 1u);
+        keys[slot] = key;
+        ids[slot] = v;
+      }
+    });
+  } else {
+    // Compaction in index order, a block-wide tile at a time (the equal keys need their index rank).
+    uint32_t eqSeen = 0;  // equal keys in earlier tiles (the same in every thread)
+    for (int base = 0; base < V; base += blockDim.x) {
+      const int v = base + tid;
+      const uint32_t key = v < V ? order_key(x[v]) : 0u;
+      const bool gt = v < V && key > thr, eq = v < V && key == thr;
+      if (gt) {
+        const uint32_t slot = atomicAdd(&gtCount, 1u);
+        keys[slot] = key;
+        ids[slot] = v;
+      }
+      const uint32_t ballot = __ballot_sync(0xffffffffu, eq);
+      if (lane == 0) warpEq[warp] = __popc(ballot);
+      __syncthreads();
+      uint32_t before = eqSeen, total = 0;
+      for (int w = 0; w < warps; ++w) {
+        if (w < warp) before += warpEq[w];
+        total += warpEq[w];
+      }
+      const uint32_t rank = before + __popc(ballot & ((1u << lane) - 1u));
+      if (eq && rank < need) {
+        keys[nGreater + rank] = key;
+        ids[nGreater + rank] = v;
+      }
+      eqSeen += total;
+      const bool done = eqSeen >= need && gtCount == nGreater;  // this tile's atomics all precede the sync above
+      __syncthreads();  // warpEq is rewritten (and gtCount added to) by the next tile only after this
+      if (done) break;
     }
-    const uint32_t ballot = __ballot_sync(0xffffffffu, eq);
-    if (lane == 0) warpEq[warp] = __popc(ballot);
-    __syncthreads();
-    uint32_t before = eqSeen, total = 0;
-    for (int w = 0; w < warps; ++w) {
-      if (w < warp) before += warpEq[w];
-      total += warpEq[w];
-    }
-    const uint32_t rank = before + __popc(ballot & ((1u << lane) - 1u));
-    if (eq && rank < need) {
-      keys[nGreater + rank] = key;
-      ids[nGreater + rank] = v;
-    }
-    eqSeen += total;
-    const bool done = eqSeen >= need && gtCount == nGreater;  // this tile's atomics all precede the sync above
-    __syncthreads();  // warpEq is rewritten (and gtCount added to) by the next tile only after this
-    if (done) break;
   }
 
   // Bitonic sort of the survivors, padded to a power of two with entries that rank last.
