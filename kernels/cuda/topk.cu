@@ -32,21 +32,23 @@ __device__ inline uint32_t order_key(float f) {
   return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
 
-// Calls f(v, key) for every element of the row, kUnroll independent loads per thread at a time.
+// Calls f(v, key, valid) kUnroll times per thread per step with kUnroll independent loads in flight.
+// The trip count is the same in every thread (elements past V come with valid = false), so f may use
+// full-warp intrinsics.
 template <typename F>
 __device__ inline void for_each_key(const float* x, int V, F f) {
   const int nt = blockDim.x;
-  for (int base = threadIdx.x; base < V; base += kUnroll * nt) {
+  for (int base = 0; base < V; base += kUnroll * nt) {
     float val[kUnroll];
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const int v = base + u * nt;
+      const int v = base + u * nt + threadIdx.x;
       val[u] = v < V ? x[v] : 0.0f;
     }
 #pragma unroll
     for (int u = 0; u < kUnroll; ++u) {
-      const int v = base + u * nt;
-      if (v < V) f(v, order_key(val[u]));
+      const int v = base + u * nt + threadIdx.x;
+      f(v, order_key(val[u]), v < V);
     }
   }
 }
@@ -68,8 +70,12 @@ __global__ void __launch_bounds__(kSelectThreads) topk_select_kernel(int32_t* id
   for (int shift = 24; shift >= 0; shift -= 8) {
     for (int b = tid; b < 256; b += blockDim.x) hist[b] = 0;
     __syncthreads();
-    for_each_key(x, V, [&](int, uint32_t key) {
-      if ((key & mask) == prefix) atomicAdd(&hist[(key >> shift) & 0xffu], 1u);
+    // Log-probs crowd into a few bins (the first pass sees little more than their exponents), so the
+    // lanes of a warp that share a bin add once, through their lowest lane.
+    for_each_key(x, V, [&](int, uint32_t key, bool valid) {
+      const uint32_t bin = valid && (key & mask) == prefix ? (key >> shift) & 0xffu : 256u;
+      const unsigned peers = __match_any_sync(0xffffffffu, bin);
+      if (bin < 256u && __ffs(peers) - 1 == lane) atomicAdd(&hist[bin], static_cast<uint32_t>(__popc(peers)));
     });
     __syncthreads();
     if (warp == 0) {
@@ -110,8 +116,8 @@ __global__ void __launch_bounds__(kSelectThreads) topk_select_kernel(int32_t* id
   if (equal == need) {
     // Every key >= thr survives (exactly K of them), so their order of arrival does not matter and
     // the pass can stream like the histogram passes. The usual case: ties at the K-th value are rare.
-    for_each_key(x, V, [&](int v, uint32_t key) {
-      if (key >= thr) {
+    for_each_key(x, V, [&](int v, uint32_t key, bool valid) {
+      if (valid && key >= thr) {
         const uint32_t slot = atomicAdd(&gtCount, 1u);
         keys[slot] = key;
         ids[slot] = v;
