@@ -468,11 +468,16 @@ __global__ void __launch_bounds__(kTcThreads) attention_dq_tc_kernel(float* dq, 
 // dK, dV for 64 key rows of kv head m: over every query head of the group and every query tile at or
 // after the block's first key, P^T = exp(K Q^T - lse), dS^T = P^T (V dO^T - delta);
 // dV += P^T dO, dK += dS^T Q (Q pre-scaled, so dK carries the scale). No atomics: each block owns its keys.
+// perHead: blockIdx.y is one query head n instead of a kv head, and the block writes that head's share
+// to dk / dv laid out [N][T][D] (summed over the group afterwards, in a fixed order). The causal
+// triangle makes the first key blocks the longest; splitting the group's heads over blocks divides
+// that critical path by the group size (4 for Qwen3-8B) and fills the SMs.
 template <int FR>
 __global__ void __launch_bounds__(kTcThreads) attention_dkv_tc_kernel(float* dk, float* dv, const float* dout,
                                                                       const float* q, const float* k, const float* v,
                                                                       const float* lse, const float* delta, int T,
-                                                                      int N, int NKV, int D, float scale) {
+                                                                      int N, int NKV, int D, float scale,
+                                                                      bool perHead) {
   constexpr int DP = 32 * FR, LD = DP + 4;
   extern __shared__ __align__(128) float tcsh[];
   float* Ks = tcsh;                  // [64][LD]; dK at the end
@@ -483,7 +488,8 @@ __global__ void __launch_bounds__(kTcThreads) attention_dkv_tc_kernel(float* dk,
   float* Dt = St + kTcRows * kTcLS;  // [64 keys][kTcLS] V dO^T, then dS^T
   float* colLse = Dt + kTcRows * kTcLS;
   float* colDelta = colLse + kTcTile;
-  const int m = blockIdx.y, group = N / NKV;
+  const int group = N / NKV, m = perHead ? blockIdx.y / group : blockIdx.y;
+  const int nFirst = perHead ? blockIdx.y : m * group, nEnd = perHead ? nFirst + 1 : nFirst + group;
   const int tid = threadIdx.x, warp = tid >> 5, kb = warp >> 1;
   const int j0 = blockIdx.x * kTcRows, nk = min(kTcRows, T - j0);
   const size_t qStride = static_cast<size_t>(N) * D, kvStride = static_cast<size_t>(NKV) * D;
@@ -495,7 +501,7 @@ __global__ void __launch_bounds__(kTcThreads) attention_dkv_tc_kernel(float* dk,
     wmma::fill_fragment(accK[f], 0.0f);
     wmma::fill_fragment(accV[f], 0.0f);
   }
-  for (int n = m * group; n < (m + 1) * group; ++n) {
+  for (int n = nFirst; n < nEnd; ++n) {
     for (int i0 = j0; i0 < T; i0 += kTcTile) {  // queries before j0 never see these keys
       const int nq = min(kTcTile, T - i0);
       __syncthreads();  // the previous step is done with Qs, Gs, St, Dt
@@ -546,10 +552,32 @@ __global__ void __launch_bounds__(kTcThreads) attention_dkv_tc_kernel(float* dk,
   for (int e = tid; e < kTcRows * DP; e += kTcThreads) {
     const int r = e / DP, d = e % DP;
     if (r < nk && d < D) {
-      const size_t o = static_cast<size_t>(j0 + r) * kvStride + static_cast<size_t>(m) * D + d;
+      const size_t o = perHead ? (static_cast<size_t>(nFirst) * T + j0 + r) * D + d
+                               : static_cast<size_t>(j0 + r) * kvStride + static_cast<size_t>(m) * D + d;
       dk[o] = Ks[r * LD + d];
       dv[o] = Vs[r * LD + d];
     }
+  }
+}
+
+// dk[j, m, :] = sum over the group's heads g of part[m * group + g, j, :] (part laid out [N][T][D]), in
+// head order, so the result does not depend on scheduling.
+__global__ void attention_group_sum_kernel(float* dk, float* dv, const float* partK, const float* partV, int T, int N,
+                                           int NKV, int D) {
+  const int group = N / NKV;
+  const size_t total = static_cast<size_t>(T) * NKV * D, headTD = static_cast<size_t>(T) * D;
+  for (size_t e = blockIdx.x * static_cast<size_t>(blockDim.x) + threadIdx.x; e < total;
+       e += static_cast<size_t>(gridDim.x) * blockDim.x) {
+    const size_t j = e / (static_cast<size_t>(NKV) * D), rem = e % (static_cast<size_t>(NKV) * D);
+    const size_t m = rem / D, d = rem % D;
+    const size_t src = m * group * headTD + j * D + d;
+    float sk = 0.0f, sv = 0.0f;
+    for (int g = 0; g < group; ++g) {
+      sk += partK[src + g * headTD];
+      sv += partV[src + g * headTD];
+    }
+    dk[e] = sk;
+    dv[e] = sv;
   }
 }
 
@@ -624,7 +652,8 @@ struct ForwardTcLaunch {
 template <int FR>
 struct BackwardTcLaunch {
   static void run(cudaStream_t s, float* dq, float* dk, float* dv, const float* dout, const float* q, const float* k,
-                  const float* v, const float* lse, const float* delta, int T, int N, int NKV, int D) {
+                  const float* v, const float* lse, float* scratch, int T, int N, int NKV, int D) {
+    const float* delta = scratch;
     const float scale = 1.0f / sqrtf(static_cast<float>(D));
     const size_t bytes = tc_shared_bytes<FR>(2);
     allow_shared_tc(attention_dq_tc_kernel<FR>, bytes);
@@ -632,9 +661,22 @@ struct BackwardTcLaunch {
         dq, dout, q, k, v, lse, delta, T, N, NKV, D, scale);
     CLAAS_LAUNCHED();
     allow_shared_tc(attention_dkv_tc_kernel<FR>, bytes);
-    attention_dkv_tc_kernel<FR><<<dim3((T + kTcRows - 1) / kTcRows, NKV), kTcThreads, bytes, s>>>(
-        dk, dv, dout, q, k, v, lse, delta, T, N, NKV, D, scale);
-    CLAAS_LAUNCHED();
+    const unsigned keyBlocks = (T + kTcRows - 1) / kTcRows;
+    if (N == NKV) {
+      attention_dkv_tc_kernel<FR><<<dim3(keyBlocks, NKV), kTcThreads, bytes, s>>>(dk, dv, dout, q, k, v, lse, delta, T,
+                                                                                 N, NKV, D, scale, false);
+      CLAAS_LAUNCHED();
+    } else {
+      // The per-head shares go to the scratch after delta (see attention_backward_scratch).
+      float* partK = scratch + static_cast<size_t>(N) * T;
+      float* partV = partK + static_cast<size_t>(N) * T * D;
+      attention_dkv_tc_kernel<FR><<<dim3(keyBlocks, N), kTcThreads, bytes, s>>>(partK, partV, dout, q, k, v, lse, delta,
+                                                                                T, N, NKV, D, scale, true);
+      CLAAS_LAUNCHED();
+      attention_group_sum_kernel<<<blocks_for(static_cast<size_t>(T) * NKV * D, 256), 256, 0, s>>>(dk, dv, partK, partV,
+                                                                                                  T, N, NKV, D);
+      CLAAS_LAUNCHED();
+    }
   }
 };
 
@@ -659,6 +701,11 @@ void attention(cudaStream_t s, float* out_TND, float* lse_NT, const float* q_TND
   else dispatch<ForwardLaunch>(D, s, out_TND, lse_NT, q_TND, k_TMD, v_TMD, T, N, NKV, D, q0);
 }
 
+size_t attention_backward_scratch(int T, int N, int NKV, int D) {
+  const size_t delta = static_cast<size_t>(N) * T;
+  return D <= kTcMaxD && N != NKV ? delta + 2 * delta * D : delta;
+}
+
 void attention_backward(cudaStream_t s, float* dq_TND, float* dk_TMD, float* dv_TMD, const float* dout_TND,
                         const float* q_TND, const float* k_TMD, const float* v_TMD, const float* out_TND,
                         const float* lse_NT, int T, int N, int NKV, int D, float* scratch) {
@@ -667,8 +714,8 @@ void attention_backward(cudaStream_t s, float* dq_TND, float* dk_TMD, float* dv_
   attention_delta_kernel<<<(T * N + kWarps - 1) / kWarps, 32 * kWarps, 0, s>>>(scratch, dout_TND, out_TND, T, N, D);
   CLAAS_LAUNCHED();
   if (D <= kTcMaxD) {
-    dispatch_tc<BackwardTcLaunch>(D, s, dq_TND, dk_TMD, dv_TMD, dout_TND, q_TND, k_TMD, v_TMD, lse_NT,
-                                  static_cast<const float*>(scratch), T, N, NKV, D);
+    dispatch_tc<BackwardTcLaunch>(D, s, dq_TND, dk_TMD, dv_TMD, dout_TND, q_TND, k_TMD, v_TMD, lse_NT, scratch, T, N,
+                                  NKV, D);
   } else {
     dispatch<BackwardLaunch>(D, s, dq_TND, dk_TMD, dv_TMD, dout_TND, q_TND, k_TMD, v_TMD, lse_NT,
                              static_cast<const float*>(scratch), T, N, NKV, D);

@@ -49,7 +49,9 @@ void rope_backward(cudaStream_t s, float* dx_TND, const float* cos_TD2, const fl
 // q0 + T rows (earlier ones from a KV cache).
 void attention(cudaStream_t s, float* out_TND, float* lse_NT, const float* q_TND, const float* k_TMD,
                const float* v_TMD, int T, int N, int NKV, int D, int q0 = 0);
-// Recomputes the probabilities from lse; scratch holds N*T floats.
+// Recomputes the probabilities from lse; scratch holds attention_backward_scratch(T, N, NKV, D) floats
+// (delta per query row, and with GQA the per-head dK / dV shares of each kv group, N*T*D floats each).
+size_t attention_backward_scratch(int T, int N, int NKV, int D);
 void attention_backward(cudaStream_t s, float* dq_TND, float* dk_TMD, float* dv_TMD, const float* dout_TND,
                         const float* q_TND, const float* k_TMD, const float* v_TMD, const float* out_TND,
                         const float* lse_NT, int T, int N, int NKV, int D, float* scratch);

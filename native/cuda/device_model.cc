@@ -195,7 +195,7 @@ void backward(DeviceModel& dm, const DeviceLoraView& view, float* grads, Forward
   for (DeviceBuffer<float>* b : {&g.dact, &g.dg, &g.du}) b->resize(sz(T, F));
   for (DeviceBuffer<float>* b : {&g.dattn, &g.dq}) b->resize(sz(T, N, D));
   for (DeviceBuffer<float>* b : {&g.dk, &g.dv}) b->resize(sz(T, M, D));
-  g.attnScratch.resize(sz(N, T));
+  g.attnScratch.resize(attention_backward_scratch(T, N, M, D));
   DeviceBuffer<float>&dx = g.dx, &dh1 = g.dh1, &dxn = g.dxn, &dact = g.dact, &dg = g.dg, &du = g.du, &dattn = g.dattn,
   &dq = g.dq, &dk = g.dk, &dv = g.dv, &dqRaw = g.dqRaw, &dkRaw = g.dkRaw, &scratch = g.scratch,
   &attnScratch = g.attnScratch, &xTmp = g.xTmp;

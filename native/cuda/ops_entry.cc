@@ -309,7 +309,7 @@ T_ attention_backward_cuda(const T_& a) {
   attention_backward(d.s(), dq, dk, dv, d.in(a.floats("dout", sz(T, N, D))), d.in(a.floats("q", sz(T, N, D))),
                      d.in(a.floats("k", sz(T, M, D))), d.in(a.floats("v", sz(T, M, D))),
                      d.in(a.floats("out", sz(T, N, D))), d.in(a.floats("lse", sz(N, T))), T, N, M, D,
-                     d.alloc<float>(sz(N, T)));
+                     d.alloc<float>(attention_backward_scratch(T, N, M, D)));
   T_ r;
   r.f["dq"] = d.get(dq, sz(T, N, D));
   r.f["dk"] = d.get(dk, sz(T, M, D));
