@@ -254,39 +254,35 @@ constexpr int kTcRows = 64;      // rows a block keeps (queries, or keys for dK 
 constexpr int kTcTile = 32;      // rows of the streamed side per step
 constexpr int kTcLS = kTcTile + 4;  // row stride of the 64 x 32 product tiles (a multiple of 4 floats, as WMMA needs)
 
-// Every operand is rounded to TF32 once, when it is written to shared memory (load_rows and the
-// probability / dS tiles), so fragments are used as loaded: converting each fragment after its load
-// gave the same bits, but cost a conversion per element per use (these kernels are issue-bound, one block
-// of 8 warps per SM).
 template <typename Frag>
-__device__ inline void load_frag(Frag& f, const float* p, unsigned ld) {
+__device__ inline void load_tf32(Frag& f, const float* p, unsigned ld) {
   wmma::load_matrix_sync(f, p, ld);
+#pragma unroll
+  for (int t = 0; t < f.num_elements; ++t) f.x[t] = wmma::__float_to_tf32(f.x[t]);
 }
 
-__device__ inline float tf32(float x) { return wmma::__float_to_tf32(x); }
-
-// rows x DP tile from a [*, stride] matrix (D used columns), rows r < n valid, scaled and rounded to
-// TF32; everything else zero. Fully unrolled so each thread has all its loads in flight.
+// rows x DP tile from a [*, stride] matrix at column offset col0 (D used columns), rows r < n valid,
+// scaled; everything else zero. Fully unrolled so each thread has all its loads in flight.
 template <int ROWS, int DP>
 __device__ inline void load_rows(float* sh, int ld, const float* src, size_t stride, int r0, int n, int D,
                                  float scale = 1.0f) {
   static_assert((ROWS * DP) % kTcThreads == 0, "tile must split evenly over the block");
-#pragma unroll 8  // 8 loads in flight per thread; more only adds registers (the dK / dV kernel spilled)
+#pragma unroll
   for (int t = 0; t < ROWS * DP / kTcThreads; ++t) {
     const int e = threadIdx.x + t * kTcThreads, r = e / DP, d = e - r * DP;
-    sh[r * ld + d] = r < n && d < D ? tf32(src[static_cast<size_t>(r0 + r) * stride + d] * scale) : 0.0f;
+    sh[r * ld + d] = r < n && d < D ? src[static_cast<size_t>(r0 + r) * stride + d] * scale : 0.0f;
   }
 }
 
 // C[16 x 16] (+)= A[16 x 8K] * B^T where B is stored row-major [16][8K] (so B^T is col-major).
 template <int KSTEPS>
 __device__ inline void mma_abt(FragC& c, const float* a, int lda, const float* b, int ldb) {
-#pragma unroll 2  // unrolled further, the compiler hoists the fragment loads and spills at D = 128
+#pragma unroll 4  // fully unrolled, the compiler hoists all the fragment loads and spills at D = 128
   for (int kk = 0; kk < KSTEPS; ++kk) {
     FragA fa;
     FragBt fb;
-    load_frag(fa, a + kk * 8, lda);
-    load_frag(fb, b + kk * 8, ldb);
+    load_tf32(fa, a + kk * 8, lda);
+    load_tf32(fb, b + kk * 8, ldb);
     wmma::mma_sync(c, fa, fb, c);
   }
 }
@@ -297,8 +293,8 @@ __device__ inline void mma_ab32(FragC& c, const float* a, int lda, const float* 
   for (int kk = 0; kk < kTcTile / 8; ++kk) {
     FragA fa;
     FragB fb;
-    load_frag(fa, a + kk * 8, lda);
-    load_frag(fb, b + kk * 8 * ldb, ldb);
+    load_tf32(fa, a + kk * 8, lda);
+    load_tf32(fb, b + kk * 8 * ldb, ldb);
     wmma::mma_sync(c, fa, fb, c);
   }
 }
@@ -367,7 +363,7 @@ __global__ void __launch_bounds__(kTcThreads) attention_forward_tc_kernel(float*
 #pragma unroll
       for (int c = 0; c < 8; ++c) {
         const float p = expf(sc[c] - mNew);  // 0 for masked keys
-        Ss[r * kTcLS + part * 8 + c] = tf32(p);  // the P V operand; the sum keeps fp32
+        Ss[r * kTcLS + part * 8 + c] = p;
         sum += p;
       }
       sum += __shfl_xor_sync(0xffffffffu, sum, 1);
@@ -452,7 +448,7 @@ __global__ void __launch_bounds__(kTcThreads) attention_dq_tc_kernel(float* dq, 
         const float p = expf(Ss[r * kTcLS + c] - rowLse[r]);
         ds = p * (Ps[r * kTcLS + c] - rowDelta[r]) * scale;
       }
-      Ps[r * kTcLS + c] = tf32(ds);
+      Ps[r * kTcLS + c] = ds;
     }
     __syncthreads();
 #pragma unroll
@@ -533,8 +529,8 @@ __global__ void __launch_bounds__(kTcThreads) attention_dkv_tc_kernel(float* dk,
           p = expf(St[r * kTcLS + c] - colLse[c]);
           ds = p * (Dt[r * kTcLS + c] - colDelta[c]);
         }
-        St[r * kTcLS + c] = tf32(p);
-        Dt[r * kTcLS + c] = tf32(ds);
+        St[r * kTcLS + c] = p;
+        Dt[r * kTcLS + c] = ds;
       }
       __syncthreads();
 #pragma unroll
