@@ -128,6 +128,38 @@ test('the KL-to-base weight, tail bucket and sampled-token mode of a request rea
   assert.deepEqual([used.beta, used.tail, used.sampledToken], [0.5, false, true]);
 });
 
+test('with memory, the teacher also sees the earlier feedback of this adapter whose updates were served', async () => {
+  const feedback = async (lora: string, text: string, training: Json = {}) => {
+    const r = await call('POST', '/v1/feedback', { lora_id: lora, prompt: 'Name a colour.', response: 'Blue, I think.', feedback: text, learning_rate: 1e-3, training });
+    assert.equal(r.status, 202, JSON.stringify(r.body));
+    const job = await waitJob(r.body.job_id);
+    assert.equal(job.status, 'done', JSON.stringify(job));
+    return { ...job, id: r.body.job_id as string } as Json;
+  };
+  for (const lora of ['mem/a', 'mem/b', 'mem/c']) assert.equal((await call('POST', '/v1/lora/init', { lora_id: lora, rank: 4, alpha: 8, seed: 3 })).status, 201);
+  for (const text of ['One.', 'Two.', 'One.']) await feedback('mem/a', text);
+  const remembered = await feedback('mem/a', 'Three.', { memory: 2 });
+  assert.deepEqual(remembered.result.memory, ['Two.', 'One.'], 'the two most recent distinct texts, oldest first');
+  const dash = await call('GET', '/v1/dashboard/data?jobs=5');
+  const shown = dash.body.jobs.find((j: Json) => j.id === remembered.id);
+  assert.match(shown.samples[0].teacher_context, /Two\. One\. Three\./, 'the dashboard shows the teacher context the step used');
+  const again = await feedback('mem/a', 'Two.', { memory: 3 });
+  assert.deepEqual(again.result.memory, ['One.', 'Three.'], 'a text said again now is not repeated from memory');
+  assert.equal((await feedback('mem/a', 'Four.')).result.memory, undefined, 'memory is off by default');
+
+  // Same history and the same feedback: only the remembered text differs, and the teacher with it.
+  await feedback('mem/b', 'Answer in capital letters.');
+  await feedback('mem/c', 'Answer in capital letters.');
+  const withMemory = await feedback('mem/b', 'Be brief.', { memory: 1 });
+  const without = await feedback('mem/c', 'Be brief.');
+  assert.deepEqual(withMemory.result.memory, ['Answer in capital letters.']);
+  assert.notEqual(withMemory.result.metrics.teacherStudentKl, without.result.metrics.teacherStudentKl, 'the remembered feedback reaches the teacher');
+
+  const bad = await call('POST', '/v1/feedback', { lora_id: 'mem/a', prompt: 'x', response: 'y', feedback: 'z', training: { memory: 33 } });
+  assert.equal(bad.status, 400);
+  assert.match(bad.body.error.message, /memory/);
+});
+
 test('bad feedback and adapter requests get clear 4xx errors and change nothing', async () => {
   const jobsBefore = orchestrator.jobs.queuedIds().length;
   const cases: [string, string, unknown, number, RegExp][] = [

@@ -8,7 +8,7 @@ import type { ChatMessage } from '../model/chat-template.js';
 import type { Orchestrator } from '../orchestrator/orchestrator.js';
 import type { InferenceService } from '../serve/inference.js';
 import { prepare } from '../store/db.js';
-import { teacherPrompt } from '../train/hindsight.js';
+import { teacherFeedback, teacherPrompt } from '../train/hindsight.js';
 import { adapterJson } from './lora.js';
 import { errorSchema } from './schemas.js';
 
@@ -25,13 +25,13 @@ export const dashboardRoutes = (service: InferenceService, orchestrator: Orchest
       '/v1/dashboard/data',
       { config: { access: 'admin' }, schema: { querystring: { type: 'object', properties: { jobs: { type: 'string', pattern: '^[1-9][0-9]{0,2}$' } } }, response: { '4xx': errorSchema } } },
       async (request) => {
-        const sample = (it: { completionId: string | null; choiceIndex: number; messages: unknown[] | null; responseText: string | null; feedback: string }) => {
+        const sample = (it: { completionId: string | null; choiceIndex: number; messages: unknown[] | null; responseText: string | null; feedback: string }, memory: string[]) => {
           const record = it.completionId ? service.store.get(it.completionId) : undefined;
           const messages = (record ? (record.request as { messages?: ChatMessage[] }).messages : (it.messages as ChatMessage[] | null)) ?? [];
           const reply = record ? (record.choices[it.choiceIndex]?.text ?? '') : (it.responseText ?? '');
           let teacher: string | null = null;
           try {
-            teacher = teacherPrompt(service.template, service.tokenizer, messages, it.feedback, { enableThinking: record?.enableThinking ?? false }).teacherText;
+            teacher = teacherPrompt(service.template, service.tokenizer, messages, teacherFeedback(memory, it.feedback), { enableThinking: record?.enableThinking ?? false }).teacherText;
           } catch {
             teacher = null;
           }
@@ -39,7 +39,7 @@ export const dashboardRoutes = (service: InferenceService, orchestrator: Orchest
         };
         const jobs = (recentJobs.all(Number(request.query.jobs ?? '50')) as string[]).map((id) => {
           const j = orchestrator.jobs.get(id)!;
-          return { id: j.id, lora_id: j.adapterId, status: j.status, created_at: j.createdAt, started_at: j.startedAt, finished_at: j.finishedAt, options: j.options, error: j.error, result: j.result, samples: j.items.map(sample) };
+          return { id: j.id, lora_id: j.adapterId, status: j.status, created_at: j.createdAt, started_at: j.startedAt, finished_at: j.finishedAt, options: j.options, error: j.error, result: j.result, samples: j.items.map((it) => sample(it, (j.result?.memory as string[] | undefined) ?? [])) };
         });
         return {
           now: Date.now(),

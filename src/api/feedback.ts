@@ -26,7 +26,7 @@ interface ItemBody {
   beta?: number;
   tail?: boolean;
   sampled_token?: boolean;
-  training?: { learning_rate?: number; alpha?: number; top_k?: number; teacher?: 'base' | 'current' | 'ema' | 'remote'; steps?: number; beta?: number; tail?: boolean; sampled_token?: boolean };
+  training?: { learning_rate?: number; alpha?: number; top_k?: number; teacher?: 'base' | 'current' | 'ema' | 'remote'; steps?: number; beta?: number; tail?: boolean; sampled_token?: boolean; memory?: number };
 }
 
 const trainingProps = {
@@ -38,6 +38,7 @@ const trainingProps = {
   beta: { type: 'number' },
   tail: { type: 'boolean' },
   sampled_token: { type: 'boolean' },
+  memory: { type: 'integer', minimum: 0, maximum: 32 },
 } as const;
 
 const itemSchema = {
@@ -67,7 +68,7 @@ function toJob(b: ItemBody, i: number): { adapterId: string; options: TrainingOp
   if (hasRaw && b.response === undefined) throw new InputError(`${where}: response is required with prompt or messages`);
   const t = { ...b.training, ...Object.fromEntries(Object.entries({ learning_rate: b.learning_rate, alpha: b.alpha, top_k: b.top_k, teacher: b.teacher, steps: b.steps, beta: b.beta, tail: b.tail, sampled_token: b.sampled_token }).filter(([, v]) => v !== undefined)) };
   const options: TrainingOptions = Object.fromEntries(
-    Object.entries({ learningRate: t.learning_rate, alpha: t.alpha, topK: t.top_k, teacher: t.teacher, steps: t.steps, beta: t.beta, tail: t.tail, sampledToken: t.sampled_token }).filter(([, v]) => v !== undefined),
+    Object.entries({ learningRate: t.learning_rate, alpha: t.alpha, topK: t.top_k, teacher: t.teacher, steps: t.steps, beta: t.beta, tail: t.tail, sampledToken: t.sampled_token, memory: t.memory }).filter(([, v]) => v !== undefined),
   );
   return {
     adapterId: b.lora_id,

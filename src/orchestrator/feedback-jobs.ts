@@ -27,6 +27,12 @@ export interface TrainingOptions {
   tail?: boolean;
   /** Sampled-token divergence instead of the top-K distribution. */
   sampledToken?: boolean;
+  /**
+   * How many earlier feedback texts of this adapter (the most recent distinct ones whose update was
+   * served) the teacher also sees, before this feedback: without them, a teacher conditioned on the
+   * newest preference alone pulls the student away from what it learned before.
+   */
+  memory?: number;
 }
 
 export interface JobRecord {
@@ -57,6 +63,12 @@ export class FeedbackJobs {
       start: prepare(db, "UPDATE jobs SET status = 'running', started_at = ? WHERE id = ?"),
       finish: prepare(db, 'UPDATE jobs SET status = ?, finished_at = ?, error = ?, result_json = ? WHERE id = ?'),
       count: prepare(db, "SELECT COUNT(*) FROM jobs WHERE adapter_id = ? AND status IN ('queued', 'running')").pluck(),
+      learned: prepare(
+        db,
+        `SELECT i.feedback FROM feedback_items i JOIN jobs j ON j.id = i.job_id
+           WHERE j.adapter_id = ? AND j.status = 'done' AND json_extract(j.result_json, '$.promoted') = 1
+           ORDER BY j.finished_at DESC, j.rowid DESC, i.id DESC LIMIT ?`,
+      ).pluck(),
       // Only finished jobs lose their items: queued work is never dropped.
       purge: prepare(
         db,
@@ -65,6 +77,19 @@ export class FeedbackJobs {
              AND (@tenant IS NULL OR substr(adapter_id, 1, length(@tenant) + 1) = @tenant || '/'))`,
       ),
     };
+  }
+
+  /**
+   * Up to `limit` distinct feedback texts of the adapter's served updates, oldest first, leaving out
+   * those in `except` (said again now).
+   */
+  learnedFeedback(adapterId: string, limit: number, except: readonly string[] = []): string[] {
+    const out: string[] = [];
+    for (const text of this.q.learned!.all(adapterId, limit * 8 + except.length) as string[]) {
+      if (out.length === limit) break;
+      if (!out.includes(text) && !except.includes(text)) out.push(text);
+    }
+    return out.reverse();
   }
 
   /** Stores jobs durably; with an idempotency key, a repeated request returns the jobs stored before. */

@@ -9,7 +9,7 @@ import { BusyError, InputError, NotFoundError } from '../errors.js';
 import type { ChatMessage } from '../model/chat-template.js';
 import type { InferenceService } from '../serve/inference.js';
 import type { VllmClient } from '../serve/vllm-client.js';
-import { teacherPrompt } from '../train/hindsight.js';
+import { teacherFeedback, teacherPrompt } from '../train/hindsight.js';
 import { remoteTeacherTargets } from '../train/remote-teacher.js';
 import { versionDir } from './adapter-ids.js';
 import type { AdapterRegistry } from './adapters.js';
@@ -163,18 +163,19 @@ export class Orchestrator {
     return batch;
   }
 
-  private sample(item: FeedbackItem): SdpoSample {
+  private sample(item: FeedbackItem, memory: readonly string[]): SdpoSample {
     const { template, tokenizer } = this.service;
+    const feedback = teacherFeedback(memory, item.feedback);
     if (item.completionId !== null) {
       const record = this.service.store.get(item.completionId);
       if (!record) throw new NotFoundError(`completion ${item.completionId} does not exist`);
       const request = record.request as { messages: ChatMessage[]; tools?: unknown[] };
       const choice = record.choices[item.choiceIndex]!;
-      const teacher = teacherPrompt(template, tokenizer, request.messages, item.feedback, { tools: request.tools, enableThinking: record.enableThinking });
+      const teacher = teacherPrompt(template, tokenizer, request.messages, feedback, { tools: request.tools, enableThinking: record.enableThinking });
       return { promptIds: record.promptIds, teacherPromptIds: teacher.teacherIds, responseIds: choice.outputIds, oldLogprobs: choice.outputLogprobs };
     }
     const messages = item.messages as ChatMessage[];
-    const teacher = teacherPrompt(template, tokenizer, messages, item.feedback, { enableThinking: false });
+    const teacher = teacherPrompt(template, tokenizer, messages, feedback, { enableThinking: false });
     const eos = tokenizer.eosTokenId;
     const responseIds = [...tokenizer.encode(item.responseText ?? '', { addSpecialTokens: false }), ...(eos !== undefined ? [eos] : [])];
     return { promptIds: tokenizer.encode(teacher.studentText, { addSpecialTokens: false }), teacherPromptIds: teacher.teacherIds, responseIds };
@@ -185,10 +186,12 @@ export class Orchestrator {
     const ids = batch.map((j) => j.id);
     this.jobs.markRunning(ids);
     try {
-      const options = { ...this.config.defaults, ...batch[0]!.options };
+      const { memory: remember = 0, ...options } = { ...this.config.defaults, ...batch[0]!.options };
       const { version: parent } = this.registry.current(adapterId);
       const done = this.registry.versionOfJob(adapterId, batch[0]!.id);
-      const samples = done === undefined ? batch.flatMap((j) => j.items.map((it) => this.sample(it))) : [];
+      const said = batch.flatMap((j) => j.items.map((it) => it.feedback));
+      const memory = remember > 0 ? this.jobs.learnedFeedback(adapterId, remember, said) : [];
+      const samples = done === undefined ? batch.flatMap((j) => j.items.map((it) => this.sample(it, memory))) : [];
       // The remote teacher scores while serving continues (vLLM cannot score once asleep).
       if (options.teacher === 'remote' && samples.length > 0) await this.scoreRemotely(adapterId, parent, samples, options.topK ?? 100);
       let step: Awaited<ReturnType<Orchestrator['train']>> | undefined;
@@ -211,7 +214,7 @@ export class Orchestrator {
           }
         },
       );
-      this.jobs.finish(ids, 'done', step!.result, null);
+      this.jobs.finish(ids, 'done', memory.length > 0 ? { ...step!.result, memory } : step!.result, null);
     } catch (err) {
       this.jobs.finish(ids, 'failed', null, err instanceof Error ? err.message : String(err));
     }

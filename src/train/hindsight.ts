@@ -25,6 +25,11 @@ export function hindsightMessages(messages: readonly ChatMessage[], feedback: st
   return messages.map((m, i) => (i === last ? { ...m, content: textOf(m.content) + block.join('\n') } : m));
 }
 
+/** The feedback text the teacher sees: remembered earlier feedback (oldest first), then this one. */
+export function teacherFeedback(memory: readonly string[], feedback: string): string {
+  return [...memory, feedback].join(' ');
+}
+
 export interface TeacherPrompt {
   studentText: string;
   teacherText: string;
