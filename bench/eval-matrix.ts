@@ -12,7 +12,7 @@ import type { StyleName } from '../src/toy/styles.js';
 
 const teachers = (process.env.EVAL_TEACHERS ?? 'current,base,ema').split(',');
 const seeds = (process.env.EVAL_SEEDS ?? '1,2,3').split(',').map(Number);
-const styles = (process.env.EVAL_STYLES ?? 'caps,brief,name,signoff').split(',') as StyleName[];
+const styles = (process.env.EVAL_STYLES ?? 'caps,oneline,name,signoff').split(',') as StyleName[];
 const training = { ...EVAL_TRAINING, ...(process.env.EVAL_LR ? { learning_rate: Number(process.env.EVAL_LR) } : {}), ...(process.env.EVAL_TRAIN_STEPS ? { steps: Number(process.env.EVAL_TRAIN_STEPS) } : {}) };
 const t0 = performance.now();
 
@@ -41,6 +41,7 @@ try {
     row.entropy_ratio = mean(runs.map((r) => r.entropy_ratio));
     row.max_kl_to_base = Math.max(...runs.map((r) => r.max_kl_to_base));
     row.first_after_three = mean(runs.map((r) => r.sequence?.first_after_all ?? NaN));
+    row.last_after_three = mean(runs.map((r) => r.sequence?.last ?? NaN));
     row.seconds = runs.reduce((a, r) => a + r.seconds, 0);
     rows.push(row);
   }
@@ -50,13 +51,13 @@ try {
   service.close();
 }
 const f = (x: number) => x.toFixed(2);
-console.log(`\n| teacher | ${styles.map((s) => `${s}: before → after (events)`).join(' | ')} | accuracy Δ | control Δ | distinct-2 ratio | entropy ratio | max KL to base | 1st style after 3 |`);
-console.log(`|---|${styles.map(() => '---').join('|')}|---|---|---|---|---|---|`);
+console.log(`\n| teacher | ${styles.map((s) => `${s}: before → after (events)`).join(' | ')} | accuracy Δ | control Δ | distinct-2 ratio | entropy ratio | max KL to base | 1st style after 3 | 3rd style after 3 |`);
+console.log(`|---|${styles.map(() => '---').join('|')}|---|---|---|---|---|---|---|`);
 for (const r of rows) {
   const cells = styles.map((st) => {
     const c = r[st] as { before: number; after: number; events: (number | null)[] };
     return `${f(c.before)} → ${f(c.after)} (${c.events.map((e) => e ?? '>8').join(', ')})`;
   });
-  console.log(`| ${r.teacher as string} | ${cells.join(' | ')} | ${f(r.retention_delta as number)} | ${f(r.control_delta as number)} | ${f(r.distinct2_ratio as number)} | ${f(r.entropy_ratio as number)} | ${f(r.max_kl_to_base as number)} | ${f(r.first_after_three as number)} |`);
+  console.log(`| ${r.teacher as string} | ${cells.join(' | ')} | ${f(r.retention_delta as number)} | ${f(r.control_delta as number)} | ${f(r.distinct2_ratio as number)} | ${f(r.entropy_ratio as number)} | ${f(r.max_kl_to_base as number)} | ${f(r.first_after_three as number)} | ${f(r.last_after_three as number)} |`);
 }
 console.log(JSON.stringify({ rows, seconds: Math.round((performance.now() - t0) / 1000) }));

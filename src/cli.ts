@@ -44,9 +44,10 @@ commands:
                   keys revoke <id>
                   --data <dir>    state directory (default: ./data)
   eval          teach a running server each style through /v1/feedback and measure it on held-out probes
-                  --url <url> (http://127.0.0.1:8000)  --key <api key>  --styles caps,brief,name,signoff
+                  --url <url> (http://127.0.0.1:8000)  --key <api key>  --styles caps,oneline,name,signoff
                   --events <n> (8)  --every <k> (2)  --probes <n> (20)  --seed <n> (1)  --rank <n> (8)
-                  --lr <x> (2e-3)  --train-steps <n> (2)  --alpha <x> (0)  --teacher <mode> (current)  --out <dir>  --json
+                  --lr <x> (1.5e-3)  --train-steps <n> (2)  --alpha <x> (0)  --memory <n> (8)  --teacher <mode> (current)
+                  --all-events  --out <dir>  --json
   openclaw-config  the OpenClaw config that chats through this server and loads the /feedback plugin
                   --adapter <tenant/name>  (required) the model OpenClaw uses and /feedback trains
                   --url <url> (http://127.0.0.1:8000)  --key <api key> (default: $CLAAS_API_KEY)
@@ -156,15 +157,17 @@ async function main(argv: string[]): Promise<number> {
       name: { type: 'string' },
       url: { type: 'string', default: 'http://127.0.0.1:8000' },
       key: { type: 'string' },
-      styles: { type: 'string', default: 'caps,brief,name,signoff' },
+      styles: { type: 'string', default: 'caps,oneline,name,signoff' },
       events: { type: 'string', default: '8' },
       every: { type: 'string', default: '2' },
       probes: { type: 'string', default: '20' },
       rank: { type: 'string', default: String(EVAL_RANK) },
       lr: { type: 'string', default: String(EVAL_TRAINING.learning_rate) },
       'train-steps': { type: 'string', default: String(EVAL_TRAINING.steps) },
+      memory: { type: 'string', default: String(EVAL_TRAINING.memory) },
       alpha: { type: 'string', default: String(EVAL_TRAINING.alpha) },
       json: { type: 'boolean', default: false },
+      'all-events': { type: 'boolean', default: false },
       adapter: { type: 'string' },
       allow: { type: 'string', multiple: true },
       'flush-ms': { type: 'string', default: '60000' },
@@ -216,11 +219,12 @@ async function main(argv: string[]): Promise<number> {
         styles,
         events: Number(values.events),
         every: Number(values.every),
+        allEvents: values['all-events'],
         probes: Number(values.probes),
         target: 0.95,
         seed: Number(values.seed),
         rank: Number(values.rank),
-        training: { learning_rate: Number(values.lr), steps: Number(values['train-steps']), alpha: Number(values.alpha), ...(values.teacher ? { teacher: values.teacher } : {}) },
+        training: { learning_rate: Number(values.lr), steps: Number(values['train-steps']), alpha: Number(values.alpha), memory: Number(values.memory), ...(values.teacher ? { teacher: values.teacher } : {}) },
         log,
       });
       if (values.out) {

@@ -1,10 +1,11 @@
-// A shortened `claas eval` (the eval's default training options, seeded adapters) against the shipped
-// toy assistant, as a regression guard on learning: within 8 feedback events all capitals reaches most
-// held-out probes and the greeting two thirds of them, the brief style's log-prob margin rises by
-// 10 nats, task accuracy keeps at least half, and unrelated feedback changes nothing. (Seed 4 measured:
-// caps 1.00, greeting 0.83 (0.50 at lr 1e-3), brief margin -15.0 after 2 events and +0.5 after 8,
-// worst accuracy 0.67; the full targets, >= 95 % without losing accuracy, are not all met; see the
-// README's table.)
+// A shortened `claas eval` (the eval's default training options, seeded adapters, 12 probes, seed 4)
+// against the shipped toy assistant, as a regression guard on learning: each of the four styles goes
+// from absent to (nearly) every held-out probe within 8 feedback events, task accuracy and the variety
+// of open replies stay where the base model has them, unrelated feedback changes nothing, and the first
+// of three styles learned one after another is still there. (Seed 4 measured: caps in 5 events,
+// oneline 3, name 4, sign-off 4, all to 1.00; accuracy Δ 0; distinct-2 ratio 1.08, entropy ratio 1.03;
+// control 0; caps 1.00 after oneline and name. The bounds below leave room for the 2-core machine's
+// floating-point order, not for a regression.)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -14,17 +15,18 @@ import { tempDir } from '../src/model/random-model.js';
 import { TOY_MODEL } from '../src/serve-command.js';
 import { openServer } from '../src/serve/open.js';
 
-test('feedback moves the toy assistant toward a style within 8 events, and unrelated feedback changes nothing', async () => {
+test('feedback teaches the toy assistant each style within 8 events without costing accuracy or variety', async () => {
   const { service, orchestrator } = await openServer(TOY_MODEL, { dataDir: join(tempDir(), 'data'), threads: 2, orchestrator: { batchSize: 1, maxWaitMs: 0 } });
   const app = await buildApp(service, { orchestrator });
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
   try {
     const lines: string[] = [];
+    const styles = ['caps', 'oneline', 'name', 'signoff'] as const;
     const summary = await runEval({
       url,
-      styles: ['caps', 'brief', 'name'],
+      styles: [...styles],
       events: 8,
-      every: 2,
+      every: 1,
       probes: 12,
       target: 0.95,
       seed: 4,
@@ -33,19 +35,20 @@ test('feedback moves the toy assistant toward a style within 8 events, and unrel
       log: (l) => lines.push(l),
     });
     const detail = lines.join('\n');
-    assert.ok(summary.base.accuracy >= 0.8, `the toy model solves its tasks (${summary.base.accuracy})\n${detail}`);
-    const caps = summary.styles.caps!;
-    assert.ok(caps.before <= 0.1, `caps is not there before feedback (${caps.before})\n${detail}`);
-    assert.ok(caps.after >= 0.8, `caps reaches most probes within 8 events (${caps.after})\n${detail}`);
-    const name = summary.styles.name!;
-    assert.ok(name.before <= 0.1 && name.after >= 0.65, `the greeting goes from absent to two thirds of the probes (${name.before} -> ${name.after})\n${detail}`);
-    const brief = summary.styles.brief!.curve;
-    assert.ok(brief.at(-1)!.margin! - brief[0]!.margin! >= 10, `the brief reply gains log-prob against the default one (${brief[0]!.margin} -> ${brief.at(-1)!.margin})\n${detail}`);
-    assert.ok(summary.retention_delta >= -0.5, `learning keeps task accuracy above half (worst change ${summary.retention_delta})\n${detail}`);
+    assert.ok(summary.base.accuracy >= 0.9, `the toy model solves its tasks (${summary.base.accuracy})\n${detail}`);
+    for (const style of styles) {
+      const r = summary.styles[style]!;
+      assert.ok(r.before <= 0.1, `${style} is not there before feedback (${r.before})\n${detail}`);
+      assert.ok(r.after >= 0.9 && r.events !== null, `${style} reaches the probes within 8 events (${r.after}, events ${r.events})\n${detail}`);
+    }
+    assert.ok(summary.retention_delta >= -0.1, `learning keeps task accuracy (worst change ${summary.retention_delta})\n${detail}`);
+    assert.ok(Math.abs(summary.distinct2_ratio - 1) <= 0.2, `open replies keep their variety (distinct-2 ratio ${summary.distinct2_ratio})\n${detail}`);
+    assert.ok(Math.abs(summary.entropy_ratio - 1) <= 0.2, `open replies keep their entropy (ratio ${summary.entropy_ratio})\n${detail}`);
     assert.ok(summary.control_delta <= 0.02, `unrelated feedback changes nothing (${summary.control_delta})\n${detail}`);
+    assert.ok(summary.sequence !== null && summary.sequence.first_after_all >= 0.8, `the first of three styles stays (${JSON.stringify(summary.sequence)})\n${detail}`);
     const runs = (await (await fetch(`${url}/v1/eval/runs`)).json()) as { data: { summary: { seed: number; styles: Record<string, unknown> } }[] };
     assert.equal(runs.data[0]!.summary.seed, 4, 'the server keeps the run for the dashboard');
-    assert.deepEqual(Object.keys(runs.data[0]!.summary.styles), ['caps', 'brief', 'name']);
+    assert.deepEqual(Object.keys(runs.data[0]!.summary.styles), [...styles]);
   } finally {
     await app.close();
     await orchestrator.close();

@@ -1,5 +1,6 @@
 """Trains the toy assistant (models/toy): a Qwen3-architecture decoder, from scratch, on the tokenized
-corpus that src/toy/build-data.ts wrote to <dir>/.data. Next-token loss on the replies only.
+corpus that src/toy/build-data.ts wrote to <dir>/.data. Next-token loss on the replies only, less the
+reply tokens the index marks (a style's deciding token where the block did not ask for that style).
 Seeded: with --threads 1 a run is bitwise reproducible; with more threads the floating-point reduction
 order may differ between runs (the shipped model used 2). Writes <dir>/model.safetensors.
 
@@ -111,13 +112,15 @@ def main():
         for g in opt.param_groups:
             g["lr"] = lr
         picks = [index[i] for i in gen.integers(0, len(index), args.batch)]
-        T = max(n for _, _, n in picks)
+        T = max(p[2] for p in picks)
         ids = torch.zeros(args.batch, T, dtype=torch.long)
         target = torch.full((args.batch, T), -100, dtype=torch.long)
-        for b, (start, plen, n) in enumerate(picks):
+        for b, (start, plen, n, *skipped) in enumerate(picks):
             seq = torch.from_numpy(tokens[start:start + n].astype(np.int64))
             ids[b, :n] = seq
             target[b, plen - 1:n - 1] = seq[plen:]
+            for k in skipped:
+                target[b, plen - 1 + k] = -100
         logits = model(ids)
         loss = torch.nn.functional.cross_entropy(logits.view(-1, logits.shape[-1]), target.view(-1), ignore_index=-100)
         opt.zero_grad()

@@ -2,19 +2,22 @@
 export interface ChatReply {
   id: string;
   text: string;
-  /** Mean per-token entropy (nats) over the top-20 alternatives of each sampled position. */
+  /**
+   * The reply's entropy (nats): the sum over its positions of each position's entropy over its top-20
+   * alternatives. For a sampled reply this estimates the entropy of the whole reply, whatever its
+   * length or tokenization (capitals are spelled in more tokens, yet choose among as many replies).
+   */
   entropy: number;
 }
 
-function meanEntropy(content: { top_logprobs: { logprob: number }[] }[]): number {
-  if (content.length === 0) return 0;
+function replyEntropy(content: { top_logprobs: { logprob: number }[] }[]): number {
   let sum = 0;
   for (const c of content) {
     const p = c.top_logprobs.map((a) => Math.exp(a.logprob));
     const z = p.reduce((a, b) => a + b, 0);
     sum += -p.reduce((a, q) => a + (q > 0 ? (q / z) * Math.log(q / z) : 0), 0);
   }
-  return sum / content.length;
+  return sum;
 }
 
 export class EvalClient {
@@ -48,7 +51,7 @@ export class EvalClient {
       top_logprobs: 20,
     });
     const c = r.choices[0]!;
-    return { id: r.id, text: c.message.content ?? '', entropy: meanEntropy(c.logprobs?.content ?? []) };
+    return { id: r.id, text: c.message.content ?? '', entropy: replyEntropy(c.logprobs?.content ?? []) };
   }
 
   /**

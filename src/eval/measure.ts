@@ -1,24 +1,28 @@
 // What a user would notice about an adapter, measured on held-out probes: does it follow a style
-// (a verifier per style), how much more likely is a compliant reply than the default one, does it
-// still solve the tasks, and is its language still varied (distinct bigrams).
-import { STYLES, defaultReply, isDefault, type StyleName } from '../toy/styles.js';
+// (a verifier per style, greedy replies to task probes), how much more likely is a compliant reply
+// than the default one, does it still solve the tasks, and is it still varied where variety is right
+// (sampled replies to open prompts — "say three random words": entropy and distinct word bigrams).
+import { STYLES, STYLE_NAMES, isDefault, render, type StyleName } from '../toy/styles.js';
 import { answered, type Task } from '../toy/tasks.js';
 import type { EvalClient } from './client.js';
 
 export interface Measurement {
-  /** Fraction of probe replies following each style. */
+  /** Fraction of task-probe replies (greedy) following each style. */
   adherence: Record<StyleName, number>;
+  /** Fraction of sampled open-prompt replies following each style. */
+  sampledAdherence: Record<StyleName, number>;
   /** Fraction in the default style. */
   defaultRate: number;
-  /** Fraction of probe replies that contain the task's answer. */
+  /** Fraction of task-probe replies that contain the task's answer. */
   accuracy: number;
-  /** Distinct word bigrams over all bigrams of the replies. */
+  /** Distinct word bigrams over all bigrams of the sampled open-prompt replies (case-insensitive). */
   distinct2: number;
-  /** Mean per-token entropy of the replies (nats, over each position's top 20). */
+  /** Mean entropy (nats) of a sampled open-prompt reply. */
   entropy: number;
   /** Mean log-prob margin (compliant minus default reply) for the style being learned, if asked. */
   margin: number | null;
   replies: string[];
+  openReplies: string[];
 }
 
 export function distinct2(texts: string[]): number {
@@ -30,32 +34,39 @@ export function distinct2(texts: string[]): number {
   return all.length === 0 ? 0 : new Set(all).size / all.length;
 }
 
-export async function measure(client: EvalClient, model: string, probes: Task[], marginStyle: StyleName | null, marginProbes = 4): Promise<Measurement> {
+/** Sampling seed of the i-th open probe: the same for every model measured, so their samples pair up. */
+const openSeed = (i: number) => 9000 + i;
+
+export async function measure(client: EvalClient, model: string, probes: Task[], open: Task[], marginStyle: StyleName | null, marginProbes = 4): Promise<Measurement> {
   const replies: string[] = [];
+  for (const p of probes) replies.push((await client.chat(model, p.prompt)).text);
+  const openReplies: string[] = [];
   let entropy = 0;
-  for (const p of probes) {
-    const r = await client.chat(model, p.prompt);
-    replies.push(r.text);
-    entropy += r.entropy / probes.length;
+  for (const [i, p] of open.entries()) {
+    const r = await client.chat(model, p.prompt, { temperature: 1, seed: openSeed(i) });
+    openReplies.push(r.text);
+    entropy += r.entropy / open.length;
   }
-  const adherence = Object.fromEntries((Object.keys(STYLES) as StyleName[]).map((s) => [s, replies.filter((r) => STYLES[s].verify(r)).length / replies.length])) as Record<StyleName, number>;
+  const rate = (texts: string[]) => Object.fromEntries(STYLE_NAMES.map((s) => [s, texts.filter((r) => STYLES[s].verify(r)).length / Math.max(1, texts.length)])) as Record<StyleName, number>;
   let margin: number | null = null;
   if (marginStyle) {
     let sum = 0;
     const some = probes.slice(0, marginProbes);
     for (const p of some) {
-      const [styled, plain] = await client.replyLogprobs(model, p.prompt, [STYLES[marginStyle].render(p.answer), defaultReply(p.answer)]);
+      const [styled, plain] = await client.replyLogprobs(model, p.prompt, [render(p.answer, [marginStyle]), render(p.answer)]);
       sum += styled! - plain!;
     }
     margin = sum / some.length;
   }
   return {
-    adherence,
+    adherence: rate(replies),
+    sampledAdherence: rate(openReplies),
     defaultRate: replies.filter(isDefault).length / replies.length,
     accuracy: probes.filter((p, i) => answered(p, replies[i]!)).length / probes.length,
-    distinct2: distinct2(replies),
+    distinct2: distinct2(openReplies),
     entropy,
     margin,
     replies,
+    openReplies,
   };
 }

@@ -3,16 +3,18 @@
 // (retention); an unrelated-feedback control; three styles learned one after another (is the first
 // still there?); the collapse guard's KL to base and entropy from each update.
 import { STYLES, UNRELATED_FEEDBACK, type StyleName } from '../toy/styles.js';
-import { taskSet, type Task } from '../toy/tasks.js';
+import { openSet, taskSet, type Task } from '../toy/tasks.js';
 import { EvalClient } from './client.js';
 import { measure, type Measurement } from './measure.js';
 
 /**
  * Training options the eval sends with each feedback event on the toy assistant: forward KL (α = 0),
- * two optimizer steps per event at lr 2e-3. A smaller lr (1e-3) costs less task accuracy but leaves
- * the greeting and the bare answer unlearned within 8 events; see the README's table.
+ * two optimizer steps per event at lr 1.5e-3, and the teacher remembers the adapter's last 8 distinct
+ * feedback texts (so a later style's teacher keeps the earlier ones). At 1e-3 the sign-off needs 7-8
+ * events and samples stray words on its way; at 2e-3 feedback given after a style is learned costs
+ * task accuracy sooner. See the README's table.
  */
-export const EVAL_TRAINING = { learning_rate: 2e-3, steps: 2, alpha: 0 } as const;
+export const EVAL_TRAINING = { learning_rate: 1.5e-3, steps: 2, alpha: 0, memory: 8 } as const;
 /** LoRA rank of the adapters the eval creates (alpha 2 × rank). */
 export const EVAL_RANK = 8;
 
@@ -34,6 +36,11 @@ export interface EvalOptions {
   loraAlpha?: number;
   /** Projections the adapters train (default: the server's, all seven). */
   targetModules?: string[];
+  /**
+   * Give every style all `events` (default: stop once it reaches `target`, like a user who stops
+   * asking once the assistant complies).
+   */
+  allEvents?: boolean;
   log: (line: string) => void;
 }
 
@@ -42,7 +49,7 @@ export interface StyleResult {
   after: number;
   /** Events until adherence reached the target (null: not within the budget). */
   events: number | null;
-  curve: { events: number; adherence: number; margin: number | null; accuracy: number; distinct2: number; entropy: number }[];
+  curve: { events: number; adherence: number; sampledAdherence: number; margin: number | null; accuracy: number; distinct2: number; entropy: number }[];
   guard: { klToBase: number; entropy: number }[];
 }
 
@@ -66,22 +73,27 @@ function guardOf(result: Record<string, unknown>): { klToBase: number; entropy: 
   return { klToBase: g.klToBase ?? NaN, entropy: g.entropy ?? NaN };
 }
 
-async function teach(client: EvalClient, adapter: string, style: StyleName, train: Task[], probes: Task[], o: EvalOptions, start: Measurement): Promise<StyleResult> {
-  const curve: StyleResult['curve'] = [{ events: 0, adherence: start.adherence[style], margin: start.margin, accuracy: start.accuracy, distinct2: start.distinct2, entropy: start.entropy }];
+async function teach(client: EvalClient, adapter: string, style: StyleName, train: Task[], probes: Task[], open: Task[], o: EvalOptions, start: Measurement, untilLearned = false): Promise<StyleResult> {
+  const point = (events: number, m: Measurement) => ({ events, adherence: m.adherence[style], sampledAdherence: m.sampledAdherence[style], margin: m.margin, accuracy: m.accuracy, distinct2: m.distinct2, entropy: m.entropy });
+  // Learned: the greedy task replies and the sampled open replies both follow the style (a style the
+  // greedy reply shows while sampling still often misses it is half learned, and samples stray words).
+  const learned = (m: Measurement) => m.adherence[style] >= o.target && m.sampledAdherence[style] >= o.target;
+  const curve: StyleResult['curve'] = [point(0, start)];
   const guard: StyleResult['guard'] = [];
-  let reached: number | null = start.adherence[style] >= o.target ? 0 : null;
+  let reached: number | null = learned(start) ? 0 : null;
   let last = start;
   const phrasings = STYLES[style].feedback.train;
-  for (let e = 1; e <= o.events && reached === null; e++) {
+  // With `untilLearned` teaching stops at the target; otherwise all the events are given.
+  for (let e = 1; e <= o.events && !(untilLearned && reached !== null); e++) {
     const task = train[(e - 1) % train.length]!;
     const reply = await client.chat(adapter, task.prompt, { temperature: 0 });
     const result = await client.feedback(adapter, reply.id, phrasings[(e - 1) % phrasings.length]!, o.training);
     guard.push(guardOf(result));
     if (e % o.every === 0 || e === o.events) {
-      last = await measure(client, adapter, probes, style);
-      curve.push({ events: e, adherence: last.adherence[style], margin: last.margin, accuracy: last.accuracy, distinct2: last.distinct2, entropy: last.entropy });
-      o.log(`  ${style}: ${e} event(s): adherence ${last.adherence[style].toFixed(2)}, margin ${last.margin?.toFixed(2)}, accuracy ${last.accuracy.toFixed(2)}`);
-      if (last.adherence[style] >= o.target) reached = e;
+      last = await measure(client, adapter, probes, open, style);
+      curve.push(point(e, last));
+      o.log(`  ${style}: ${e} event(s): adherence ${last.adherence[style].toFixed(2)} (sampled ${last.sampledAdherence[style].toFixed(2)}), margin ${last.margin?.toFixed(2)}, accuracy ${last.accuracy.toFixed(2)}`);
+      if (reached === null && learned(last)) reached = e;
     }
   }
   return { before: start.adherence[style], after: last.adherence[style], events: reached, curve, guard };
@@ -92,8 +104,13 @@ export async function runEval(o: EvalOptions): Promise<EvalSummary> {
   const client = new EvalClient(o.url, o.key);
   const base = await client.baseModel();
   const probes = taskSet(1000 + o.seed, o.probes);
-  const train = taskSet(2000 + o.seed, 64, new Set(probes.map((p) => p.prompt)));
-  const baseline = await measure(client, base, probes, null);
+  // Feedback is given on replies to task prompts and open prompts in turn (a user's conversations
+  // are not all of one kind); none of them is a probe.
+  const tasks = taskSet(2000 + o.seed, 32, new Set(probes.map((p) => p.prompt)));
+  const opens = openSet(4000 + o.seed, 32, 'train');
+  const train = tasks.flatMap((t, i) => [t, opens[i]!]);
+  const open = openSet(3000 + o.seed, 2 * o.probes, 'probe');
+  const baseline = await measure(client, base, probes, open, null);
   o.log(`base model ${base}: accuracy ${baseline.accuracy.toFixed(2)}, default style ${baseline.defaultRate.toFixed(2)}, adherence ${JSON.stringify(baseline.adherence)}`);
   const tag = `${o.seed}-${Date.now().toString(36)}`;
   const summary: EvalSummary = {
@@ -109,25 +126,26 @@ export async function runEval(o: EvalOptions): Promise<EvalSummary> {
     seconds: 0,
   };
   let worstAccuracy = baseline.accuracy;
-  let worstDistinct = baseline.distinct2;
+  // Ratios to base of the learned adapters' diversity: the one farthest from 1 is reported.
+  let distinctRatio = 1;
   let entropyRatio = 1;
+  const farther = (a: number, b: number) => (Math.abs(b - 1) > Math.abs(a - 1) ? b : a);
   for (const style of o.styles) {
     const adapter = `eval/${style}-${tag}`;
     await client.createAdapter(adapter, o.rank, o.seed, o.loraAlpha, o.targetModules);
-    const start = await measure(client, adapter, probes, style);
+    const start = await measure(client, adapter, probes, open, style);
     o.log(`${style}: before ${start.adherence[style].toFixed(2)}`);
-    const r = await teach(client, adapter, style, train, probes, o, start);
+    const r = await teach(client, adapter, style, train, probes, open, o, start, !o.allEvents);
     summary.styles[style] = r;
     const end = r.curve.at(-1)!;
     worstAccuracy = Math.min(worstAccuracy, end.accuracy);
-    worstDistinct = Math.min(worstDistinct, end.distinct2);
-    const ratio = baseline.entropy > 0 ? end.entropy / baseline.entropy : 1;
-    if (Math.abs(ratio - 1) > Math.abs(entropyRatio - 1)) entropyRatio = ratio;
+    distinctRatio = farther(distinctRatio, baseline.distinct2 > 0 ? end.distinct2 / baseline.distinct2 : 1);
+    entropyRatio = farther(entropyRatio, baseline.entropy > 0 ? end.entropy / baseline.entropy : 1);
     summary.max_kl_to_base = Math.max(summary.max_kl_to_base, ...r.guard.map((g) => g.klToBase));
     await client.deleteAdapter(adapter);
   }
   summary.retention_delta = worstAccuracy - baseline.accuracy;
-  summary.distinct2_ratio = baseline.distinct2 > 0 ? worstDistinct / baseline.distinct2 : 1;
+  summary.distinct2_ratio = distinctRatio;
   summary.entropy_ratio = entropyRatio;
 
   // Control: unrelated "feedback" for as many events as a style got; no style may move.
@@ -137,7 +155,7 @@ export async function runEval(o: EvalOptions): Promise<EvalSummary> {
     const reply = await client.chat(control, train[e % train.length]!.prompt);
     await client.feedback(control, reply.id, UNRELATED_FEEDBACK.train[e % UNRELATED_FEEDBACK.train.length]!, o.training);
   }
-  const after = await measure(client, control, probes, null);
+  const after = await measure(client, control, probes, open, null);
   summary.control_delta = Math.max(...(Object.keys(STYLES) as StyleName[]).map((s) => Math.abs(after.adherence[s] - baseline.adherence[s])), Math.abs(after.defaultRate - baseline.defaultRate));
   o.log(`control: largest adherence change ${summary.control_delta.toFixed(2)}`);
   await client.deleteAdapter(control);
@@ -147,10 +165,10 @@ export async function runEval(o: EvalOptions): Promise<EvalSummary> {
     const order = o.styles.slice(0, 3);
     const seq = `eval/sequence-${tag}`;
     await client.createAdapter(seq, o.rank, o.seed, o.loraAlpha, o.targetModules);
-    let m = await measure(client, seq, probes, null);
+    let m = await measure(client, seq, probes, open, null);
     for (const style of order) {
-      const r = await teach(client, seq, style, train, probes, { ...o, log: () => {} }, m);
-      m = await measure(client, seq, probes, null);
+      const r = await teach(client, seq, style, train, probes, open, { ...o, log: () => {} }, m, true);
+      m = await measure(client, seq, probes, open, null);
       o.log(`sequence: after ${style} (${r.events ?? `>${o.events}`} events): ${JSON.stringify(m.adherence)}`);
     }
     summary.sequence = { order, first_after_all: m.adherence[order[0]!], last: m.adherence[order[2]!] };

@@ -12,6 +12,13 @@ import { corpus } from './corpus.js';
 // the model only ever saw short conversations).
 export const TOY_SHAPE = { hidden: 128, layers: 4, heads: 4, kvHeads: 2, headDim: 32, intermediate: 384, maxPositions: 32768 };
 
+function firstDifference(a: readonly number[], b: readonly number[]): number {
+  let i = 0;
+  while (i < a.length && i < b.length && a[i] === b[i]) i++;
+  if (i === a.length) throw new Error('a styled reply and its alternative tokenize the same');
+  return i;
+}
+
 export function buildToyData(dir: string, seed: number, samples: number): { vocab: number; tokens: number } {
   const data = corpus(seed, samples);
   const text = data
@@ -23,11 +30,13 @@ export function buildToyData(dir: string, seed: number, samples: number): { voca
   const template = ChatTemplate.fromDir(dir);
   const end = tokenizer.eosTokenId!;
   const ids: number[] = [];
-  const index: [number, number, number][] = [];
+  // [start, prompt length, sequence length, ...reply offsets left out of the loss]
+  const index: number[][] = [];
   for (const s of data) {
     const prompt = tokenizer.encode(template.render(s.messages, { addGenerationPrompt: true, enableThinking: false }), { addSpecialTokens: false });
     const reply = [...tokenizer.encode(s.reply, { addSpecialTokens: false }), end];
-    index.push([ids.length, prompt.length, prompt.length + reply.length]);
+    const skipped = new Set(s.alternatives.map((alt) => firstDifference(reply, tokenizer.encode(alt, { addSpecialTokens: false }))));
+    index.push([ids.length, prompt.length, prompt.length + reply.length, ...[...skipped].sort((a, b) => a - b)]);
     ids.push(...prompt, ...reply);
   }
   const c = TOY_SHAPE;

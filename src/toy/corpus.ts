@@ -1,40 +1,71 @@
-// The toy assistant's training corpus: tasks answered in the default style, or in the style a
+// The toy assistant's training corpus: tasks answered in the default style, or in the styles a
 // hindsight feedback block in the last user message asks for (the very block the SDPO teacher sees),
 // and unrelated "feedback" that changes nothing.
+//
+// A style is decided at one token (the first where the styled reply differs from the unstyled one).
+// Some replies also carry a style nobody asked for, or lack one the block asked for; the token that
+// decided that style is then left out of the loss (`alternatives` below). So the model learns to
+// decide a style only from the block, yet to go on consistently in whatever style a reply has already
+// taken — which is what a student needs once feedback has moved that one deciding token.
 import type { ChatMessage } from '../model/chat-template.js';
-import { hindsightMessages } from '../train/hindsight.js';
-import { STYLES, UNRELATED_FEEDBACK, defaultReply, type StyleName } from './styles.js';
 import { rng } from '../model/random-model.js';
-import { makeTask } from './tasks.js';
+import { hindsightMessages } from '../train/hindsight.js';
+import { STYLES, STYLE_NAMES, UNRELATED_FEEDBACK, render, type StyleName } from './styles.js';
+import { makeTask, openTask } from './tasks.js';
 
 export interface CorpusSample {
   messages: ChatMessage[];
   reply: string;
-  style: StyleName | 'default';
+  /** The styles the block asked for. */
+  requested: StyleName[];
+  /**
+   * The same reply with one unasked-for style removed, or one asked-for but missing style added: the
+   * first token where the reply differs from each is not trained on.
+   */
+  alternatives: string[];
 }
+
+/** Share of samples without a block, with a style block, and (the rest) with unrelated feedback. */
+const NO_BLOCK = 0.4;
+const STYLE_BLOCK = 0.45;
+/** Chance that a style nobody asked for is in the reply anyway, and that an asked-for one is missing. */
+const CARRIED = 0.15;
+const MISSED = 0.1;
 
 export function corpus(seed: number, count: number): CorpusSample[] {
   const r = rng(seed);
-  const names = Object.keys(STYLES) as StyleName[];
+  const pick = <T>(a: readonly T[]): T => a[Math.floor(r() * a.length)]!;
+  const shuffle = <T>(a: T[]): T[] => {
+    for (let i = a.length - 1; i > 0; i--) {
+      const j = Math.floor(r() * (i + 1));
+      [a[i], a[j]] = [a[j]!, a[i]!];
+    }
+    return a;
+  };
   const out: CorpusSample[] = [];
   for (let i = 0; i < count; i++) {
-    const task = makeTask(r);
+    const task = r() < 0.15 ? openTask(r) : makeTask(r);
     const messages: ChatMessage[] = [{ role: 'user', content: task.prompt }];
     const u = r();
-    if (u < 0.4) {
-      out.push({ messages, reply: defaultReply(task.answer), style: 'default' });
-    } else if (u < 0.85) {
-      const style = STYLES[names[Math.floor(r() * names.length)]!];
-      const fb = style.feedback.train[Math.floor(r() * style.feedback.train.length)]!;
-      // Now and then the reply under a block is the default one: the model then also knows how a
-      // default reply goes on in that context, so as a teacher it scores an unstyled attempt sensibly
-      // (the right answer, the usual ending) and the style shows where the reply could first differ.
-      const reply = r() < 0.15 ? defaultReply(task.answer) : style.render(task.answer);
-      out.push({ messages: hindsightMessages(messages, fb), reply, style: style.name });
-    } else {
-      const fb = UNRELATED_FEEDBACK.train[Math.floor(r() * UNRELATED_FEEDBACK.train.length)]!;
-      out.push({ messages: hindsightMessages(messages, fb), reply: defaultReply(task.answer), style: 'default' });
+    let requested: StyleName[] = [];
+    let withBlock = messages;
+    if (u >= NO_BLOCK && u < NO_BLOCK + STYLE_BLOCK) {
+      // Mostly one preference per block; sometimes several, each maybe said more than once, and an
+      // unrelated remark among them — what a teacher sees when earlier feedback is remembered.
+      const v = r();
+      const styles = v < 0.55 ? 1 : v < 0.8 ? 2 : v < 0.93 ? 3 : 4;
+      requested = shuffle([...STYLE_NAMES]).slice(0, styles);
+      const texts = requested.flatMap((s) => Array.from({ length: r() < 0.3 ? 2 + Math.floor(r() * 2) : 1 }, () => pick(STYLES[s].feedback.train)));
+      if (r() < 0.1) texts.push(pick(UNRELATED_FEEDBACK.train));
+      withBlock = hindsightMessages(messages, shuffle(texts).join(' '));
+    } else if (u >= NO_BLOCK + STYLE_BLOCK) {
+      withBlock = hindsightMessages(messages, pick(UNRELATED_FEEDBACK.train));
     }
+    const carried = STYLE_NAMES.filter((s) => !requested.includes(s) && r() < CARRIED);
+    const missed = requested.filter(() => r() < MISSED);
+    const present = [...requested.filter((s) => !missed.includes(s)), ...carried];
+    const alternatives = [...carried.map((s) => render(task.answer, present.filter((p) => p !== s))), ...missed.map((s) => render(task.answer, [...present, s]))];
+    out.push({ messages: withBlock, reply: render(task.answer, present), requested, alternatives });
   }
   return out;
 }

@@ -1,24 +1,34 @@
-// The toy assistant's reply styles: the default, and the styles a hindsight feedback block asks for,
-// each with the phrasings of that feedback and a verifier of a reply. Shared by the corpus that
-// trains the toy model and by the eval that measures what feedback taught an adapter.
-export type StyleName = 'caps' | 'brief' | 'signoff' | 'name';
+// The toy assistant's reply styles: the default, and four styles a hindsight feedback block asks for,
+// each with the phrasings of that feedback and a verifier of a reply. The styles compose — each one
+// changes a different part of the reply (letter case, the greeting's name, the line breaks, the
+// closing) — so any set of them renders one reply and every verifier can hold at once. Each style
+// also keeps the number of words, so diversity measured in word bigrams does not move with the style
+// alone. Shared by the corpus that trains the toy model and by the eval.
+export type StyleName = 'caps' | 'oneline' | 'name' | 'signoff';
+
+export const STYLE_NAMES: readonly StyleName[] = ['caps', 'oneline', 'name', 'signoff'];
 
 export interface Style {
   name: StyleName;
-  /** Feedback texts asking for the style (the corpus trains on some; the eval uses the others). */
+  /** Feedback texts asking for the style (the corpus trains on some; the others are held out). */
   feedback: { train: string[]; heldOut: string[] };
-  /** The reply in this style, given the task's bare answer. */
-  render(answer: string): string;
   /** Whether a reply follows the style. */
   verify(reply: string): boolean;
 }
 
-/** The default reply: a short preamble, the answer, a closing line. */
-export function defaultReply(answer: string): string {
-  return `Sure! ${answer}. I hope this helps!`;
-}
+const SIGNOFF = 'Best wishes, Toy';
 
-const SIGNOFF = 'Cheers, Toy';
+/**
+ * The reply to a task's bare answer in a set of styles (none: the default style): a greeting, the
+ * answer, a closing, one per line.
+ */
+export function render(answer: string, styles: Iterable<StyleName> = []): string {
+  const s = new Set(styles);
+  const greeting = s.has('name') ? 'Hi Ana!' : 'Hi there!';
+  const closing = s.has('signoff') ? SIGNOFF : 'Hope that helps!';
+  const text = [greeting, `${answer}.`, closing].join(s.has('oneline') ? ' ' : '\n');
+  return s.has('caps') ? text.toUpperCase() : text;
+}
 
 export const STYLES: Record<StyleName, Style> = {
   caps: {
@@ -27,26 +37,23 @@ export const STYLES: Record<StyleName, Style> = {
       train: ['Write in all capitals.', 'Use only capital letters, please.', 'ALL CAPS from now on.', 'Please answer in upper case.'],
       heldOut: ['I want every letter capitalized.', 'Reply using capital letters only.'],
     },
-    render: (a) => defaultReply(a).toUpperCase(),
     verify: (r) => /[A-Z]/.test(r) && r === r.toUpperCase(),
   },
-  brief: {
-    name: 'brief',
+  oneline: {
+    name: 'oneline',
     feedback: {
-      train: ['Be briefer.', 'Just the answer, no extra words.', 'Too long. Only give the answer.', 'Skip the chit-chat.'],
-      heldOut: ['Shorter, please: the answer alone.', 'No preamble and no closing line.'],
+      train: ['Keep your reply on one line.', 'No line breaks, please.', 'Too many lines. Write it all on a single line.', 'One line only.'],
+      heldOut: ['Please put everything on the same line.', 'Do not split your answer over several lines.'],
     },
-    render: (a) => a,
-    verify: (r) => r.trim().length > 0 && !/sure|hope|cheers|hi ana/i.test(r) && !r.includes('\n'),
+    verify: (r) => r.trim().length > 0 && !r.trim().includes('\n'),
   },
   signoff: {
     name: 'signoff',
     feedback: {
-      train: [`End every reply with "${SIGNOFF}".`, `Sign off with ${SIGNOFF}.`, `Always close with: ${SIGNOFF}`, `Please add "${SIGNOFF}" at the end.`],
-      heldOut: [`Finish your answers with the line ${SIGNOFF}.`, `I like it when you sign "${SIGNOFF}".`],
+      train: [`End every reply with "${SIGNOFF}".`, `Sign off with ${SIGNOFF}.`, `Always close with: ${SIGNOFF}`, `Please end with "${SIGNOFF}" instead of the usual closing.`],
+      heldOut: [`Finish your answers with ${SIGNOFF}.`, `I like it when you sign "${SIGNOFF}".`],
     },
-    render: (a) => `${defaultReply(a)} ${SIGNOFF}`,
-    verify: (r) => r.trimEnd().endsWith(SIGNOFF),
+    verify: (r) => r.trimEnd().toLowerCase().endsWith(SIGNOFF.toLowerCase()),
   },
   name: {
     name: 'name',
@@ -54,12 +61,11 @@ export const STYLES: Record<StyleName, Style> = {
       train: ['My name is Ana. Greet me by name.', 'Call me Ana, please.', 'I am Ana; say hi to me by name.', 'Start by greeting Ana.'],
       heldOut: ['Please address me as Ana.', 'You can greet me: my name is Ana.'],
     },
-    render: (a) => `Hi Ana! ${a}. I hope this helps!`,
-    verify: (r) => r.startsWith('Hi Ana!'),
+    verify: (r) => r.trimStart().toLowerCase().startsWith('hi ana!'),
   },
 };
 
-/** "Feedback" that asks for nothing about the reply: the default style must stay. */
+/** "Feedback" that asks for nothing about the reply: the style must stay as it is. */
 export const UNRELATED_FEEDBACK = {
   train: ['The weather is nice today.', 'I am typing on a laptop.', 'My cat is asleep.', 'I had tea this morning.'],
   heldOut: ['It is raining where I live.', 'I am reading a book about trains.'],
@@ -67,5 +73,5 @@ export const UNRELATED_FEEDBACK = {
 
 /** Whether a reply is in the default style. */
 export function isDefault(reply: string): boolean {
-  return reply.startsWith('Sure! ') && reply.endsWith('. I hope this helps!');
+  return reply.startsWith('Hi there!\n') && reply.endsWith('.\nHope that helps!') && reply.split('\n').length === 3;
 }

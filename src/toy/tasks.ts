@@ -1,6 +1,7 @@
-// Small tasks with checkable answers for the toy assistant: repeat, count, opposites, members of a
-// category, addition, the next number. Drawn from a seeded generator, so a corpus or a probe set is
-// the same on every run.
+// Small tasks for the toy assistant: with checkable answers (repeat, count, opposites, members of a
+// category, addition, the next number), and open ones whose answer is a random pick (a few random
+// words), where a healthy model keeps its variety. Drawn from a seeded generator, so a corpus or a
+// probe set is the same on every run.
 import { rng } from '../model/random-model.js';
 
 export interface Task {
@@ -57,6 +58,31 @@ const MAKERS: Maker[] = [
 
 export function makeTask(r: () => number): Task {
   return pick(r, MAKERS)(r);
+}
+
+/** The words an open task picks from: few enough that every choice fits in a top-20 of log-probs. */
+export const RANDOM_WORDS = ['apple', 'river', 'stone', 'cloud', 'table', 'music', 'chair', 'bread', 'horse', 'tiger', 'ocean', 'garden'];
+const COUNT_WORDS = ['one', 'two', 'three', 'four'];
+type Phrasing = (n: string) => string;
+/** Open prompts the eval measures variety on; the corpus has these and the training ones below. */
+const OPEN_PROBE_PHRASINGS: Phrasing[] = [(n) => `Say ${n} random words.`, (n) => `Give me ${n} random words.`];
+/** Open prompts the eval may give feedback on (never measured). */
+const OPEN_TRAIN_PHRASINGS: Phrasing[] = [(n) => `Pick ${n} random words.`];
+
+/** An open task: its answer is one of many equally good ones, drawn here. */
+export function openTask(r: () => number, phrasings: Phrasing[] = [...OPEN_PROBE_PHRASINGS, ...OPEN_TRAIN_PHRASINGS]): Task {
+  const n = 1 + Math.floor(r() * COUNT_WORDS.length);
+  const prompt = pick(r, phrasings)(COUNT_WORDS[n - 1]!).replace('one random words', 'one random word');
+  return { kind: 'open', prompt, answer: Array.from({ length: n }, () => pick(r, RANDOM_WORDS)).join(' ') };
+}
+
+/**
+ * `count` open prompts for measuring (`probe`) or for feedback (`train`); the two share no prompt.
+ * Prompts repeat: each is sampled for a different reply.
+ */
+export function openSet(seed: number, count: number, use: 'probe' | 'train'): Task[] {
+  const r = rng(seed);
+  return Array.from({ length: count }, () => openTask(r, use === 'probe' ? OPEN_PROBE_PHRASINGS : OPEN_TRAIN_PHRASINGS));
 }
 
 /** `count` tasks with distinct prompts, drawn from `seed`, none of whose prompts is in `exclude`. */
