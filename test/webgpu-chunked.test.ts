@@ -29,7 +29,7 @@ import { Gpu } from '../src/engine/webgpu/device.js';
 import { probeWebGpu } from '../src/engine/webgpu/probe.js';
 import { normal, rng, writeRandomModel } from '../src/model/random-model.js';
 import { readSafetensors, writeSafetensors } from '../src/model/safetensors.js';
-import { maxAbs, relL2, ids, withRemoteTargets } from './webgpu/compare.js';
+import { describeStepWorst, expectSameStep, ids, maxAbs, newStepWorst, relL2, trainedAdapterState, withRemoteTargets } from './webgpu/compare.js';
 
 const probe = await probeWebGpu();
 const skip = probe.ok ? false : `no WebGPU adapter: ${probe.reason}`;
@@ -69,7 +69,6 @@ const CASES: { name: string; options: Partial<SdpoOptions>; remote?: number }[] 
   { name: 'remote teacher targets', options: { alpha: 0.5, teacher: 'remote' }, remote: 5 },
 ];
 
-const METRICS = ['loss', 'distillLoss', 'klToBase', 'meanIsWeight', 'gradNorm', 'teacherStudentKl'] as const;
 
 /** Qwen2-style (q/k/v biases, untied head, no q/k norm) with projections over the cap as well. */
 function writeWideBiasModel(): string {
@@ -117,15 +116,7 @@ for (const config of CONFIGS) {
     assert.equal(gpu.backend, 'webgpu');
     const V = cpu.config.vocabSize;
     const shape = { rank: config.rank, alpha: 8, targetModules: config.modules };
-    const r = rng(21);
-    const total = cpu.createAdapter({ ...shape, seed: 1 }).state().params.length;
-    const state = {
-      params: Float32Array.from({ length: total }, () => 0.15 * normal(r)),
-      ema: Float32Array.from({ length: total }, () => 0.15 * normal(r)),
-      m: Float32Array.from({ length: total }, () => 1e-3 * normal(r)),
-      v: Float32Array.from({ length: total }, () => 1e-6 * (1 + r())),
-      step: 3,
-    };
+    const state = trainedAdapterState(cpu, shape);
     const restore = (e: Engine): Adapter => e.restoreAdapter(shape, state);
 
     await t.test('logits and token log-probs (adapter, EMA copy, base)', async () => {
@@ -142,44 +133,16 @@ for (const config of CONFIGS) {
       t.diagnostic(`logits max abs ${err.toExponential(2)}, token log-probs ${lpErr.toExponential(2)}`);
     });
 
-    const worst = { loss: 0, metric: 0, grad: 0, weight: 0, moment: 0 };
+    const worst = newStepWorst();
     for (const c of CASES) {
       await t.test(`SDPO step: ${c.name}`, async () => {
         let samples = batch(V, 31);
         if (c.remote) samples = withRemoteTargets(samples, V, c.remote, 41);
         const options: Partial<SdpoOptions> = { learningRate: 1e-2, ...c.options };
-        const a = restore(cpu), b = restore(gpu);
-        const want = await cpu.sdpoStep(a, samples, options);
-        const got = await gpu.sdpoStep(b, samples, options);
-        const lossRel = Math.abs(got.loss - want.loss) / Math.max(Math.abs(want.loss), 1e-2);
-        worst.loss = Math.max(worst.loss, lossRel);
-        assert.ok(lossRel <= 5e-5, `loss ${got.loss} vs CPU ${want.loss}`);
-        for (const m of METRICS) {
-          const e = Math.abs(got[m] - want[m]) / Math.max(Math.abs(want[m]), 1e-2);
-          worst.metric = Math.max(worst.metric, e);
-          assert.ok(e <= 5e-5, `${m}: ${got[m]} vs CPU ${want[m]}`);
-        }
-        assert.equal(got.clipFraction, want.clipFraction);
-        assert.equal(got.tokens, want.tokens);
-        assert.equal(got.stepLosses.length, want.stepLosses.length);
-        for (let i = 0; i < want.stepLosses.length; i++) {
-          assert.ok(Math.abs(got.stepLosses[i]! - want.stepLosses[i]!) / Math.max(Math.abs(want.stepLosses[i]!), 1e-2) <= 5e-5, `step loss ${i}`);
-        }
-        const sa = a.state(), sb = b.state();
-        assert.equal(sb.step, sa.step);
-        const gradErr = relL2(sb.grads, sa.grads);
-        worst.grad = Math.max(worst.grad, gradErr);
-        assert.ok(gradErr <= 5e-5, `gradient relative L2 error ${gradErr}`);
-        const wErr = Math.max(maxAbs(sb.params, sa.params), maxAbs(sb.ema, sa.ema));
-        worst.weight = Math.max(worst.weight, wErr);
-        assert.ok(wErr <= 1e-6, `weights / EMA max abs error ${wErr}`);
-        const mErr = Math.max(relL2(sb.m, sa.m), relL2(sb.v, sa.v));
-        worst.moment = Math.max(worst.moment, mErr);
-        assert.ok(mErr <= 5e-5, `AdamW moments relative L2 error ${mErr}`);
-        assert.ok(maxAbs(sb.params, state.params) > 1e-4, 'the step moved the weights');
+        await expectSameStep(cpu, gpu, restore(cpu), restore(gpu), samples, options, state, worst);
       });
     }
-    t.diagnostic(`worst over the step cases: loss rel ${worst.loss.toExponential(2)}, metrics ${worst.metric.toExponential(2)}, grads rel L2 ${worst.grad.toExponential(2)}, weights max abs ${worst.weight.toExponential(2)}, moments rel L2 ${worst.moment.toExponential(2)}`);
+    t.diagnostic(describeStepWorst(worst));
 
     await t.test('generation: batched greedy and seeded sampling give the CPU tokens', async () => {
       let worstLp = 0;

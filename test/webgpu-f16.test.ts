@@ -33,11 +33,11 @@ import { embedding } from '../src/engine/webgpu/ops/embedding.js';
 import { linear, linear_backward_input } from '../src/engine/webgpu/ops/linear.js';
 import { decideWeightStorage } from '../src/engine/webgpu/weight-storage.js';
 import { readModelConfig } from '../src/model/config.js';
-import { normal, rng, tempDir, writeRandomModel } from '../src/model/random-model.js';
+import { rng, tempDir, writeRandomModel } from '../src/model/random-model.js';
 import { readSafetensors } from '../src/model/safetensors.js';
 import { weightSpecs } from '../src/model/weights.js';
 import { closeGpu, cpuOps, describe, gpuOrSkip, randF32, randIds, runCase, type Case, type HostArray } from './webgpu/harness.js';
-import { maxAbs, relL2, ids } from './webgpu/compare.js';
+import { ids, maxAbs, relL2, trainedAdapterState } from './webgpu/compare.js';
 
 after(closeGpu);
 
@@ -233,15 +233,7 @@ const STEP_OPTIONS = [
 async function compare(t: import('node:test').TestContext, label: string, gpu: Engine, cpu: Engine, tol: Tol): Promise<void> {
   const V = cpu.config.vocabSize;
   const shape = { rank: 4, alpha: 8, targetModules: [...LORA_MODULES] };
-  const r = rng(21);
-  const total = cpu.createAdapter({ ...shape, seed: 1 }).state().params.length;
-  const state = {
-    params: Float32Array.from({ length: total }, () => 0.15 * normal(r)),
-    ema: Float32Array.from({ length: total }, () => 0.15 * normal(r)),
-    m: Float32Array.from({ length: total }, () => 1e-3 * normal(r)),
-    v: Float32Array.from({ length: total }, () => 1e-6 * (1 + r())),
-    step: 3,
-  };
+  const state = trainedAdapterState(cpu, shape);
   const restore = (e: Engine): Adapter => e.restoreAdapter(shape, state);
   const seq = ids(rng(4), 13, V);
   const logitsErr = Math.max(maxAbs(await gpu.logits(seq, restore(gpu)), await cpu.logits(seq, restore(cpu))), maxAbs(await gpu.logits(seq, null), await cpu.logits(seq, null)));
