@@ -4,7 +4,7 @@
 // "f16_step_ms", "logits_max_abs_diff"}.
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { Engine } from '../src/engine/engine.js';
+import { Engine, toNativeConfig } from '../src/engine/engine.js';
 import { readModelConfig } from '../src/model/config.js';
 import { rng } from '../src/model/random-model.js';
 import { weightSpecs } from '../src/model/weights.js';
@@ -17,11 +17,7 @@ const steps = Number(values.steps), warmup = Number(values.warmup);
 const dir = fileURLToPath(new URL('../../models/toy', import.meta.url));
 const c = readModelConfig(dir);
 const tensors = weightSpecs(dir, c);
-const config = {
-  vocab: c.vocabSize, hidden: c.hiddenSize, layers: c.numLayers, heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim,
-  intermediate: c.intermediateSize, ropeTheta: c.ropeTheta, rmsEps: c.rmsNormEps, tieEmbeddings: c.tieWordEmbeddings, qkNorm: c.qkNorm,
-  bias: [c.bias.q, c.bias.k, c.bias.v, c.bias.o] as [boolean, boolean, boolean, boolean],
-};
+const config = toNativeConfig(c);
 
 async function weightBytes(weights: WeightStorage): Promise<number> {
   const m = await WebGpuModel.load({ config, tensors }, { weights });

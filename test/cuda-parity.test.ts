@@ -13,7 +13,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { cpSync } from 'node:fs';
 import { join } from 'node:path';
-import { Engine } from '../src/engine/engine.js';
+import { Engine, toNativeConfig } from '../src/engine/engine.js';
 import { pickBackend } from '../src/engine/backend.js';
 import { resolveSdpoOptions } from '../src/engine/sdpo-options.js';
 import { loadCudaAddon, type OpArgs, type OpResult, type OpTable } from '../src/engine/cuda.js';
@@ -459,7 +459,7 @@ test('activation checkpointing gives the same step as keeping every activation',
   const { weightSpecs } = await import('../src/model/weights.js');
   const c = readModelConfig(dir);
   const spec = {
-    config: { vocab: c.vocabSize, hidden: c.hiddenSize, layers: c.numLayers, heads: c.numHeads, kvHeads: c.numKvHeads, headDim: c.headDim, intermediate: c.intermediateSize, ropeTheta: c.ropeTheta, rmsEps: c.rmsNormEps, tieEmbeddings: c.tieWordEmbeddings, qkNorm: c.qkNorm, bias: [c.bias.q, c.bias.k, c.bias.v, c.bias.o] as [boolean, boolean, boolean, boolean] },
+    config: toNativeConfig(c),
     threads: 1,
     tensors: weightSpecs(dir, c),
   };

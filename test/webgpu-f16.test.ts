@@ -23,7 +23,7 @@ import assert from 'node:assert/strict';
 import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { describeChoice } from '../src/engine/backend.js';
-import { Engine, type Adapter, type SdpoSample } from '../src/engine/engine.js';
+import { Engine, toNativeConfig, type Adapter, type SdpoSample } from '../src/engine/engine.js';
 import { LORA_MODULES } from '../src/engine/lora-modules.js';
 import type { NativeConfig } from '../src/engine/native.js';
 import { Gpu } from '../src/engine/webgpu/device.js';
@@ -336,20 +336,7 @@ test('engine with f16 weights matches the CPU engine', async (t) => {
 function nativeConfig(dir: string): { config: NativeConfig; tensors: ReturnType<typeof weightSpecs> } {
   const c = readModelConfig(dir);
   return {
-    config: {
-      vocab: c.vocabSize,
-      hidden: c.hiddenSize,
-      layers: c.numLayers,
-      heads: c.numHeads,
-      kvHeads: c.numKvHeads,
-      headDim: c.headDim,
-      intermediate: c.intermediateSize,
-      ropeTheta: c.ropeTheta,
-      rmsEps: c.rmsNormEps,
-      tieEmbeddings: c.tieWordEmbeddings,
-      qkNorm: c.qkNorm,
-      bias: [c.bias.q, c.bias.k, c.bias.v, c.bias.o],
-    },
+    config: toNativeConfig(c),
     tensors: weightSpecs(dir, c),
   };
 }

@@ -71,6 +71,24 @@ export interface SdpoStepResult {
 }
 
 /** Slots of every LoRA tensor in the flat buffer, in the engine's layer-major, module order. */
+/** The model config in the addons' form. */
+export function toNativeConfig(c: ModelConfig): NativeConfig {
+  return {
+    vocab: c.vocabSize,
+    hidden: c.hiddenSize,
+    layers: c.numLayers,
+    heads: c.numHeads,
+    kvHeads: c.numKvHeads,
+    headDim: c.headDim,
+    intermediate: c.intermediateSize,
+    ropeTheta: c.ropeTheta,
+    rmsEps: c.rmsNormEps,
+    tieEmbeddings: c.tieWordEmbeddings,
+    qkNorm: c.qkNorm,
+    bias: [c.bias.q, c.bias.k, c.bias.v, c.bias.o],
+  };
+}
+
 export function loraSlots(config: ModelConfig, shape: LoraShape): { slots: LoraTensorSlot[]; total: number } {
   const dims: Record<LoraModule, [number, number]> = {
     q_proj: [config.hiddenSize, config.numHeads * config.headDim],
@@ -192,21 +210,7 @@ export class Engine {
     if (!Number.isInteger(threads) || threads < 1) throw new InputError(`threads must be a positive integer (got ${String(threads)})`);
     const config = readModelConfig(dir);
     const tensors = weightSpecs(dir, config);
-    const c = config;
-    const native: NativeConfig = {
-      vocab: c.vocabSize,
-      hidden: c.hiddenSize,
-      layers: c.numLayers,
-      heads: c.numHeads,
-      kvHeads: c.numKvHeads,
-      headDim: c.headDim,
-      intermediate: c.intermediateSize,
-      ropeTheta: c.ropeTheta,
-      rmsEps: c.rmsNormEps,
-      tieEmbeddings: c.tieWordEmbeddings,
-      qkNorm: c.qkNorm,
-      bias: [c.bias.q, c.bias.k, c.bias.v, c.bias.o],
-    };
+    const native = toNativeConfig(config);
     try {
       let model: NativeModel;
       if (choice.backend === 'webgpu') {
