@@ -7,6 +7,7 @@ import { ChatTemplate } from '../model/chat-template.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import { writeTokenizerFiles } from '../model/toy-tokenizer.js';
 import { corpus } from './corpus.js';
+import { WORDS } from './tasks.js';
 
 // 32k positions: clients such as OpenClaw send ~10k-token prompts (RoPE needs no trained table, though
 // the model only ever saw short conversations).
@@ -19,14 +20,25 @@ function firstDifference(a: readonly number[], b: readonly number[]): number {
   return i;
 }
 
+/**
+ * The forms a copy task's word takes in a reply: at a line's start or after a space, in lower case or
+ * in capitals. Each is one token, so copying a word in capitals is a one-token lookup, as in lower case
+ * (spelt in letter pieces, the model dropped or repeated a word in one capitals copy of twenty).
+ */
+export const copyForms = (w: string) => [w, ` ${w}`, w.toUpperCase(), ` ${w.toUpperCase()}`];
+
 export function buildToyData(dir: string, seed: number, samples: number): { vocab: number; tokens: number } {
   const data = corpus(seed, samples);
-  const text = data
-    .slice(0, 2000)
-    .map((s) => `${s.messages.map((m) => String(m.content)).join('\n')}\n${s.reply}`)
-    .join('\n');
-  const vocab = writeTokenizerFiles(dir, { text, merges: 500 });
+  // The merges come from the corpus, after a word list that puts every copy form first.
+  const lexicon = WORDS.map((w) => `${w} ${w}\n${w.toUpperCase()} ${w.toUpperCase()}`).join('\n');
+  const text = [
+    ...Array.from({ length: 400 }, () => lexicon),
+    ...data.slice(0, 2000).map((s) => `${s.messages.map((m) => String(m.content)).join('\n')}\n${s.reply}`),
+  ].join('\n');
+  const vocab = writeTokenizerFiles(dir, { text, merges: 600 });
   const tokenizer = Tokenizer.fromDir(dir);
+  const split = WORDS.flatMap(copyForms).filter((f) => tokenizer.encode(f, { addSpecialTokens: false }).length !== 1);
+  if (split.length > 0) throw new Error(`copy words the toy tokenizer splits: ${split.map((f) => JSON.stringify(f)).join(', ')}`);
   const template = ChatTemplate.fromDir(dir);
   const end = tokenizer.eosTokenId!;
   const ids: number[] = [];

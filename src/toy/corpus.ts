@@ -11,7 +11,7 @@ import type { ChatMessage } from '../model/chat-template.js';
 import { rng } from '../model/random-model.js';
 import { hindsightMessages } from '../train/hindsight.js';
 import { STYLES, STYLE_NAMES, UNRELATED_FEEDBACK, render, type StyleName } from './styles.js';
-import { makeTask, openTask } from './tasks.js';
+import { makeTask, openTask, repeatTask } from './tasks.js';
 
 export interface CorpusSample {
   messages: ChatMessage[];
@@ -31,6 +31,9 @@ const STYLE_BLOCK = 0.45;
 /** Chance that a style nobody asked for is in the reply anyway, and that an asked-for one is missing. */
 const CARRIED = 0.15;
 const MISSED = 0.1;
+/** Share of open tasks, and of extra copy tasks (copying in capitals is the skill a tiny model learns last). */
+const OPEN = 0.15;
+const EXTRA_COPY = 0.1;
 
 export function corpus(seed: number, count: number): CorpusSample[] {
   const r = rng(seed);
@@ -44,7 +47,8 @@ export function corpus(seed: number, count: number): CorpusSample[] {
   };
   const out: CorpusSample[] = [];
   for (let i = 0; i < count; i++) {
-    const task = r() < 0.15 ? openTask(r) : makeTask(r);
+    const kind = r();
+    const task = kind < OPEN ? openTask(r) : kind < OPEN + EXTRA_COPY ? repeatTask(r) : makeTask(r);
     const messages: ChatMessage[] = [{ role: 'user', content: task.prompt }];
     const u = r();
     let requested: StyleName[] = [];

@@ -11,7 +11,8 @@ export interface Task {
 }
 
 
-const WORDS = ['apple', 'river', 'stone', 'cloud', 'green', 'table', 'music', 'light', 'chair', 'bread', 'water', 'paper', 'horse', 'tiger', 'glass', 'house', 'plant', 'smile', 'train', 'ocean', 'pencil', 'garden', 'window', 'sugar', 'winter', 'summer', 'forest', 'rocket', 'violin', 'candle'];
+/** The words copy tasks (repeat, count) are made of. */
+export const WORDS = ['apple', 'river', 'stone', 'cloud', 'green', 'table', 'music', 'light', 'chair', 'bread', 'water', 'paper', 'horse', 'tiger', 'glass', 'house', 'plant', 'smile', 'train', 'ocean', 'pencil', 'garden', 'window', 'sugar', 'winter', 'summer', 'forest', 'rocket', 'violin', 'candle'];
 const OPPOSITES: [string, string][] = [
   ['hot', 'cold'], ['big', 'small'], ['up', 'down'], ['fast', 'slow'], ['happy', 'sad'], ['day', 'night'], ['open', 'closed'], ['light', 'dark'], ['early', 'late'], ['full', 'empty'],
   ['old', 'new'], ['high', 'low'], ['hard', 'soft'], ['wet', 'dry'], ['loud', 'quiet'], ['near', 'far'], ['rich', 'poor'], ['thick', 'thin'], ['strong', 'weak'], ['long', 'short'],
@@ -28,11 +29,14 @@ const CATEGORIES: Record<string, string[]> = {
 type Maker = (r: () => number) => Task;
 const pick = <T>(r: () => number, a: readonly T[]): T => a[Math.floor(r() * a.length)]!;
 
+/** A copy task: one to three words to say back. */
+export const repeatTask: Maker = (r) => {
+  const ws = Array.from({ length: 1 + Math.floor(r() * 3) }, () => pick(r, WORDS));
+  return { kind: 'repeat', prompt: `Repeat after me: ${ws.join(' ')}`, answer: ws.join(' ') };
+};
+
 const MAKERS: Maker[] = [
-  (r) => {
-    const ws = Array.from({ length: 1 + Math.floor(r() * 3) }, () => pick(r, WORDS));
-    return { kind: 'repeat', prompt: `Repeat after me: ${ws.join(' ')}`, answer: ws.join(' ') };
-  },
+  repeatTask,
   (r) => {
     const ws = Array.from({ length: 1 + Math.floor(r() * 5) }, () => pick(r, WORDS));
     return { kind: 'count', prompt: `How many words are in "${ws.join(' ')}"?`, answer: String(ws.length) };

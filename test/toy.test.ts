@@ -1,0 +1,70 @@
+// The toy assistant's corpus and shipped folder: replies follow exactly the styles a block asks for
+// (unless the sample says which deciding token is left out of the loss), the masked offsets point at
+// that token, and the shipped model stays a small, consistent Hugging Face folder whose tokenizer keeps
+// every copy word one token in each form a reply uses.
+import { test } from 'node:test';
+import assert from 'node:assert/strict';
+import { readFileSync, statSync } from 'node:fs';
+import { join } from 'node:path';
+import { Tokenizer } from '../src/model/tokenizer.js';
+import { tempDir } from '../src/model/random-model.js';
+import { TOY_MODEL } from '../src/serve-command.js';
+import { buildToyData, copyForms } from '../src/toy/build-data.js';
+import { corpus } from '../src/toy/corpus.js';
+import { STYLES, STYLE_NAMES, isDefault } from '../src/toy/styles.js';
+import { WORDS } from '../src/toy/tasks.js';
+
+test('corpus replies follow exactly the styles their block asks for, except where a deciding token is masked', () => {
+  const samples = corpus(7, 2000);
+  let styled = 0;
+  let masked = 0;
+  for (const s of samples) {
+    if (s.alternatives.length > 0) {
+      masked++;
+      continue;
+    }
+    const followed = STYLE_NAMES.filter((n) => STYLES[n].verify(s.reply));
+    assert.deepEqual([...followed].sort(), [...s.requested].sort(), `${JSON.stringify(s.messages.at(-1)?.content)} -> ${JSON.stringify(s.reply)}`);
+    if (s.requested.length === 0) assert.ok(isDefault(s.reply), s.reply);
+    else styled++;
+  }
+  // Both kinds are common enough to teach (shares set in corpus.ts: 45 % blocks, 15 % / 10 % carried / missed).
+  assert.ok(styled > 400 && masked > 400, `styled ${styled}, masked ${masked}`);
+});
+
+test('the masked offsets are the reply tokens where a carried or missed style was decided', () => {
+  const dir = tempDir();
+  buildToyData(dir, 3, 300);
+  const tokens = new Int32Array(readFileSync(join(dir, '.data', 'tokens.bin')).buffer.slice(0));
+  const { index } = JSON.parse(readFileSync(join(dir, '.data', 'index.json'), 'utf8')) as { index: number[][] };
+  const samples = corpus(3, 300);
+  const tokenizer = Tokenizer.fromDir(dir);
+  assert.equal(index.length, samples.length);
+  let checked = 0;
+  for (const [i, [start, plen, n, ...skipped]] of index.entries()) {
+    assert.equal(tokenizer.decode([...tokens.subarray(start! + plen!, start! + n!)]), samples[i]!.reply + '<|im_end|>');
+    assert.equal(skipped.length > 0, samples[i]!.alternatives.length > 0);
+    for (const k of skipped) {
+      assert.ok(k >= 0 && k < n! - plen!, `offset ${k} inside the reply`);
+      // Some alternative reply has the same tokens before the masked one and another token there.
+      const reply = [...tokens.subarray(start! + plen!, start! + n!)];
+      const differsAt = (alt: string) => {
+        const a = tokenizer.encode(alt, { addSpecialTokens: false });
+        return a.slice(0, k).every((t, j) => t === reply[j]) && a[k] !== reply[k];
+      };
+      assert.ok(samples[i]!.alternatives.some(differsAt), `${JSON.stringify(samples[i]!.reply)} at ${k}`);
+      checked++;
+    }
+  }
+  assert.ok(checked > 30, `${checked} masked tokens checked`);
+});
+
+test('the shipped toy is a small Qwen3 folder whose tokenizer keeps each copy word one token', () => {
+  const config = JSON.parse(readFileSync(join(TOY_MODEL, 'config.json'), 'utf8')) as { model_type: string; vocab_size: number };
+  assert.equal(config.model_type, 'qwen3');
+  const weights = statSync(join(TOY_MODEL, 'model.safetensors')).size;
+  assert.ok(weights <= 10 * 1024 * 1024, `model.safetensors is ${weights} bytes`);
+  const tokenizer = Tokenizer.fromDir(TOY_MODEL);
+  assert.equal(tokenizer.vocabSize, config.vocab_size);
+  for (const form of WORDS.flatMap(copyForms)) assert.equal(tokenizer.encode(form, { addSpecialTokens: false }).length, 1, JSON.stringify(form));
+});
