@@ -123,9 +123,24 @@ function keysCommand(data: string, args: string[], opts: { tenant?: string; role
   }
 }
 
+/** A command line parseArgs refuses (unknown option, missing value): a usage error, not a crash. */
+function parseOrUsage<T>(parse: () => T): T {
+  try {
+    return parse();
+  } catch (err) {
+    const code = (err as { code?: string }).code;
+    if (typeof code === 'string' && code.startsWith('ERR_PARSE_ARGS')) throw new ClaasError('E_USAGE', `${(err as Error).message.split('. ')[0]!}; \`claas help\` lists the options`);
+    throw err;
+  }
+}
+
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
-  const { values, positionals } = parseArgs({
+  if (rest.includes('--help') || rest.includes('-h')) {
+    process.stdout.write(USAGE);
+    return 0;
+  }
+  const { values, positionals } = parseOrUsage(() => parseArgs({
     args: rest,
     options: {
       model: { type: 'string' },
@@ -178,7 +193,7 @@ async function main(argv: string[]): Promise<number> {
       'small-prompt': { type: 'boolean', default: false },
     },
     allowPositionals: true,
-  });
+  }));
   const threads = values.threads === undefined ? undefined : Number(values.threads);
   switch (command) {
     case 'serve':
@@ -296,6 +311,6 @@ main(process.argv.slice(2)).then(
   (code) => process.exit(code),
   (err: unknown) => {
     console.error(err instanceof ClaasError ? `claas: ${err.message} (${err.code})` : err);
-    process.exit(1);
+    process.exit(err instanceof ClaasError && err.code === 'E_USAGE' ? 2 : 1);
   },
 );

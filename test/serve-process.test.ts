@@ -1,8 +1,9 @@
 // `claas serve` as a real process: 32 concurrent chats all succeed, and a SIGTERM sent while they run
 // loses none of them (the server finishes in-flight requests, stores their records, then exits 0).
+// And a mistyped command line is a usage error that names the option, not a stack trace.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
@@ -63,4 +64,19 @@ test('32 concurrent chats succeed and SIGTERM during them loses none', async () 
     assert.equal(record.choices[0]!.text.length > 0, true);
   }
   store.close();
+});
+
+test('an unknown option is a usage error naming it (exit 2); --help prints the usage (exit 0)', () => {
+  const run = (...args: string[]) => spawnSync(process.execPath, [cli, ...args], { encoding: 'utf8' });
+  const bad = run('eval', '--evnets', '3');
+  assert.equal(bad.status, 2, bad.stderr);
+  assert.match(bad.stderr, /^claas: Unknown option '--evnets'; `claas help` lists the options \(E_USAGE\)\n$/);
+  const missing = run('serve', '--port');
+  assert.equal(missing.status, 2, missing.stderr);
+  assert.match(missing.stderr, /--port/);
+  for (const args of [['eval', '--help'], ['serve', '-h'], ['help']]) {
+    const help = run(...args);
+    assert.equal(help.status, 0, help.stderr);
+    assert.match(help.stdout, /^usage: claas <command>/);
+  }
 });
