@@ -25,7 +25,12 @@ function firstDifference(a: readonly number[], b: readonly number[]): number {
  * in capitals. Each is one token, so copying a word in capitals is a one-token lookup, as in lower case
  * (spelt in letter pieces, the model dropped or repeated a word in one capitals copy of twenty).
  */
-export const copyForms = (w: string) => [w, ` ${w}`, w.toUpperCase(), ` ${w.toUpperCase()}`];
+const copyForms = (w: string) => [w, ` ${w}`, w.toUpperCase(), ` ${w.toUpperCase()}`];
+
+/** The copy forms a tokenizer splits into more than one token (none, for the toy's). */
+export function splitCopyForms(tokenizer: Tokenizer): string[] {
+  return WORDS.flatMap(copyForms).filter((f) => tokenizer.encode(f, { addSpecialTokens: false }).length !== 1);
+}
 
 export function buildToyData(dir: string, seed: number, samples: number): { vocab: number; tokens: number } {
   const data = corpus(seed, samples);
@@ -37,7 +42,7 @@ export function buildToyData(dir: string, seed: number, samples: number): { voca
   ].join('\n');
   const vocab = writeTokenizerFiles(dir, { text, merges: 600 });
   const tokenizer = Tokenizer.fromDir(dir);
-  const split = WORDS.flatMap(copyForms).filter((f) => tokenizer.encode(f, { addSpecialTokens: false }).length !== 1);
+  const split = splitCopyForms(tokenizer);
   if (split.length > 0) throw new Error(`copy words the toy tokenizer splits: ${split.map((f) => JSON.stringify(f)).join(', ')}`);
   const template = ChatTemplate.fromDir(dir);
   const end = tokenizer.eosTokenId!;
