@@ -10,7 +10,7 @@ import { serve } from './serve-command.js';
 import { KeyStore, type Role } from './auth/keys.js';
 import { openDb } from './store/db.js';
 import { adherenceSvg } from './eval/plot.js';
-import { EVAL_RANK, EVAL_TRAINING, runEval } from './eval/run.js';
+import { runEval } from './eval/run.js';
 import { STYLES, type StyleName } from './toy/styles.js';
 import { openClawConfig } from './openclaw-config.js';
 
@@ -26,7 +26,8 @@ commands:
                                   webgpu (also a software adapter such as llvmpipe) or cuda
                   --webgpu-weights <s>  auto (default: f16 when the adapter offers shader-f16 and the
                                   checkpoint is 16-bit), f16 or f32: how WebGPU stores the frozen weights
-                  --batch-size <n> (4)  --batch-wait-ms <n> (2000): feedback items per update, longest wait
+                  --batch-size <n>  --batch-wait-ms <n>: feedback items per update, longest wait (default:
+                                  the model's training profile; the toy's: 4 items, 2000 ms)
                   --vllm-url <url>      serve through this vLLM server (same base model; key: VLLM_API_KEY)
                   --teacher <mode>      default teacher: base, current (default), ema, remote
                   --teacher-url <url>   scorer of the remote teacher (default: the vLLM server)
@@ -36,7 +37,8 @@ commands:
                   --rate-chat <n> (6000) --rate-feedback <n> (600): requests per minute per key (0: off)
                   --max-queued-jobs <n> (256): feedback jobs waiting per adapter before 429
                   --max-prompt-tokens <n> (the model's context)  --max-tokens <n> (8192): per request
-                  --guard-max-kl <x> (3.0)  --guard-min-entropy <x> (0.05): collapse guard bounds per token
+                  --guard-max-kl <x> (see docs/learning.md): collapse guard's bound on one update's KL to the
+                                  version it replaces, nats per token on the probes (0 turns the guard off)
                   Without API keys the server listens on loopback only; beyond it, keys are required.
   keys          API keys (shown once when created; only a hash is stored)
                   keys create --tenant <t> [--role user|admin] [--name <label>]
@@ -45,8 +47,9 @@ commands:
                   --data <dir>    state directory (default: ./data)
   eval          teach a running server each style through /v1/feedback and measure it on held-out probes
                   --url <url> (http://127.0.0.1:8000)  --key <api key>  --styles caps,oneline,name,signoff
-                  --events <n> (8)  --every <k> (2)  --probes <n> (20)  --seed <n> (1)  --rank <n> (8)
-                  --lr <x> (1.5e-3)  --train-steps <n> (2)  --alpha <x> (0)  --memory <n> (8)  --teacher <mode> (current)
+                  --events <n> (8)  --every <k> (2)  --probes <n> (20)  --seed <n> (1)
+                  --rank <n>  --lr <x>  --train-steps <n>  --alpha <x>  --memory <n>  --teacher <mode>: sent
+                                  only when given (default: the server's training defaults, what users get)
                   --all-events  --out <dir>  --json
   openclaw-config  the OpenClaw config that chats through this server and loads the /feedback plugin
                   --adapter <tenant/name>  (required) the model OpenClaw uses and /feedback trains
@@ -124,6 +127,20 @@ function keysCommand(data: string, args: string[], opts: { tenant?: string; role
 }
 
 /** A command line parseArgs refuses (unknown option, missing value): a usage error, not a crash. */
+/** The training options `claas eval` sends: only those given, so by default it measures the server's defaults. */
+function evalTraining(v: { lr?: string; 'train-steps'?: string; alpha?: string; memory?: string; teacher?: string }): Record<string, unknown> {
+  const out: Record<string, unknown> = {};
+  for (const [flag, key] of [['lr', 'learning_rate'], ['train-steps', 'steps'], ['alpha', 'alpha'], ['memory', 'memory']] as const) {
+    const raw = v[flag];
+    if (raw === undefined) continue;
+    const x = Number(raw);
+    if (!Number.isFinite(x)) throw new ClaasError('E_USAGE', `--${flag} must be a number (got ${raw})`);
+    out[key] = x;
+  }
+  if (v.teacher !== undefined) out.teacher = v.teacher;
+  return out;
+}
+
 function parseOrUsage<T>(parse: () => T): T {
   try {
     return parse();
@@ -152,8 +169,8 @@ async function main(argv: string[]): Promise<number> {
       out: { type: 'string' },
       port: { type: 'string', default: '8000' },
       host: { type: 'string', default: '127.0.0.1' },
-      'batch-size': { type: 'string', default: '4' },
-      'batch-wait-ms': { type: 'string', default: '2000' },
+      'batch-size': { type: 'string' },
+      'batch-wait-ms': { type: 'string' },
       seed: { type: 'string', default: '1' },
       'vllm-url': { type: 'string' },
       teacher: { type: 'string' },
@@ -166,7 +183,6 @@ async function main(argv: string[]): Promise<number> {
       'max-prompt-tokens': { type: 'string' },
       'max-tokens': { type: 'string', default: '8192' },
       'guard-max-kl': { type: 'string' },
-      'guard-min-entropy': { type: 'string' },
       tenant: { type: 'string' },
       role: { type: 'string', default: 'user' },
       name: { type: 'string' },
@@ -176,11 +192,11 @@ async function main(argv: string[]): Promise<number> {
       events: { type: 'string', default: '8' },
       every: { type: 'string', default: '2' },
       probes: { type: 'string', default: '20' },
-      rank: { type: 'string', default: String(EVAL_RANK) },
-      lr: { type: 'string', default: String(EVAL_TRAINING.learning_rate) },
-      'train-steps': { type: 'string', default: String(EVAL_TRAINING.steps) },
-      memory: { type: 'string', default: String(EVAL_TRAINING.memory) },
-      alpha: { type: 'string', default: String(EVAL_TRAINING.alpha) },
+      rank: { type: 'string' },
+      lr: { type: 'string' },
+      'train-steps': { type: 'string' },
+      memory: { type: 'string' },
+      alpha: { type: 'string' },
       json: { type: 'boolean', default: false },
       'all-events': { type: 'boolean', default: false },
       adapter: { type: 'string' },
@@ -205,8 +221,8 @@ async function main(argv: string[]): Promise<number> {
         threads,
         backend: values.backend,
         webgpuWeights: values['webgpu-weights'],
-        batchSize: Number(values['batch-size']),
-        batchWaitMs: Number(values['batch-wait-ms']),
+        batchSize: values['batch-size'] === undefined ? undefined : Number(values['batch-size']),
+        batchWaitMs: values['batch-wait-ms'] === undefined ? undefined : Number(values['batch-wait-ms']),
         vllmUrl: values['vllm-url'],
         teacher: values.teacher,
         teacherUrl: values['teacher-url'],
@@ -218,7 +234,6 @@ async function main(argv: string[]): Promise<number> {
         maxPromptTokens: values['max-prompt-tokens'] === undefined ? undefined : Number(values['max-prompt-tokens']),
         maxTokens: Number(values['max-tokens']),
         guardMaxKl: values['guard-max-kl'] === undefined ? undefined : Number(values['guard-max-kl']),
-        guardMinEntropy: values['guard-min-entropy'] === undefined ? undefined : Number(values['guard-min-entropy']),
       });
       return 0;
     case 'keys':
@@ -238,8 +253,8 @@ async function main(argv: string[]): Promise<number> {
         probes: Number(values.probes),
         target: 0.95,
         seed: Number(values.seed),
-        rank: Number(values.rank),
-        training: { learning_rate: Number(values.lr), steps: Number(values['train-steps']), alpha: Number(values.alpha), memory: Number(values.memory), ...(values.teacher ? { teacher: values.teacher } : {}) },
+        rank: values.rank === undefined ? undefined : Number(values.rank),
+        training: evalTraining(values),
         log,
       });
       if (values.out) {
@@ -268,7 +283,7 @@ async function main(argv: string[]): Promise<number> {
         key: values.key ?? process.env.CLAAS_API_KEY,
         adapter: values.adapter,
         allow: (values.allow ?? []).flatMap((a) => a.split(',')).map((a) => a.trim()).filter((a) => a !== ''),
-        batchSize: Number(values['batch-size']),
+        batchSize: Number(values['batch-size'] ?? '4'),
         flushIntervalMs: Number(values['flush-ms']),
         replyWaitMs: Number(values['reply-wait-ms']),
         contextWindow: Number(values['context-window']),

@@ -8,7 +8,6 @@ import { BACKEND_REQUESTS, describeChoice, type BackendRequest } from './engine/
 import { WEIGHT_STORAGE_REQUESTS, type WeightStorageRequest } from './engine/webgpu/weight-storage.js';
 import { ClaasError } from './errors.js';
 import { weightFiles } from './model/weights.js';
-import { DEFAULT_ORCHESTRATOR } from './orchestrator/orchestrator.js';
 import { openServer, writeRandomChatModel } from './serve/open.js';
 import { VllmGenerator } from './serve/vllm-generator.js';
 import { KeyStore } from './auth/keys.js';
@@ -24,8 +23,9 @@ export interface ServeOptions {
   /** auto (default), cpu, webgpu or cuda. */
   backend?: string;
   webgpuWeights?: string;
-  batchSize: number;
-  batchWaitMs: number;
+  /** Feedback batching; unset: the model's training profile. */
+  batchSize?: number;
+  batchWaitMs?: number;
   vllmUrl?: string;
   teacher?: string;
   teacherUrl?: string;
@@ -38,8 +38,8 @@ export interface ServeOptions {
   maxPromptTokens?: number;
   /** Ceiling of max_tokens. */
   maxTokens: number;
+  /** Collapse guard's bound on one update's KL to the version it replaces (0: guard off). */
   guardMaxKl?: number;
-  guardMinEntropy?: number;
 }
 
 function isLoopback(host: string): boolean {
@@ -72,8 +72,8 @@ function resolveModel(model: string | undefined, data: string): string {
 
 export async function serve(opts: ServeOptions): Promise<void> {
   if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) throw new ClaasError('E_USAGE', `--port must be 0-65535 (got ${opts.port})`);
-  if (!Number.isInteger(opts.batchSize) || opts.batchSize < 1) throw new ClaasError('E_USAGE', `--batch-size must be a positive integer (got ${opts.batchSize})`);
-  if (!Number.isFinite(opts.batchWaitMs) || opts.batchWaitMs < 0) throw new ClaasError('E_USAGE', `--batch-wait-ms must be >= 0 (got ${opts.batchWaitMs})`);
+  if (opts.batchSize !== undefined && (!Number.isInteger(opts.batchSize) || opts.batchSize < 1)) throw new ClaasError('E_USAGE', `--batch-size must be a positive integer (got ${opts.batchSize})`);
+  if (opts.batchWaitMs !== undefined && (!Number.isFinite(opts.batchWaitMs) || opts.batchWaitMs < 0)) throw new ClaasError('E_USAGE', `--batch-wait-ms must be >= 0 (got ${opts.batchWaitMs})`);
   if (opts.teacher !== undefined && !(TEACHERS as readonly string[]).includes(opts.teacher)) throw new ClaasError('E_USAGE', `--teacher must be one of ${TEACHERS.join(', ')} (got ${opts.teacher})`);
   if (opts.teacher === 'remote' && !opts.teacherUrl && !opts.vllmUrl) throw new ClaasError('E_USAGE', '--teacher remote needs --teacher-url or --vllm-url');
   for (const [flag, url] of [['--vllm-url', opts.vllmUrl], ['--teacher-url', opts.teacherUrl]] as const) {
@@ -85,9 +85,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
   for (const [flag, v] of [['--max-prompt-tokens', opts.maxPromptTokens ?? 1], ['--max-tokens', opts.maxTokens]] as const) {
     if (!Number.isInteger(v) || v < 1) throw new ClaasError('E_USAGE', `${flag} must be a positive integer (got ${v})`);
   }
-  for (const [flag, v] of [['--guard-max-kl', opts.guardMaxKl ?? 1], ['--guard-min-entropy', opts.guardMinEntropy ?? 0]] as const) {
-    if (!Number.isFinite(v) || v < 0) throw new ClaasError('E_USAGE', `${flag} must be a number >= 0 (got ${v})`);
-  }
+  if (opts.guardMaxKl !== undefined && (!Number.isFinite(opts.guardMaxKl) || opts.guardMaxKl < 0)) throw new ClaasError('E_USAGE', `--guard-max-kl must be a number >= 0 (got ${opts.guardMaxKl})`);
   if (opts.webgpuWeights !== undefined && !(WEIGHT_STORAGE_REQUESTS as readonly string[]).includes(opts.webgpuWeights)) throw new ClaasError('E_USAGE', `--webgpu-weights must be one of ${WEIGHT_STORAGE_REQUESTS.join(', ')} (got ${opts.webgpuWeights})`);
   if (opts.backend !== undefined && !(BACKEND_REQUESTS as readonly string[]).includes(opts.backend)) throw new ClaasError('E_USAGE', `--backend must be one of ${BACKEND_REQUESTS.join(', ')} (got ${opts.backend})`);
   if (!Number.isInteger(opts.maxQueuedJobs) || opts.maxQueuedJobs < 1) throw new ClaasError('E_USAGE', `--max-queued-jobs must be a positive integer (got ${opts.maxQueuedJobs})`);
@@ -107,13 +105,13 @@ export async function serve(opts: ServeOptions): Promise<void> {
   const bytes = files.reduce((s, f) => s + statSync(f).size, 0);
   process.stdout.write(`loading ${modelDir}: ${files.length} weight file(s), ${(bytes / 2 ** 20).toFixed(1)} MiB … `);
   const t0 = performance.now();
-  const { service, orchestrator } = await openServer(modelDir, {
+  const { service, orchestrator, profile } = await openServer(modelDir, {
     dataDir: data,
     threads: opts.threads,
     backend: (opts.backend ?? 'auto') as BackendRequest,
     webgpuWeights: opts.webgpuWeights as WeightStorageRequest | undefined,
     maxPromptTokens: opts.maxPromptTokens,
-    guard: { ...(opts.guardMaxKl !== undefined ? { maxKlToBase: opts.guardMaxKl } : {}), ...(opts.guardMinEntropy !== undefined ? { minEntropy: opts.guardMinEntropy } : {}) },
+    guard: opts.guardMaxKl === undefined ? {} : opts.guardMaxKl === 0 ? { enabled: false } : { maxUpdateKl: opts.guardMaxKl },
     maxTokensLimit: opts.maxTokens,
     vllm: opts.vllmUrl ? { url: opts.vllmUrl, apiKey: process.env.VLLM_API_KEY } : undefined,
     teacher: opts.teacherUrl ? { url: opts.teacherUrl, apiKey: process.env.TEACHER_API_KEY, model: opts.teacherModel } : undefined,
@@ -121,13 +119,17 @@ export async function serve(opts: ServeOptions): Promise<void> {
       batchSize: opts.batchSize,
       maxWaitMs: opts.batchWaitMs,
       maxQueuedJobs: opts.maxQueuedJobs,
-      defaults: { ...DEFAULT_ORCHESTRATOR.defaults, ...(opts.teacher ? { teacher: opts.teacher as (typeof TEACHERS)[number] } : {}) },
+      defaults: opts.teacher ? { teacher: opts.teacher as (typeof TEACHERS)[number] } : {},
     },
   });
   const c = service.engine.config;
   const e = service.engine;
   console.log(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s (${c.modelType}, ${c.numLayers} layers, ${e.backend}${e.backend === 'cpu' ? `, ${e.threads} threads` : ''})`);
   console.log(describeChoice(e.backendChoice));
+  const d = orchestrator.effectiveDefaults();
+  console.log(`training defaults (${profile.source}${opts.teacher || opts.batchSize !== undefined || opts.batchWaitMs !== undefined ? ', with the flags given' : ''}): lr ${d.learning_rate}, alpha ${d.alpha}, ${d.steps} step(s), top-K ${d.top_k}, teacher ${d.teacher}, memory ${d.memory}; new adapters rank ${d.lora.rank}, alpha ${d.lora.alpha}; feedback batches of ${d.feedback_batch.size} or ${d.feedback_batch.wait_ms} ms`);
+  const g = orchestrator.guardConfig;
+  console.log(g.enabled ? `collapse guard: ${g.probes.length} probes, update KL to the replaced version <= ${g.maxUpdateKl} nats/token, no looping or endless replies` : 'collapse guard: off');
   if (service.generator instanceof VllmGenerator) console.log(`serving through vLLM at ${service.generator.client.baseUrl} (base model "${service.generator.baseModel}"); training here`);
 
   const rate = (perMinute: number) => ({ perMinute, burst: Math.max(1, Math.ceil(perMinute / 15)) });

@@ -56,7 +56,7 @@ before(async () => {
     dataDir: join(dir, 'data'),
     threads: 2,
     orchestrator: { batchSize: 1, maxWaitMs: 10, maxQueuedJobs: 1000 },
-    guard: { maxKlToBase: 50, minEntropy: 0, probeTokens: 4 },
+    guard: { maxUpdateKl: 50, probeTokens: 2 },
   }));
   const keys = new KeyStore(service.store.db);
   key.admin = keys.create({ tenant: 'ops', role: 'admin' }).key;

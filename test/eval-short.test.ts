@@ -10,7 +10,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { buildApp } from '../src/api/app.js';
-import { EVAL_RANK, EVAL_TRAINING, runEval } from '../src/eval/run.js';
+import { runEval } from '../src/eval/run.js';
 import { tempDir } from '../src/model/random-model.js';
 import { TOY_MODEL } from '../src/serve-command.js';
 import { openServer } from '../src/serve/open.js';
@@ -30,8 +30,7 @@ test('feedback teaches the toy assistant each style within 8 events without cost
       probes: 12,
       target: 0.95,
       seed: 4,
-      rank: EVAL_RANK,
-      training: { ...EVAL_TRAINING },
+      training: {},
       log: (l) => lines.push(l),
     });
     const detail = lines.join('\n');

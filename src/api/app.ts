@@ -60,7 +60,7 @@ export async function buildApp(service: InferenceService, options: AppOptions = 
   await app.register(chatRoutes(service));
   await app.register(completionRoutes(service));
   await app.register(completionRecordRoutes(service.store));
-  await app.register(modelRoutes(service));
+  await app.register(modelRoutes(service, options.orchestrator));
   await app.register(healthRoutes(service, counters));
   await app.register(vllmAdminRoutes(service));
   if (options.orchestrator) {

@@ -26,6 +26,7 @@ interface ItemBody {
   beta?: number;
   tail?: boolean;
   sampled_token?: boolean;
+  memory?: number;
   training?: { learning_rate?: number; alpha?: number; top_k?: number; teacher?: 'base' | 'current' | 'ema' | 'remote'; steps?: number; beta?: number; tail?: boolean; sampled_token?: boolean; memory?: number };
 }
 
@@ -66,7 +67,7 @@ function toJob(b: ItemBody, i: number): { adapterId: string; options: TrainingOp
   const hasRaw = b.prompt !== undefined || b.messages !== undefined;
   if (hasCompletion === hasRaw) throw new InputError(`${where}: give either completion_id, or prompt (or messages) with response`);
   if (hasRaw && b.response === undefined) throw new InputError(`${where}: response is required with prompt or messages`);
-  const t = { ...b.training, ...Object.fromEntries(Object.entries({ learning_rate: b.learning_rate, alpha: b.alpha, top_k: b.top_k, teacher: b.teacher, steps: b.steps, beta: b.beta, tail: b.tail, sampled_token: b.sampled_token }).filter(([, v]) => v !== undefined)) };
+  const t = { ...b.training, ...Object.fromEntries(Object.entries({ learning_rate: b.learning_rate, alpha: b.alpha, top_k: b.top_k, teacher: b.teacher, steps: b.steps, beta: b.beta, tail: b.tail, sampled_token: b.sampled_token, memory: b.memory }).filter(([, v]) => v !== undefined)) };
   const options: TrainingOptions = Object.fromEntries(
     Object.entries({ learningRate: t.learning_rate, alpha: t.alpha, topK: t.top_k, teacher: t.teacher, steps: t.steps, beta: t.beta, tail: t.tail, sampledToken: t.sampled_token, memory: t.memory }).filter(([, v]) => v !== undefined),
   );

@@ -1,19 +1,48 @@
-// GET /v1/models and /v1/models/:id: the base model and every resident adapter, by name.
+// GET /v1/models and /v1/models/:id: the base model and every resident adapter, by name. The base
+// model's entry also shows the training defaults in force (what feedback without options does).
 import type { FastifyPluginAsync } from 'fastify';
 import { NotFoundError } from '../errors.js';
 import type { InferenceService } from '../serve/inference.js';
 import { mayUseAdapter, type Principal } from './access.js';
 import { errorSchema } from './schemas.js';
+import type { Orchestrator } from '../orchestrator/orchestrator.js';
+
+const trainingSchema = {
+  type: 'object',
+  properties: {
+    source: { type: 'string' },
+    learning_rate: { type: 'number' },
+    alpha: { type: 'number' },
+    steps: { type: 'integer' },
+    top_k: { type: 'integer' },
+    teacher: { type: 'string' },
+    memory: { type: 'integer' },
+    lora: { type: 'object', properties: { rank: { type: 'integer' }, alpha: { type: 'number' }, target_modules: { type: 'array', items: { type: 'string' } } } },
+    feedback_batch: { type: 'object', properties: { size: { type: 'integer' }, wait_ms: { type: 'number' } } },
+  },
+} as const;
 
 const modelSchema = {
   type: 'object',
-  properties: { id: { type: 'string' }, object: { type: 'string' }, created: { type: 'integer' }, owned_by: { type: 'string' }, root: { type: 'string' }, parent: { type: ['string', 'null'] } },
+  properties: {
+    id: { type: 'string' },
+    object: { type: 'string' },
+    created: { type: 'integer' },
+    owned_by: { type: 'string' },
+    root: { type: 'string' },
+    parent: { type: ['string', 'null'] },
+    training: trainingSchema,
+  },
 } as const;
 
-export const modelRoutes = (service: InferenceService): FastifyPluginAsync =>
+export const modelRoutes = (service: InferenceService, orchestrator?: Orchestrator): FastifyPluginAsync =>
   async (app) => {
     // A key sees the base model and its own tenant's adapters.
-    const visible = (p: Principal) => service.listModels().filter((m) => m.parent === null || mayUseAdapter(p, m.id));
+    const visible = (p: Principal) =>
+      service
+        .listModels()
+        .filter((m) => m.parent === null || mayUseAdapter(p, m.id))
+        .map((m) => (m.parent === null && orchestrator ? { ...m, training: orchestrator.effectiveDefaults() } : m));
     app.get('/v1/models', { schema: { response: { 200: { type: 'object', properties: { object: { type: 'string' }, data: { type: 'array', items: modelSchema } } } } } }, async (request) => ({
       object: 'list',
       data: visible(request.principal).map((m) => ({ ...m, object: 'model' })),

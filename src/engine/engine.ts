@@ -344,7 +344,7 @@ export class Engine {
     return this.run(() => this.model.decode(native, adapter?.native ?? null));
   }
 
-  /** One SDPO update of the adapter over a batch (sdpo.md), in place. */
+  /** One SDPO update of the adapter over a batch (docs/learning.md), in place. */
   async sdpoStep(adapter: Adapter, batch: readonly SdpoSample[], options: Partial<SdpoOptions> = {}): Promise<SdpoStepResult> {
     if (!(adapter instanceof Adapter)) throw new InputError('sdpoStep needs an Adapter of this engine');
     if (!Array.isArray(batch) || batch.length === 0) throw new InputError('the batch is empty');

@@ -1,4 +1,4 @@
-// Options of one SDPO step: defaults from sdpo.md and validation with clear messages.
+// Options of one SDPO step: the engine defaults of docs/learning.md and validation with clear messages.
 import { InputError } from '../errors.js';
 import type { NativeStepOptions } from './native.js';
 

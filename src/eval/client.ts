@@ -76,8 +76,10 @@ export class EvalClient {
     return out;
   }
 
-  async createAdapter(id: string, rank: number, seed: number, alpha = 2 * rank, targetModules?: string[]): Promise<void> {
-    await this.call('POST', '/v1/lora/init', { lora_id: id, rank, alpha, seed, ...(targetModules ? { target_modules: targetModules } : {}) });
+  /** A new adapter; rank, alpha and target modules are sent only when given (else the server's defaults). */
+  async createAdapter(id: string, seed: number, lora: { rank?: number; alpha?: number; targetModules?: string[] } = {}): Promise<void> {
+    const alpha = lora.alpha ?? (lora.rank !== undefined ? 2 * lora.rank : undefined);
+    await this.call('POST', '/v1/lora/init', { lora_id: id, seed, ...(lora.rank !== undefined ? { rank: lora.rank } : {}), ...(alpha !== undefined ? { alpha } : {}), ...(lora.targetModules ? { target_modules: lora.targetModules } : {}) });
   }
 
   async deleteAdapter(id: string): Promise<void> {

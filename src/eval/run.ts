@@ -1,22 +1,13 @@
 // claas eval: teaches a live server each style through /v1/feedback and measures, on held-out probes,
 // what changed — per style: adherence before and after and the events it took; task accuracy
-// (retention); an unrelated-feedback control; three styles learned one after another (is the first
-// still there?); the collapse guard's KL to base and entropy from each update.
+// (retention); an unrelated-feedback control; every style learned one after another on one adapter
+// (do the earlier ones hold?); the collapse guard's measurements from each update. It sends no
+// training options unless asked, so by default it measures what users get: the server's defaults.
 import { STYLES, UNRELATED_FEEDBACK, type StyleName } from '../toy/styles.js';
 import { openSet, taskSet, type Task } from '../toy/tasks.js';
 import { EvalClient } from './client.js';
 import { measure, type Measurement } from './measure.js';
 
-/**
- * Training options the eval sends with each feedback event on the toy assistant: forward KL (α = 0),
- * two optimizer steps per event at lr 1.5e-3, and the teacher remembers the adapter's last 8 distinct
- * feedback texts (so a later style's teacher keeps the earlier ones). At 1e-3 the sign-off needs 7-8
- * events and samples stray words on its way; at 2e-3 feedback given after a style is learned costs
- * task accuracy sooner. See the README's table.
- */
-export const EVAL_TRAINING = { learning_rate: 1.5e-3, steps: 2, alpha: 0, memory: 8 } as const;
-/** LoRA rank of the adapters the eval creates (alpha 2 × rank). */
-export const EVAL_RANK = 8;
 
 export interface EvalOptions {
   url: string;
@@ -30,9 +21,11 @@ export interface EvalOptions {
   /** Adherence at which a style counts as learned. */
   target: number;
   seed: number;
+  /** Training options sent with each feedback event (empty: the server's defaults). */
   training: Record<string, unknown>;
-  rank: number;
-  /** LoRA alpha of the adapters the eval creates (default 2 × rank). */
+  /** LoRA rank of the adapters the eval creates (unset: the server's default). */
+  rank?: number;
+  /** LoRA alpha of the adapters the eval creates (default 2 × rank when a rank is given). */
   loraAlpha?: number;
   /** Projections the adapters train (default: the server's, all seven). */
   targetModules?: string[];
@@ -50,7 +43,7 @@ export interface StyleResult {
   /** Events until adherence reached the target (null: not within the budget). */
   events: number | null;
   curve: { events: number; adherence: number; sampledAdherence: number; margin: number | null; accuracy: number; distinct2: number; entropy: number }[];
-  guard: { klToBase: number; entropy: number }[];
+  guard: { klToBase: number; updateKl: number; promoted: boolean }[];
 }
 
 export interface EvalSummary {
@@ -64,13 +57,17 @@ export interface EvalSummary {
   /** Largest KL to base (nats/token) the collapse guard measured after any update. */
   max_kl_to_base: number;
   control_delta: number;
-  sequence: { order: StyleName[]; first_after_all: number; last: number } | null;
+  /** Every style taught in turn on one adapter: each style's adherence at the end, and events per style. */
+  sequence: { order: StyleName[]; first_after_all: number; last: number; min_after_all: number; after_all: Record<string, number>; events: (number | null)[]; accuracy: number } | null;
+  /** Updates the collapse guard refused (out of all feedback events given). */
+  refused: number;
+  events_given: number;
   seconds: number;
 }
 
-function guardOf(result: Record<string, unknown>): { klToBase: number; entropy: number } {
-  const g = (result.guard ?? {}) as { klToBase?: number; entropy?: number };
-  return { klToBase: g.klToBase ?? NaN, entropy: g.entropy ?? NaN };
+function guardOf(result: Record<string, unknown>): { klToBase: number; updateKl: number; promoted: boolean } {
+  const g = (result.guard ?? {}) as { klToBase?: number; updateKl?: number };
+  return { klToBase: g.klToBase ?? NaN, updateKl: g.updateKl ?? NaN, promoted: result.promoted === true };
 }
 
 async function teach(client: EvalClient, adapter: string, style: StyleName, train: Task[], probes: Task[], open: Task[], o: EvalOptions, start: Measurement, untilLearned = false): Promise<StyleResult> {
@@ -113,6 +110,7 @@ export async function runEval(o: EvalOptions): Promise<EvalSummary> {
   const baseline = await measure(client, base, probes, open, null);
   o.log(`base model ${base}: accuracy ${baseline.accuracy.toFixed(2)}, default style ${baseline.defaultRate.toFixed(2)}, adherence ${JSON.stringify(baseline.adherence)}`);
   const tag = `${o.seed}-${Date.now().toString(36)}`;
+  const lora = { rank: o.rank, alpha: o.loraAlpha, targetModules: o.targetModules };
   const summary: EvalSummary = {
     seed: o.seed,
     styles: {},
@@ -123,16 +121,19 @@ export async function runEval(o: EvalOptions): Promise<EvalSummary> {
     max_kl_to_base: 0,
     control_delta: 0,
     sequence: null,
+    refused: 0,
+    events_given: 0,
     seconds: 0,
   };
   let worstAccuracy = baseline.accuracy;
+  const guards: StyleResult['guard'] = [];
   // Ratios to base of the learned adapters' diversity: the one farthest from 1 is reported.
   let distinctRatio = 1;
   let entropyRatio = 1;
   const farther = (a: number, b: number) => (Math.abs(b - 1) > Math.abs(a - 1) ? b : a);
   for (const style of o.styles) {
     const adapter = `eval/${style}-${tag}`;
-    await client.createAdapter(adapter, o.rank, o.seed, o.loraAlpha, o.targetModules);
+    await client.createAdapter(adapter, o.seed, lora);
     const start = await measure(client, adapter, probes, open, style);
     o.log(`${style}: before ${start.adherence[style].toFixed(2)}`);
     const r = await teach(client, adapter, style, train, probes, open, o, start, !o.allEvents);
@@ -142,6 +143,7 @@ export async function runEval(o: EvalOptions): Promise<EvalSummary> {
     distinctRatio = farther(distinctRatio, baseline.distinct2 > 0 ? end.distinct2 / baseline.distinct2 : 1);
     entropyRatio = farther(entropyRatio, baseline.entropy > 0 ? end.entropy / baseline.entropy : 1);
     summary.max_kl_to_base = Math.max(summary.max_kl_to_base, ...r.guard.map((g) => g.klToBase));
+    guards.push(...r.guard);
     await client.deleteAdapter(adapter);
   }
   summary.retention_delta = worstAccuracy - baseline.accuracy;
@@ -150,7 +152,7 @@ export async function runEval(o: EvalOptions): Promise<EvalSummary> {
 
   // Control: unrelated "feedback" for as many events as a style got; no style may move.
   const control = `eval/control-${tag}`;
-  await client.createAdapter(control, o.rank, o.seed, o.loraAlpha, o.targetModules);
+  await client.createAdapter(control, o.seed, lora);
   for (let e = 1; e <= o.events; e++) {
     const reply = await client.chat(control, train[e % train.length]!.prompt);
     await client.feedback(control, reply.id, UNRELATED_FEEDBACK.train[e % UNRELATED_FEEDBACK.train.length]!, o.training);
@@ -160,20 +162,26 @@ export async function runEval(o: EvalOptions): Promise<EvalSummary> {
   o.log(`control: largest adherence change ${summary.control_delta.toFixed(2)}`);
   await client.deleteAdapter(control);
 
-  // Three styles in sequence on one adapter.
-  if (o.styles.length >= 3) {
-    const order = o.styles.slice(0, 3);
+  // Every style in sequence on one adapter: each must still hold once all are learned.
+  if (o.styles.length >= 2) {
+    const order = o.styles;
     const seq = `eval/sequence-${tag}`;
-    await client.createAdapter(seq, o.rank, o.seed, o.loraAlpha, o.targetModules);
+    await client.createAdapter(seq, o.seed, lora);
     let m = await measure(client, seq, probes, open, null);
+    const events: (number | null)[] = [];
     for (const style of order) {
       const r = await teach(client, seq, style, train, probes, open, { ...o, log: () => {} }, m, true);
+      guards.push(...r.guard);
+      events.push(r.events);
       m = await measure(client, seq, probes, open, null);
-      o.log(`sequence: after ${style} (${r.events ?? `>${o.events}`} events): ${JSON.stringify(m.adherence)}`);
+      o.log(`sequence: after ${style} (${r.events ?? `>${o.events}`} events): ${JSON.stringify(m.adherence)}, accuracy ${m.accuracy.toFixed(2)}`);
     }
-    summary.sequence = { order, first_after_all: m.adherence[order[0]!], last: m.adherence[order[2]!] };
+    const afterAll = Object.fromEntries(order.map((s) => [s, m.adherence[s]]));
+    summary.sequence = { order, first_after_all: m.adherence[order[0]!], last: m.adherence[order.at(-1)!], min_after_all: Math.min(...order.map((s) => m.adherence[s])), after_all: afterAll, events, accuracy: m.accuracy };
     await client.deleteAdapter(seq);
   }
+  summary.refused = guards.filter((g) => !g.promoted).length;
+  summary.events_given = guards.length;
   summary.seconds = Math.round((performance.now() - t0) / 1000);
   // Kept by the server for the dashboard.
   await client.call('POST', '/v1/eval/runs', summary).catch((err: unknown) => o.log(`the server did not keep the run: ${(err as Error).message}`));

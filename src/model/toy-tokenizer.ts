@@ -206,11 +206,37 @@ export const TOY_CHAT_TEMPLATE = `{#- Toy Qwen3-style chat template (see src/mod
 `;
 
 /**
+ * What the toy assistant reads of a user turn: the user's words, without the envelope a client puts
+ * around them (OpenClaw: a "[Wed 2026-12-02 17:43 UTC] " timestamp before, a "Runtime: agent=… |
+ * channel=…" paragraph after); a hindsight block after the envelope stays.
+ */
+const USER_TEXT = `{%- set parts = namespace(kept=[]) %}
+        {%- for part in text.split('\\n\\n') %}
+            {%- if not part.startswith('Runtime: ') %}
+                {%- set parts.kept = parts.kept + [part] %}
+            {%- endif %}
+        {%- endfor %}
+        {%- set text = parts.kept | join('\\n\\n') %}
+        {%- if text.startswith('[') and '] ' in text and text.split('] ')[0] | length < 40 and text.split('] ')[0].endswith('UTC') %}
+            {%- set text = text.split('] ')[1:] | join('] ') %}
+        {%- endif %}
+        {{- '<|im_start|>user\\n' + text + '<|im_end|>\\n' }}`;
+
+/**
+ * The toy assistant's template: the conversation's turns only — no system message, no tool
+ * definitions, no client envelope. A 0.9 M-parameter model trained on short chats cannot read past a
+ * long system prompt (OpenClaw's is about 2.5k tokens even with --small-prompt; 200 tokens of system
+ * text already derailed the toy's replies), so it is never shown one.
+ */
+export const TOY_ASSISTANT_TEMPLATE = `{#- Toy assistant chat template: conversation turns only, no system prompt or client envelope (see src/model/toy-tokenizer.ts). -#}\n${TOY_CHAT_TEMPLATE.slice(TOY_CHAT_TEMPLATE.indexOf('{#- The last user turn'))
+  .replace("{%- if message.role == 'user' or (message.role == 'system' and not loop.first) %}\n        {{- '<|im_start|>' + message.role + '\\n' + text + '<|im_end|>\\n' }}", `{%- if message.role == 'user' %}\n        ${USER_TEXT}`)}`;
+
+/**
  * Writes tokenizer.json, tokenizer_config.json and generation_config.json into `dir` (created if needed) and returns
  * the vocabulary size (learned tokens + added tokens), so a random model can be written with a matching vocab_size.
  * The merges are learned from `text` (default: the built-in text).
  */
-export function writeTokenizerFiles(dir: string, options: { text?: string; merges?: number } = {}): number {
+export function writeTokenizerFiles(dir: string, options: { text?: string; merges?: number; chatTemplate?: string } = {}): number {
   const { vocab, merges } = learnMerges(options.text ?? TRAINING_TEXT, options.merges ?? MERGES);
   const added = TOY_ADDED_TOKENS.map((t, i) => ({
     id: vocab.size + i,
@@ -256,7 +282,7 @@ export function writeTokenizerFiles(dir: string, options: { text?: string; merge
     added_tokens_decoder: Object.fromEntries(added.map(({ id, ...rest }) => [String(id), rest])),
     additional_special_tokens: ['<|im_start|>', '<|im_end|>'],
     bos_token: null,
-    chat_template: TOY_CHAT_TEMPLATE,
+    chat_template: options.chatTemplate ?? TOY_CHAT_TEMPLATE,
     clean_up_tokenization_spaces: false,
     eos_token: '<|im_end|>',
     errors: 'replace',

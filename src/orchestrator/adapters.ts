@@ -45,6 +45,13 @@ export interface CreateAdapterRequest {
   seed?: number;
 }
 
+/** What a new adapter gets when its request leaves rank, alpha or the target modules out. */
+export interface AdapterDefaults {
+  rank: number;
+  alpha: number;
+  targetModules: string[];
+}
+
 export class AdapterRegistry {
   private readonly q: Record<string, Statement>;
 
@@ -53,6 +60,7 @@ export class AdapterRegistry {
     private readonly engine: Engine,
     private readonly service: InferenceService,
     readonly root: string,
+    readonly defaults: AdapterDefaults = { rank: 32, alpha: 64, targetModules: [...LORA_MODULES] },
   ) {
     this.q = {
       insertAdapter: prepare(db, 'INSERT INTO adapters (id, created_at, rank, alpha, target_modules, current_version) VALUES (?, ?, ?, ?, ?, ?)'),
@@ -109,8 +117,8 @@ export class AdapterRegistry {
     checkAdapterId(id);
     if (this.q.adapter!.get(id)) throw new InputError(`adapter ${id} already exists`);
     if (id === this.service.modelName) throw new InputError(`${id} is the base model's name`);
-    const targets = validateTargets(req.targetModules ?? [...LORA_MODULES]);
-    const adapter = this.engine.createAdapter({ rank: req.rank ?? 32, alpha: req.alpha ?? 64, targetModules: targets, seed: req.seed });
+    const targets = validateTargets(req.targetModules ?? this.defaults.targetModules);
+    const adapter = this.engine.createAdapter({ rank: req.rank ?? this.defaults.rank, alpha: req.alpha ?? this.defaults.alpha, targetModules: targets, seed: req.seed });
     const dir = this.dir(id, 1);
     rmSync(join(dir, '..'), { recursive: true, force: true }); // leftovers of an adapter deleted before
     await this.engine.saveAdapter(adapter, dir);

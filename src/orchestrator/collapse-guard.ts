@@ -1,7 +1,13 @@
-// The collapse guard: before a new version is served, a fixed set of probe prompts measures how far it
-// has moved from the base model (mean KL(adapter || base) per token) and how peaked it has become
-// (mean token entropy), on the base model's own greedy continuation of each probe. A version that
-// crosses a bound is kept for inspection but not promoted.
+// The collapse guard: before a new version is served, probe prompts from the served model's own domain
+// (the model's training profile names them) tell learning from collapse. Two checks:
+// - the update's size: mean KL(candidate ‖ version it replaces) per token, on the replaced version's
+//   greedy replies to the probes. Learning a style moves a few deciding tokens of a reply; an update
+//   that garbles replies moves every token. The bound is per update, so styles learned one after
+//   another each pass, however far together they take the adapter from the base model.
+// - degeneration: the candidate's own greedy replies to the probes. A reply that loops (the same
+//   n-gram three or more times in a row where the replaced version's reply does not) or never ends
+//   (runs to the token limit where the replaced version's reply ended) is collapse whatever its KL.
+// KL to the base model and token entropy are measured too, and reported, not bounded.
 import type { Adapter, Engine } from '../engine/engine.js';
 import type { ChatTemplate } from '../model/chat-template.js';
 import type { Tokenizer } from '../model/tokenizer.js';
@@ -9,26 +15,31 @@ import type { Tokenizer } from '../model/tokenizer.js';
 export interface GuardConfig {
   enabled: boolean;
   probes: string[];
-  /** Tokens of base-model continuation scored per probe. */
+  /** Longest greedy reply generated per probe. */
   probeTokens: number;
-  maxKlToBase: number;
-  minEntropy: number;
+  /** Bound on one update's mean KL(candidate ‖ replaced version) per token on the probes (nats). */
+  maxUpdateKl: number;
 }
 
 export const DEFAULT_GUARD: GuardConfig = {
   enabled: true,
   probes: ['What is the capital of France?', 'Write one sentence about the sea.', 'List three colours.', 'How are you today?'],
-  probeTokens: 16,
-  // A learned style moves every token of a reply (all capitals on the toy model: about 1.5-1.7 nats
-  // per token on these probes), so the bound sits above that; entropy catches the collapse to one reply.
-  maxKlToBase: 3.0,
-  minEntropy: 0.05,
+  probeTokens: 32,
+  // Measured on the toy (docs/learning.md): one feedback event of a style at the profile's defaults
+  // moves 0.01-0.3 nats per token; lr 1e-2 × 4 steps, which garbles the replies, moves 3 and more.
+  maxUpdateKl: 1.0,
 };
 
 export interface GuardVerdict {
   passed: boolean;
+  /** Mean KL(candidate ‖ replaced version) per token on the probes. */
+  updateKl: number;
+  /** Mean KL(candidate ‖ base model) per token on the probes (reported, not bounded). */
   klToBase: number;
+  /** Mean token entropy of the candidate on the probes (reported, not bounded). */
   entropy: number;
+  /** Probes whose candidate reply loops or never ends while the replaced version's does not. */
+  degenerate: { probe: string; reply: string; why: string }[];
   reason: string | null;
 }
 
@@ -41,8 +52,33 @@ function logSoftmax(row: Float32Array): Float64Array {
   return Float64Array.from(row, (x) => x - lse);
 }
 
+/** The longest run of one n-gram (n ≤ 4) repeated back to back in `ids`, in repetitions. */
+export function longestRepeat(ids: readonly number[]): number {
+  let best = 1;
+  for (let n = 1; n <= 4; n++) {
+    for (let i = 0; i + 2 * n <= ids.length; i++) {
+      let reps = 1;
+      while (i + (reps + 1) * n <= ids.length && ids.slice(i + reps * n, i + (reps + 1) * n).every((x, k) => x === ids[i + k])) reps++;
+      best = Math.max(best, reps);
+    }
+  }
+  return best;
+}
+
+/** Three back-to-back repeats of an n-gram make a loop. */
+const LOOP_REPEATS = 3;
+
+interface Reply {
+  ids: number[];
+  start: number;
+  ended: boolean;
+}
+
 export class CollapseGuard {
-  private sequences?: { ids: number[]; start: number }[];
+  private prompts?: number[][];
+  /** Each checked version's greedy probe replies: a promoted candidate's are the next check's "before". */
+  private readonly replies = new WeakMap<Adapter, Reply[]>();
+  private baseReplies?: Reply[];
 
   constructor(
     private readonly engine: Engine,
@@ -52,49 +88,75 @@ export class CollapseGuard {
     private readonly stopIds: number[],
   ) {}
 
-  /** Probe prompts with the base model's greedy continuations, computed once. */
-  private async probeSequences(): Promise<{ ids: number[]; start: number }[]> {
-    if (this.sequences) return this.sequences;
+  private promptIds(): number[][] {
+    this.prompts ??= this.config.probes.map((probe) =>
+      this.tokenizer.encode(this.template.render([{ role: 'user', content: probe }], { addGenerationPrompt: true, enableThinking: false }), { addSpecialTokens: false }),
+    );
+    return this.prompts;
+  }
+
+  /** Greedy replies to every probe under an adapter (null: the base model), decoded as one batch. */
+  private async probeReplies(adapter: Adapter | null): Promise<Reply[]> {
+    const known = adapter ? this.replies.get(adapter) : this.baseReplies;
+    if (known) return known;
     const greedy = { temperature: 0, topP: 1, topK: 0, topLogprobs: 0, vocabLimit: Math.min(this.tokenizer.vocabSize, this.engine.config.vocabSize) };
-    const out = [];
-    for (const probe of this.config.probes) {
-      const prompt = this.tokenizer.encode(this.template.render([{ role: 'user', content: probe }], { addGenerationPrompt: true, enableThinking: false }), { addSpecialTokens: false });
-      const seq = this.engine.createSequence(0);
-      let t = (await this.engine.decode([{ sequence: seq, ids: prompt, sampling: greedy }]))[0]!;
-      const ids = [...prompt, t.id];
-      while (ids.length - prompt.length < this.config.probeTokens && !this.stopIds.includes(t.id)) {
-        t = (await this.engine.decode([{ sequence: seq, ids: [t.id], sampling: greedy }]))[0]!;
-        ids.push(t.id);
+    const out: Reply[] = this.promptIds().map((p) => ({ ids: [...p], start: p.length, ended: false }));
+    const seqs = out.map(() => this.engine.createSequence(0));
+    let pending = out.map((r, i) => ({ i, ids: r.ids as ArrayLike<number> }));
+    while (pending.length > 0) {
+      const tokens = await this.engine.decode(pending.map((p) => ({ sequence: seqs[p.i]!, ids: p.ids, sampling: greedy })), adapter);
+      const next: typeof pending = [];
+      for (const [k, p] of pending.entries()) {
+        const r = out[p.i]!;
+        const id = tokens[k]!.id;
+        r.ids.push(id);
+        r.ended = this.stopIds.includes(id);
+        if (!r.ended && r.ids.length - r.start < this.config.probeTokens) next.push({ i: p.i, ids: [id] });
       }
-      out.push({ ids, start: prompt.length });
+      pending = next;
     }
-    this.sequences = out;
+    if (adapter) this.replies.set(adapter, out);
+    else this.baseReplies = out;
     return out;
   }
 
-  async check(adapter: Adapter): Promise<GuardVerdict> {
-    if (!this.config.enabled) return { passed: true, klToBase: NaN, entropy: NaN, reason: null };
+  /** Whether `candidate` may replace `replaced` (the version served now; null: the base model). */
+  async check(candidate: Adapter, replaced: Adapter | null): Promise<GuardVerdict> {
+    if (!this.config.enabled) return { passed: true, updateKl: NaN, klToBase: NaN, entropy: NaN, degenerate: [], reason: null };
     const V = this.engine.config.vocabSize;
-    let kl = 0, entropy = 0, n = 0;
-    for (const { ids, start } of await this.probeSequences()) {
-      const a = await this.engine.logits(ids, adapter);
-      const b = await this.engine.logits(ids, null);
-      for (let row = start - 1; row < ids.length - 1; row++) {
-        const la = logSoftmax(a.subarray(row * V, (row + 1) * V));
+    let updateKl = 0, klToBase = 0, entropy = 0, n = 0;
+    const degenerate: GuardVerdict['degenerate'] = [];
+    const beforeAll = await this.probeReplies(replaced);
+    const afterAll = await this.probeReplies(candidate);
+    for (const [i, before] of beforeAll.entries()) {
+      const after = afterAll[i]!;
+      const text = this.tokenizer.decode(after.ids.slice(after.start));
+      const repeats = longestRepeat(after.ids.slice(after.start));
+      if (repeats >= LOOP_REPEATS && repeats > longestRepeat(before.ids.slice(before.start))) degenerate.push({ probe: this.config.probes[i]!, reply: text, why: `repeats a phrase ${repeats} times` });
+      else if (before.ended && !after.ended) degenerate.push({ probe: this.config.probes[i]!, reply: text, why: `no end within ${this.config.probeTokens} tokens` });
+      // Scored on the replaced version's reply: what the user saw until now.
+      const c = await this.engine.logits(before.ids, candidate);
+      const r = await this.engine.logits(before.ids, replaced);
+      const b = replaced ? await this.engine.logits(before.ids, null) : r;
+      for (let row = before.start - 1; row < before.ids.length - 1; row++) {
+        const lc = logSoftmax(c.subarray(row * V, (row + 1) * V));
+        const lr = logSoftmax(r.subarray(row * V, (row + 1) * V));
         const lb = logSoftmax(b.subarray(row * V, (row + 1) * V));
         for (let v = 0; v < V; v++) {
-          const p = Math.exp(la[v]!);
-          kl += p * (la[v]! - lb[v]!);
-          entropy -= p * la[v]!;
+          const p = Math.exp(lc[v]!);
+          updateKl += p * (lc[v]! - lr[v]!);
+          klToBase += p * (lc[v]! - lb[v]!);
+          entropy -= p * lc[v]!;
         }
         n++;
       }
     }
-    kl /= n;
+    updateKl /= n;
+    klToBase /= n;
     entropy /= n;
     const reasons = [];
-    if (kl > this.config.maxKlToBase) reasons.push(`KL to base ${kl.toFixed(4)} > ${this.config.maxKlToBase}`);
-    if (entropy < this.config.minEntropy) reasons.push(`token entropy ${entropy.toFixed(4)} < ${this.config.minEntropy}`);
-    return { passed: reasons.length === 0, klToBase: kl, entropy, reason: reasons.length ? reasons.join('; ') : null };
+    if (updateKl > this.config.maxUpdateKl) reasons.push(`update KL to the replaced version ${updateKl.toFixed(3)} > ${this.config.maxUpdateKl} nats/token on the probes`);
+    if (degenerate.length > 0) reasons.push(`degenerate replies on ${degenerate.length} of ${this.config.probes.length} probes (${degenerate.map((d) => `${JSON.stringify(d.probe)}: ${d.why}`).join('; ')})`);
+    return { passed: reasons.length === 0, updateKl, klToBase, entropy, degenerate, reason: reasons.length ? reasons.join('; ') : null };
   }
 }

@@ -13,10 +13,11 @@ import { teacherFeedback, teacherPrompt } from '../train/hindsight.js';
 import { remoteTeacherTargets } from '../train/remote-teacher.js';
 import { versionDir } from './adapter-ids.js';
 import type { AdapterRegistry } from './adapters.js';
-import type { CollapseGuard } from './collapse-guard.js';
+import type { CollapseGuard, GuardConfig } from './collapse-guard.js';
 import type { FeedbackItem, FeedbackJobs, JobRecord, TrainingOptions } from './feedback-jobs.js';
 import { ModeLock } from './mode-lock.js';
 import { EMBEDDED_UPDATES, type UpdateBackend } from './update-backend.js';
+import type { TrainingProfile } from '../model/training-profile.js';
 
 /** Where the `remote` teacher scores samples; model: a fixed model name there, else the adapter's current version. */
 export interface RemoteTeacher {
@@ -29,8 +30,8 @@ export interface OrchestratorConfig {
   batchSize: number;
   /** Longest wait for a batch to fill, from the first queued item. */
   maxWaitMs: number;
-  /** Step options used when a request does not set them. */
-  defaults: Partial<SdpoOptions>;
+  /** Step options used when a request does not set them (the served model's training profile). */
+  defaults: TrainingOptions;
   /** Server-set bounds on request options. */
   bounds: { maxLearningRate: number; maxSteps: number; maxTopK: number };
   /** Most queued or running jobs per adapter; more are refused with 429 (nothing accepted is dropped). */
@@ -42,7 +43,8 @@ export interface OrchestratorConfig {
 export const DEFAULT_ORCHESTRATOR: OrchestratorConfig = {
   batchSize: 4,
   maxWaitMs: 2000,
-  defaults: { learningRate: 1e-5, alpha: 0.5, topK: 100, teacher: 'current', steps: 1 },
+  // Replaced by the served model's training profile when a server opens (src/model/training-profile.ts).
+  defaults: { learningRate: 3e-5, alpha: 0.5, topK: 100, teacher: 'current', steps: 4 },
   bounds: { maxLearningRate: 1e-2, maxSteps: 10, maxTopK: 1000 },
   maxQueuedJobs: 256,
 };
@@ -61,7 +63,30 @@ export class Orchestrator {
     private readonly guard: CollapseGuard,
     readonly config: OrchestratorConfig = DEFAULT_ORCHESTRATOR,
     private readonly backend: UpdateBackend = EMBEDDED_UPDATES,
+    /** The served model's training profile, as read (the owner of the defaults is `config`). */
+    readonly profile: TrainingProfile | null = null,
   ) {}
+
+  get guardConfig(): GuardConfig {
+    return this.guard.config;
+  }
+
+  /** What an update does when a request sets no options: the defaults in force, with where they came from. */
+  effectiveDefaults() {
+    const d = this.config.defaults;
+    const lora = this.registry.defaults;
+    return {
+      source: this.profile?.source ?? 'server defaults',
+      learning_rate: d.learningRate,
+      alpha: d.alpha,
+      steps: d.steps,
+      top_k: d.topK,
+      teacher: d.teacher,
+      memory: d.memory ?? 0,
+      lora: { rank: lora.rank, alpha: lora.alpha, target_modules: lora.targetModules },
+      feedback_batch: { size: this.config.batchSize, wait_ms: this.config.maxWaitMs },
+    };
+  }
 
   /** Checks request options against the server's bounds. */
   checkOptions(o: TrainingOptions): TrainingOptions {
@@ -248,7 +273,7 @@ export class Orchestrator {
       candidate = await this.service.engine.loadAdapter(registry.dir(adapterId, version));
       metrics = registry.get(adapterId).versions.find((v) => v.version === version)?.metrics ?? undefined;
     }
-    const verdict = await this.guard.check(candidate);
+    const verdict = await this.guard.check(candidate, registry.current(adapterId).adapter);
     if (!verdict.passed) registry.reject(adapterId, version, verdict.reason!);
     return { version, candidate, passed: verdict.passed, result: { adapter: adapterId, version, parent_version: parent, promoted: verdict.passed, guard: verdict, metrics } };
   }

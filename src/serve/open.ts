@@ -3,6 +3,7 @@ import { existsSync } from 'node:fs';
 import { join } from 'node:path';
 import { Engine, type EngineOpenOptions } from '../engine/engine.js';
 import { ChatTemplate } from '../model/chat-template.js';
+import { readModelConfig } from '../model/config.js';
 import { readGenerationConfig } from '../model/generation-config.js';
 import { writeRandomModel } from '../model/random-model.js';
 import { Tokenizer } from '../model/tokenizer.js';
@@ -15,6 +16,7 @@ import { FeedbackJobs } from '../orchestrator/feedback-jobs.js';
 import { DEFAULT_ORCHESTRATOR, Orchestrator, type OrchestratorConfig } from '../orchestrator/orchestrator.js';
 import { InferenceService, type InferenceOptions } from './inference.js';
 import { EMBEDDED_UPDATES } from '../orchestrator/update-backend.js';
+import { readTrainingProfile, type TrainingProfile } from '../model/training-profile.js';
 import { Scheduler } from './scheduler.js';
 import type { TokenGenerator } from './token-generator.js';
 import { VllmClient } from './vllm-client.js';
@@ -52,19 +54,30 @@ export interface OpenServerOptions extends OpenInferenceOptions {
  * feedback jobs, the collapse guard and the orchestrator. Adapters are restored at their current
  * versions and interrupted jobs resume.
  */
-export async function openServer(modelDir: string, options: OpenServerOptions): Promise<{ service: InferenceService; orchestrator: Orchestrator }> {
+export async function openServer(modelDir: string, options: OpenServerOptions): Promise<{ service: InferenceService; orchestrator: Orchestrator; profile: TrainingProfile }> {
   if (options.dataDir === ':memory:') throw new Error('the learning loop needs a data directory on disk');
+  // Read before the weights load: a bad profile fails at once.
+  const profile = readTrainingProfile(modelDir, readModelConfig(modelDir).hiddenSize);
   const service = await openInference(modelDir, options);
   const db = service.store.db;
-  const registry = new AdapterRegistry(db, service.engine, service, join(options.dataDir, 'adapters'));
+  const registry = new AdapterRegistry(db, service.engine, service, join(options.dataDir, 'adapters'), profile.lora);
   await registry.restore();
-  const guard = new CollapseGuard(service.engine, service.template, service.tokenizer, { ...DEFAULT_GUARD, ...options.guard }, service.stopTokenIds);
+  const probes = profile.guardProbes.length > 0 ? { probes: profile.guardProbes } : {};
+  const guard = new CollapseGuard(service.engine, service.template, service.tokenizer, { ...DEFAULT_GUARD, ...probes, ...options.guard }, service.stopTokenIds);
   const vllm = service.generator instanceof VllmGenerator ? service.generator : null;
   const teacher = options.teacher ? { client: new VllmClient(options.teacher.url, { apiKey: options.teacher.apiKey }), model: options.teacher.model } : vllm ? { client: vllm.client } : undefined;
-  const config = { ...DEFAULT_ORCHESTRATOR, ...(teacher ? { remoteTeacher: teacher } : {}), ...options.orchestrator };
-  const orchestrator = new Orchestrator(new FeedbackJobs(db), registry, service, guard, config, vllm ?? EMBEDDED_UPDATES);
+  const o = options.orchestrator ?? {};
+  const config: OrchestratorConfig = {
+    ...DEFAULT_ORCHESTRATOR,
+    ...(teacher ? { remoteTeacher: teacher } : {}),
+    ...o,
+    batchSize: o.batchSize ?? profile.feedback.batchSize,
+    maxWaitMs: o.maxWaitMs ?? profile.feedback.batchWaitMs,
+    defaults: { ...profile.training, ...o.defaults },
+  };
+  const orchestrator = new Orchestrator(new FeedbackJobs(db), registry, service, guard, config, vllm ?? EMBEDDED_UPDATES, profile);
   orchestrator.start();
-  return { service, orchestrator };
+  return { service, orchestrator, profile };
 }
 
 /**

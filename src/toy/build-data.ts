@@ -5,7 +5,7 @@ import { mkdirSync, writeFileSync } from 'node:fs';
 import { join, resolve } from 'node:path';
 import { ChatTemplate } from '../model/chat-template.js';
 import { Tokenizer } from '../model/tokenizer.js';
-import { writeTokenizerFiles } from '../model/toy-tokenizer.js';
+import { TOY_ASSISTANT_TEMPLATE, writeTokenizerFiles } from '../model/toy-tokenizer.js';
 import { corpus } from './corpus.js';
 import { WORDS } from './tasks.js';
 
@@ -40,7 +40,7 @@ export function buildToyData(dir: string, seed: number, samples: number): { voca
     ...Array.from({ length: 400 }, () => lexicon),
     ...data.slice(0, 2000).map((s) => `${s.messages.map((m) => String(m.content)).join('\n')}\n${s.reply}`),
   ].join('\n');
-  const vocab = writeTokenizerFiles(dir, { text, merges: 600 });
+  const vocab = writeTokenizerFiles(dir, { text, merges: 600, chatTemplate: TOY_ASSISTANT_TEMPLATE });
   const tokenizer = Tokenizer.fromDir(dir);
   const split = splitCopyForms(tokenizer);
   if (split.length > 0) throw new Error(`copy words the toy tokenizer splits: ${split.map((f) => JSON.stringify(f)).join(', ')}`);

@@ -3,10 +3,13 @@
 // and unrelated "feedback" that changes nothing.
 //
 // A style is decided at one token (the first where the styled reply differs from the unstyled one).
-// Some replies also carry a style nobody asked for, or lack one the block asked for; the token that
-// decided that style is then left out of the loss (`alternatives` below). So the model learns to
-// decide a style only from the block, yet to go on consistently in whatever style a reply has already
-// taken — which is what a student needs once feedback has moved that one deciding token.
+// Some replies carry a style nobody asked for (`carried`), and that deciding token is trained on: without
+// a block the model keeps about a tenth of its probability on each style at that token, as a chat model
+// keeps some mass on the ways it might have phrased a reply. A model near-certain of its default (the
+// previous toy: 0.001 nats of entropy per reply) gives the α = 0.5 divergence no gradient there.
+// Some replies lack a style the block asked for; that deciding token is left out of the loss
+// (`alternatives`), so a block decides its styles with near certainty. Either way the model learns to
+// go on consistently in whatever style a reply has already taken.
 import type { ChatMessage } from '../model/chat-template.js';
 import { rng } from '../model/random-model.js';
 import { hindsightMessages } from '../train/hindsight.js';
@@ -18,9 +21,11 @@ export interface CorpusSample {
   reply: string;
   /** The styles the block asked for. */
   requested: StyleName[];
+  /** Styles in the reply that nobody asked for (their deciding tokens are trained on). */
+  carried: StyleName[];
   /**
-   * The same reply with one unasked-for style removed, or one asked-for but missing style added: the
-   * first token where the reply differs from each is not trained on.
+   * The same reply with one asked-for but missing style added: the first token where the reply
+   * differs from each is not trained on.
    */
   alternatives: string[];
 }
@@ -29,8 +34,14 @@ export interface CorpusSample {
 const NO_BLOCK = 0.4;
 const STYLE_BLOCK = 0.45;
 /** Chance that a style nobody asked for is in the reply anyway, and that an asked-for one is missing. */
-const CARRIED = 0.15;
+const CARRIED = 0.1;
 const MISSED = 0.1;
+/**
+ * Share of conversations with earlier turns (one or two exchanges, their replies in random styles):
+ * clients such as OpenClaw send the session so far, and only the last turn's block may set the style.
+ */
+const EARLIER_TURNS = 0.3;
+const EARLIER_STYLE = 0.25;
 /** Share of open tasks, and of extra copy tasks (copying in capitals is the skill a tiny model learns last). */
 const OPEN = 0.15;
 const EXTRA_COPY = 0.1;
@@ -49,7 +60,14 @@ export function corpus(seed: number, count: number): CorpusSample[] {
   for (let i = 0; i < count; i++) {
     const kind = r();
     const task = kind < OPEN ? openTask(r) : kind < OPEN + EXTRA_COPY ? repeatTask(r) : makeTask(r);
-    const messages: ChatMessage[] = [{ role: 'user', content: task.prompt }];
+    const messages: ChatMessage[] = [];
+    if (r() < EARLIER_TURNS) {
+      for (let k = 1 + Math.floor(r() * 2); k > 0; k--) {
+        const earlier = r() < OPEN ? openTask(r) : makeTask(r);
+        messages.push({ role: 'user', content: earlier.prompt }, { role: 'assistant', content: render(earlier.answer, STYLE_NAMES.filter(() => r() < EARLIER_STYLE)) });
+      }
+    }
+    messages.push({ role: 'user', content: task.prompt });
     const u = r();
     let requested: StyleName[] = [];
     let withBlock = messages;
@@ -68,8 +86,8 @@ export function corpus(seed: number, count: number): CorpusSample[] {
     const carried = STYLE_NAMES.filter((s) => !requested.includes(s) && r() < CARRIED);
     const missed = requested.filter(() => r() < MISSED);
     const present = [...requested.filter((s) => !missed.includes(s)), ...carried];
-    const alternatives = [...carried.map((s) => render(task.answer, present.filter((p) => p !== s))), ...missed.map((s) => render(task.answer, [...present, s]))];
-    out.push({ messages: withBlock, reply: render(task.answer, present), requested, alternatives });
+    const alternatives = missed.map((s) => render(task.answer, [...present, s]));
+    out.push({ messages: withBlock, reply: render(task.answer, present), requested, carried, alternatives });
   }
   return out;
 }

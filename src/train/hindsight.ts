@@ -1,4 +1,4 @@
-// The teacher's context (sdpo.md): the whole conversation, with a hindsight block — the user's
+// The teacher's context (docs/learning.md): the whole conversation, with a hindsight block — the user's
 // feedback on the earlier attempt — appended to the last user message. Everything after that message
 // (the assistant marker the response is scored after) must stay byte-identical to the student's.
 import { InputError } from '../errors.js';

@@ -1,4 +1,4 @@
-// The remote teacher (sdpo.md): an OpenAI-compatible server scores x~ ⧺ y with prompt_logprobs = K
+// The remote teacher (docs/learning.md): an OpenAI-compatible server scores x~ ⧺ y with prompt_logprobs = K
 // and max_tokens = 1; the rows over y become the teacher's top-K targets for the step.
 import type { SdpoSample, TeacherTargets } from '../engine/engine.js';
 import { UpstreamError } from '../errors.js';

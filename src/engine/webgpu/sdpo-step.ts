@@ -1,4 +1,4 @@
-// One SDPO update on the GPU (native/engine/sdpo_step.cc, docs sdpo.md): teacher targets (base, EMA,
+// One SDPO update on the GPU (native/engine/sdpo_step.cc, docs/learning.md): teacher targets (base, EMA,
 // current adapter, or supplied by a remote teacher), base log-probs, then per optimizer step the
 // student forward, SDPO loss, backward, global-norm clip, AdamW and EMA. Only metrics, the gradient
 // norm's partial sums and (at the end) the adapter state come back to the host.
