@@ -37,7 +37,7 @@ commands:
                   --rate-chat <n> (6000) --rate-feedback <n> (600): requests per minute per key (0: off)
                   --max-queued-jobs <n> (256): feedback jobs waiting per adapter before 429
                   --max-prompt-tokens <n> (the model's context)  --max-tokens <n> (8192): per request
-                  --guard-max-kl <x> (see docs/learning.md): collapse guard's bound on one update's KL to the
+                  --guard-max-kl <x> (1.0): collapse guard's bound on one update's KL to the
                                   version it replaces, nats per token on the probes (0 turns the guard off)
                   Without API keys the server listens on loopback only; beyond it, keys are required.
   keys          API keys (shown once when created; only a hash is stored)

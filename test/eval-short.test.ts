@@ -1,11 +1,11 @@
-// A shortened `claas eval` (the eval's default training options, seeded adapters, 12 probes, seed 4)
-// against the shipped toy assistant, as a regression guard on learning: each of the four styles goes
-// from absent to (nearly) every held-out probe within 8 feedback events, task accuracy and the variety
-// of open replies stay where the base model has them, unrelated feedback changes nothing, and the first
-// of three styles learned one after another is still there. (Seed 4 measured: caps in 5 events,
-// oneline 4, name 4, sign-off 4, all to 1.00; accuracy Δ 0; distinct-2 ratio 0.95, entropy ratio 0.99;
-// control 0; caps 1.00 after oneline and name. The bounds below leave room for the 2-core machine's
-// floating-point order — one probe of 12 — not for a regression.)
+// A shortened `claas eval` against the shipped toy assistant with NO training options (the toy's
+// training profile decides, as for any user; seeded adapters, 12 probes, seed 4), as a regression guard
+// on learning: each of the four styles goes from absent to (nearly) every held-out probe within 8
+// feedback events, task accuracy and the variety of open replies stay where the base model has them,
+// unrelated feedback changes nothing, all four styles taught one after another on one adapter still
+// hold at the end, and the collapse guard lets these updates through. (Measured values: README. The
+// bounds leave room for the 2-core machine's floating-point order — one probe of 12 — not for a
+// regression.)
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
@@ -44,7 +44,8 @@ test('feedback teaches the toy assistant each style within 8 events without cost
     assert.ok(Math.abs(summary.distinct2_ratio - 1) <= 0.15, `open replies keep their variety (distinct-2 ratio ${summary.distinct2_ratio})\n${detail}`);
     assert.ok(Math.abs(summary.entropy_ratio - 1) <= 0.15, `open replies keep their entropy (ratio ${summary.entropy_ratio})\n${detail}`);
     assert.ok(summary.control_delta <= 0.02, `unrelated feedback changes nothing (${summary.control_delta})\n${detail}`);
-    assert.ok(summary.sequence !== null && summary.sequence.first_after_all >= 0.9, `the first of three styles stays (${JSON.stringify(summary.sequence)})\n${detail}`);
+    assert.ok(summary.sequence !== null && summary.sequence.min_after_all >= 0.9, `all four styles taught in sequence hold at the end (${JSON.stringify(summary.sequence)})\n${detail}`);
+    assert.equal(summary.refused, 0, `the collapse guard refused none of the ${summary.events_given} updates\n${detail}`);
     const runs = (await (await fetch(`${url}/v1/eval/runs`)).json()) as { data: { summary: { seed: number; styles: Record<string, unknown> } }[] };
     assert.equal(runs.data[0]!.summary.seed, 4, 'the server keeps the run for the dashboard');
     assert.deepEqual(Object.keys(runs.data[0]!.summary.styles), [...styles]);

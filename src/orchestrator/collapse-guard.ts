@@ -79,6 +79,9 @@ export class CollapseGuard {
   /** Each checked version's greedy probe replies: a promoted candidate's are the next check's "before". */
   private readonly replies = new WeakMap<Adapter, Reply[]>();
   private baseReplies?: Reply[];
+  /** The base model's logits on a probe reply (the replaced version's replies seldom change). */
+  private readonly baseLogits = new Map<string, Float32Array>();
+  private cachedBytes = 0;
 
   constructor(
     private readonly engine: Engine,
@@ -120,6 +123,23 @@ export class CollapseGuard {
     return out;
   }
 
+  private async baseLogitsOf(ids: number[]): Promise<Float32Array> {
+    const key = ids.join(',');
+    let out = this.baseLogits.get(key);
+    if (!out) {
+      out = await this.engine.logits(ids, null);
+      // Kept up to 64 MiB, oldest out first (a large vocabulary's logits take megabytes per reply).
+      this.cachedBytes += out.byteLength;
+      this.baseLogits.set(key, out);
+      for (const [k, v] of this.baseLogits) {
+        if (this.cachedBytes <= 64 * 2 ** 20) break;
+        this.baseLogits.delete(k);
+        this.cachedBytes -= v.byteLength;
+      }
+    }
+    return out;
+  }
+
   /** Whether `candidate` may replace `replaced` (the version served now; null: the base model). */
   async check(candidate: Adapter, replaced: Adapter | null): Promise<GuardVerdict> {
     if (!this.config.enabled) return { passed: true, updateKl: NaN, klToBase: NaN, entropy: NaN, degenerate: [], reason: null };
@@ -137,7 +157,7 @@ export class CollapseGuard {
       // Scored on the replaced version's reply: what the user saw until now.
       const c = await this.engine.logits(before.ids, candidate);
       const r = await this.engine.logits(before.ids, replaced);
-      const b = replaced ? await this.engine.logits(before.ids, null) : r;
+      const b = replaced ? await this.baseLogitsOf(before.ids) : r;
       for (let row = before.start - 1; row < before.ids.length - 1; row++) {
         const lc = logSoftmax(c.subarray(row * V, (row + 1) * V));
         const lr = logSoftmax(r.subarray(row * V, (row + 1) * V));

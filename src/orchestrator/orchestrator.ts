@@ -216,30 +216,36 @@ export class Orchestrator {
       const done = this.registry.versionOfJob(adapterId, batch[0]!.id);
       const said = batch.flatMap((j) => j.items.map((it) => it.feedback));
       const memory = remember > 0 ? this.jobs.learnedFeedback(adapterId, remember, said) : [];
+      const t0 = performance.now();
       const samples = done === undefined ? batch.flatMap((j) => j.items.map((it) => this.sample(it, memory))) : [];
+      const phases: Record<string, number> = { samples: performance.now() - t0 };
       // The remote teacher scores while serving continues (vLLM cannot score once asleep).
       if (options.teacher === 'remote' && samples.length > 0) await this.scoreRemotely(adapterId, parent, samples, options.topK ?? 100);
       let step: Awaited<ReturnType<Orchestrator['train']>> | undefined;
       await this.lock.runUpdate(
         () => this.backend.drain(),
         async () => {
-          step = await this.train(adapterId, parent, done, samples, options, batch[0]!.id);
+          step = await this.train(adapterId, parent, done, samples, options, batch[0]!.id, phases);
         },
         async () => {
           try {
             await this.backend.wake();
+            const t = performance.now();
             if (step?.passed) {
               const next = { name: adapterId, version: versionDir(step.version), path: this.registry.dir(adapterId, step.version) };
               await this.backend.load(next);
               await this.registry.promote(adapterId, step.version, step.candidate);
               await this.backend.unloadStale(adapterId, next.version);
             }
+            phases.promote = performance.now() - t;
           } finally {
             this.backend.admit();
           }
         },
       );
-      this.jobs.finish(ids, 'done', memory.length > 0 ? { ...step!.result, memory } : step!.result, null);
+      // Where the time went, so a slow update can be read from its job (the step's own phases are in metrics.timings).
+      const phasesMs = Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, Math.round(v * 10) / 10]));
+      this.jobs.finish(ids, 'done', { ...step!.result, ...(memory.length > 0 ? { memory } : {}), phases_ms: phasesMs }, null);
     } catch (err) {
       this.jobs.finish(ids, 'failed', null, err instanceof Error ? err.message : String(err));
     }
@@ -259,21 +265,28 @@ export class Orchestrator {
     samples: SdpoSample[],
     options: Partial<SdpoOptions>,
     jobId: string,
+    phases: Record<string, number>,
   ): Promise<{ version: number; candidate: Adapter; passed: boolean; result: Record<string, unknown> }> {
     const registry = this.registry;
     let version = done;
     let metrics: Record<string, unknown> | undefined;
     let candidate: Adapter;
     if (version === undefined) {
+      let t = performance.now();
       candidate = await this.service.engine.cloneAdapter(registry.current(adapterId).adapter);
       const r = await this.service.engine.sdpoStep(candidate, samples, options);
+      phases.step = performance.now() - t;
+      t = performance.now();
       metrics = { loss: r.loss, distillLoss: r.distillLoss, klToBase: r.klToBase, meanIsWeight: r.meanIsWeight, clipFraction: r.clipFraction, gradNorm: r.gradNorm, teacherStudentKl: r.teacherStudentKl, tokens: r.tokens, samples: samples.length, timings: r.timings, options: r.options };
       version = await registry.addVersion(adapterId, candidate, { parent, status: 'candidate', metrics, jobId });
+      phases.save = performance.now() - t;
     } else {
       candidate = await this.service.engine.loadAdapter(registry.dir(adapterId, version));
       metrics = registry.get(adapterId).versions.find((v) => v.version === version)?.metrics ?? undefined;
     }
+    const t = performance.now();
     const verdict = await this.guard.check(candidate, registry.current(adapterId).adapter);
+    phases.guard = performance.now() - t;
     if (!verdict.passed) registry.reject(adapterId, version, verdict.reason!);
     return { version, candidate, passed: verdict.passed, result: { adapter: adapterId, version, parent_version: parent, promoted: verdict.passed, guard: verdict, metrics } };
   }
