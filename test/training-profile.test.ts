@@ -1,7 +1,7 @@
 // Training defaults that belong to the served model: a model folder's training_profile.json (what it
 // leaves out comes from the rule over config.json), checked loudly; the defaults in force on the base
 // model's /v1/models entry; requests overriding them within the server's bounds; and, on the toy
-// assistant with its shipped profile, an update that garbles replies (lr 1e-2 × 4 steps) refused by
+// assistant with its shipped profile, an update that garbles replies (lr 1e-2 × 10 steps) refused by
 // the collapse guard with its reason while the served version keeps answering.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -101,16 +101,21 @@ test("the toy's profile is in force: /v1/models shows it, new adapters and updat
     assert.equal(over.status, 400);
     assert.match(over.body.error.message, /learning_rate must be in \(0, 0\.01\]/);
 
-    const served = (await call('GET', '/v1/lora/ana/profile')).body.current_version as number;
-    const garbling = await wait((await call('POST', '/v1/feedback', { lora_id: 'ana/profile', completion_id: (await chat()).id, feedback: 'Please answer in upper case.', training: { learning_rate: 1e-2, steps: 4, alpha: 0 } })).body.job_id);
+    // A fresh adapter's first update at lr 1e-2 × 10 steps garbles the toy's replies (served anyway, it
+    // answered ".Tthot." and ", cat, dog, horse." to held-out tasks); at × 4 steps it is a clean, if
+    // abrupt, switch to capitals on this toy, and passes.
+    assert.equal((await call('POST', '/v1/lora/init', { lora_id: 'ana/garble', seed: 1 })).status, 201);
+    const reply = (await call('POST', '/v1/chat/completions', { model: 'ana/garble', messages: [{ role: 'user', content: 'Name three animals.' }], temperature: 0 })).body;
+    const garbling = await wait((await call('POST', '/v1/feedback', { lora_id: 'ana/garble', completion_id: reply.id, feedback: 'Please answer in upper case.', training: { learning_rate: 1e-2, steps: 10 } })).body.job_id);
     assert.equal(garbling.status, 'done');
     assert.equal(garbling.result.metrics.options.learningRate, 1e-2, 'the request overrode the profile');
-    assert.equal(garbling.result.promoted, false, `lr 1e-2 × 4 steps is refused: ${JSON.stringify(garbling.result.guard)}`);
+    assert.equal(garbling.result.promoted, false, `lr 1e-2 × 10 steps is refused: ${JSON.stringify(garbling.result.guard)}`);
     assert.match(garbling.result.guard.reason, /update KL to the replaced version|degenerate replies/);
-    const after = (await call('GET', '/v1/lora/ana/profile')).body;
-    assert.equal(after.current_version, served, 'the served version stays');
+    const after = (await call('GET', '/v1/lora/ana/garble')).body;
+    assert.equal(after.current_version, 1, 'the served version stays');
     assert.equal(after.versions.at(-1).status, 'rejected');
-    assert.match((await chat()).choices[0].message.content, /cold/i, 'and still answers');
+    const still = (await call('POST', '/v1/chat/completions', { model: 'ana/garble', messages: [{ role: 'user', content: 'What is the opposite of hot?' }], temperature: 0 })).body;
+    assert.equal(still.choices[0].message.content, 'Hi there!\ncold.\nHope that helps!', 'and still answers as before');
   } finally {
     await app.close();
     await orchestrator.close();

@@ -104,7 +104,7 @@ function jobDetail(j) {
     el("span", {}, "IS weight ", el("b", {}, fmt(m.meanIsWeight))),
     el("span", {}, "clip fraction ", el("b", {}, fmt(m.clipFraction))),
     el("span", {}, "tokens ", el("b", {}, m.tokens ?? "–"))));
-  if (r.guard) box.append(el("div", { "data-test": "guard" }, "guard: ", r.promoted ? "promoted" : "not promoted", " · KL to base on probes " + fmt(g.klToBase) + " · entropy " + fmt(g.entropy), g.reason ? " · " + g.reason : ""));
+  if (r.guard) box.append(el("div", { "data-test": "guard" }, "guard: ", r.promoted ? "promoted" : "not promoted", " · update KL to the replaced version " + fmt(g.updateKl) + " · KL to base on probes " + fmt(g.klToBase) + " · entropy " + fmt(g.entropy), g.reason ? " · " + g.reason : ""));
   if (m.timings) box.append(timingBar(m.timings));
   if (j.error) box.append(el("div", { class: "status-failed" }, "failed: " + j.error));
   for (const s of j.samples) {

@@ -43,7 +43,7 @@ export interface StyleResult {
   /** Events until adherence reached the target (null: not within the budget). */
   events: number | null;
   curve: { events: number; adherence: number; sampledAdherence: number; margin: number | null; accuracy: number; distinct2: number; entropy: number }[];
-  guard: { klToBase: number; updateKl: number; promoted: boolean }[];
+  guard: { klToBase: number; updateKl: number; promoted: boolean; reason: string | null }[];
 }
 
 export interface EvalSummary {
@@ -59,15 +59,16 @@ export interface EvalSummary {
   control_delta: number;
   /** Every style taught in turn on one adapter: each style's adherence at the end, and events per style. */
   sequence: { order: StyleName[]; first_after_all: number; last: number; min_after_all: number; after_all: Record<string, number>; events: (number | null)[]; accuracy: number } | null;
-  /** Updates the collapse guard refused (out of all feedback events given). */
+  /** Updates the collapse guard refused (out of all feedback events given), and why. */
   refused: number;
+  refusals: string[];
   events_given: number;
   seconds: number;
 }
 
-function guardOf(result: Record<string, unknown>): { klToBase: number; updateKl: number; promoted: boolean } {
-  const g = (result.guard ?? {}) as { klToBase?: number; updateKl?: number };
-  return { klToBase: g.klToBase ?? NaN, updateKl: g.updateKl ?? NaN, promoted: result.promoted === true };
+function guardOf(result: Record<string, unknown>): { klToBase: number; updateKl: number; promoted: boolean; reason: string | null } {
+  const g = (result.guard ?? {}) as { klToBase?: number; updateKl?: number; reason?: string | null };
+  return { klToBase: g.klToBase ?? NaN, updateKl: g.updateKl ?? NaN, promoted: result.promoted === true, reason: g.reason ?? null };
 }
 
 async function teach(client: EvalClient, adapter: string, style: StyleName, train: Task[], probes: Task[], open: Task[], o: EvalOptions, start: Measurement, untilLearned = false): Promise<StyleResult> {
@@ -122,6 +123,7 @@ export async function runEval(o: EvalOptions): Promise<EvalSummary> {
     control_delta: 0,
     sequence: null,
     refused: 0,
+    refusals: [],
     events_given: 0,
     seconds: 0,
   };
@@ -181,6 +183,7 @@ export async function runEval(o: EvalOptions): Promise<EvalSummary> {
     await client.deleteAdapter(seq);
   }
   summary.refused = guards.filter((g) => !g.promoted).length;
+  summary.refusals = guards.filter((g) => !g.promoted).map((g) => g.reason ?? 'no reason');
   summary.events_given = guards.length;
   summary.seconds = Math.round((performance.now() - t0) / 1000);
   // Kept by the server for the dashboard.

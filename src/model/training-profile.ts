@@ -20,6 +20,8 @@ export interface TrainingProfile {
   feedback: { batchSize: number; batchWaitMs: number };
   /** Prompts from the model's own domain for the collapse guard (empty: the guard's generic ones). */
   guardProbes: string[];
+  /** The guard's bound on one update's KL to the version it replaces (nats per token; unset: the guard's default). */
+  guardMaxUpdateKl?: number;
 }
 
 /**
@@ -64,7 +66,7 @@ function number(file: string, o: Json | undefined, key: string, where: string, l
   return v;
 }
 
-const TOP_KEYS = ['learning_rate', 'alpha', 'steps', 'top_k', 'teacher', 'memory', 'lora', 'feedback_batch', 'guard_probes', 'comment'];
+const TOP_KEYS = ['learning_rate', 'alpha', 'steps', 'top_k', 'teacher', 'memory', 'lora', 'feedback_batch', 'guard_probes', 'guard_max_update_kl', 'comment'];
 
 /** The profile of a model folder: its training_profile.json over the rule. Bad files fail loudly. */
 export function readTrainingProfile(modelDir: string, hiddenSize: number): TrainingProfile {
@@ -110,5 +112,6 @@ export function readTrainingProfile(modelDir: string, hiddenSize: number): Train
       batchWaitMs: number(file, batch, 'wait_ms', 'feedback_batch.wait_ms', 0, 3_600_000) ?? rule.feedback.batchWaitMs,
     },
     guardProbes: (probes as string[] | undefined) ?? rule.guardProbes,
+    guardMaxUpdateKl: number(file, o, 'guard_max_update_kl', 'guard_max_update_kl', 1e-6, 100),
   };
 }

@@ -62,8 +62,8 @@ export async function openServer(modelDir: string, options: OpenServerOptions): 
   const db = service.store.db;
   const registry = new AdapterRegistry(db, service.engine, service, join(options.dataDir, 'adapters'), profile.lora);
   await registry.restore();
-  const probes = profile.guardProbes.length > 0 ? { probes: profile.guardProbes } : {};
-  const guard = new CollapseGuard(service.engine, service.template, service.tokenizer, { ...DEFAULT_GUARD, ...probes, ...options.guard }, service.stopTokenIds);
+  const fromProfile = { ...(profile.guardProbes.length > 0 ? { probes: profile.guardProbes } : {}), ...(profile.guardMaxUpdateKl !== undefined ? { maxUpdateKl: profile.guardMaxUpdateKl } : {}) };
+  const guard = new CollapseGuard(service.engine, service.template, service.tokenizer, { ...DEFAULT_GUARD, ...fromProfile, ...options.guard }, service.stopTokenIds);
   const vllm = service.generator instanceof VllmGenerator ? service.generator : null;
   const teacher = options.teacher ? { client: new VllmClient(options.teacher.url, { apiKey: options.teacher.apiKey }), model: options.teacher.model } : vllm ? { client: vllm.client } : undefined;
   const o = options.orchestrator ?? {};
