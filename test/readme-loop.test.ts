@@ -1,8 +1,8 @@
 // The README's copy-paste loop works on the path a new user takes: its shell block runs against a fresh
 // `claas serve` started as `npm start` starts it (the toy model, its training profile, default
-// batching) and prints what the README says it prints — the profile, version 2 after one batch of
-// "Please answer in upper case.", the alias on v0002, then a reply to a new question in capitals that
-// still answers it (the replies before the feedback were not), and rollback to 1.
+// batching) and prints what the README says it prints — the profile, versions 2 and 3 after two
+// batches of four "Please answer in upper case.", the alias on v0003, then a reply to a new question in
+// capitals that still answers it (the replies before the feedback were not), and rollback to 1.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
@@ -43,10 +43,11 @@ test('the README loop runs as written', async () => {
     const lines = out.trim().split('\n');
     assert.match(lines[0]!, /training_profile\.json/, 'the toy ships its training profile');
     assert.equal(lines[1], 'ana/assistant@v0001');
-    assert.equal(lines[2], '2', `one batch of four feedback items made version 2:\n${out}`);
-    assert.equal(lines[3], 'ana/assistant@v0002');
-    // The reply to "What is the opposite of big?" after the update.
-    const reply = lines.slice(4, lines.findIndex((l) => l.startsWith('[['))).join('\n');
+    assert.equal(lines[2], '2', `the first batch of four feedback items made version 2:\n${out}`);
+    assert.equal(lines[3], '3', `the second made version 3:\n${out}`);
+    assert.equal(lines[4], 'ana/assistant@v0003');
+    // The reply to "What is the opposite of big?" after the updates.
+    const reply = lines.slice(5, lines.findIndex((l) => l.startsWith('['))).join('\n');
     assert.match(reply, /[A-Z]/);
     assert.equal(reply, reply.toUpperCase(), `the assistant now answers in capitals:\n${out}`);
     assert.match(reply, /\bSMALL\b/, `and still answers the question:\n${out}`);
@@ -55,9 +56,9 @@ test('the README loop runs as written', async () => {
     const db = new Database(join(dir, 'data', 'claas.db'), { readonly: true });
     const before = (db.prepare("SELECT c.text FROM completion_choices c JOIN completions r ON r.id = c.completion_id WHERE r.adapter = 'ana/assistant' AND r.adapter_version = 'v0001'").all() as { text: string }[]).map((r) => r.text);
     db.close();
-    assert.equal(before.length, 4, 'the four chats were answered by version 1');
+    assert.equal(before.length, 4, 'the first four chats were answered by version 1');
     for (const t of before) assert.notEqual(t, t.toUpperCase(), `before the feedback: ${JSON.stringify(t)}`);
-    const archive = join(dir, 'ana-assistant-v0002.tar.gz');
+    const archive = join(dir, 'ana-assistant-v0003.tar.gz');
     assert.ok(statSync(archive).size > 0);
     assert.ok(gunzipSync(readFileSync(archive)).includes('adapter_config.json'));
   } finally {

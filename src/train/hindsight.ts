@@ -48,10 +48,15 @@ export function teacherPrompt(
   const studentText = render(messages);
   const teacherMsgs = hindsightMessages(messages, feedback, options.previousAttempt);
   const teacherText = render(teacherMsgs);
+  // What follows the last user message (end of turn, assistant marker), found with a placeholder in
+  // its place: a template may render the message's text other than as given (the toy's drops a
+  // client's envelope around it).
   const lastUser = messages.map((m) => m.role).lastIndexOf('user');
-  const userText = textOf(messages[lastUser]!.content);
-  const tail = studentText.slice(studentText.lastIndexOf(userText) + userText.length);
-  if (!teacherText.endsWith(tail) || teacherText.length <= studentText.length) {
+  const marker = '\u0001last user message\u0001';
+  const probe = render(messages.map((m, i) => (i === lastUser ? { ...m, content: marker } : m)));
+  const at = probe.lastIndexOf(marker);
+  const tail = at < 0 ? null : probe.slice(at + marker.length);
+  if (tail === null || !studentText.endsWith(tail) || !teacherText.endsWith(tail) || teacherText.length <= studentText.length) {
     throw new InputError('the chat template does not keep the assistant prefix identical for the teacher context');
   }
   return { studentText, teacherText, teacherIds: tokenizer.encode(teacherText, { addSpecialTokens: false }) };
