@@ -46,11 +46,11 @@ test('the README loop runs as written', async () => {
     assert.equal(lines[2], '2', `the first batch of four feedback items made version 2:\n${out}`);
     assert.equal(lines[3], '3', `the second made version 3:\n${out}`);
     assert.equal(lines[4], 'ana/assistant@v0003');
-    // The reply to "What is the opposite of big?" after the updates.
+    // The reply to "What number comes after 41?" after the updates.
     const reply = lines.slice(5, lines.findIndex((l) => l.startsWith('['))).join('\n');
     assert.match(reply, /[A-Z]/);
     assert.equal(reply, reply.toUpperCase(), `the assistant now answers in capitals:\n${out}`);
-    assert.match(reply, /\bSMALL\b/, `and still answers the question:\n${out}`);
+    assert.match(reply, /\b42\b/, `and still answers the question:\n${out}`);
     assert.equal(lines.at(-1), '1', out);
     // What the four replies given feedback looked like: the default style, not capitals.
     const db = new Database(join(dir, 'data', 'claas.db'), { readonly: true });
