@@ -309,18 +309,17 @@ test('OpenClaw gateway → claas: chat, /feedback in the same conversation, new 
 
   await t.test('the next reply through the gateway comes from v3, in capitals, and still answers the question', async () => {
     for (const r of replied.slice(0, 2)) assert.notEqual(r, r.toUpperCase(), `before the updates the toy answered in its default style: ${JSON.stringify(r)}`);
-    // Answers without letters to misspell: the toy spells an all-capitals word it does not copy in
-    // pieces, and sampled (OpenClaw uses the model's temperature 0.6) it once wrote "SMAY" for SMALL.
-    const text = await operator.send('main', 'What number comes after 41?', TURN_MS);
-    const id = buffer().replies['agent:main:main']!.completionId;
-    assert.notEqual(id, mainId);
+    // A new conversation (the toy was trained on at most two earlier exchanges; "main" now holds seven,
+    // and behind them it once answered "4." for 42), and answers without letters to misspell: the toy
+    // spells an all-capitals word it does not copy in pieces, and sampled (OpenClaw uses the model's
+    // temperature 0.6) it once wrote "SMAY" for SMALL.
+    const text = await operator.send('fresh', 'What number comes after 41?', TURN_MS);
+    const id = Object.entries(buffer().replies).find(([k]) => k.endsWith(':fresh'))?.[1].completionId ?? '';
+    assert.match(id, /^chatcmpl-/);
     assert.equal((await record(id)).adapter_version, 'v0003');
     assert.match(text, /[A-Z]/);
     assert.equal(text, text.toUpperCase(), `the reply is in capitals: ${JSON.stringify(text)}`);
     assert.match(text, /\b42\b/, `and still answers: ${JSON.stringify(text)}`);
-    const other = await operator.send('other', 'What is 3 plus 4?', TURN_MS);
-    assert.equal(other, other.toUpperCase(), `the other conversation is served by v3 too: ${JSON.stringify(other)}`);
-    assert.match(other, /\b7\b/, `and still answers: ${JSON.stringify(other)}`);
   });
 
   await t.test('a sender outside the allowlist is refused and nothing is recorded', async () => {

@@ -25,8 +25,8 @@ export const DEFAULT_GUARD: GuardConfig = {
   enabled: true,
   probes: ['What is the capital of France?', 'Write one sentence about the sea.', 'List three colours.', 'How are you today?'],
   probeTokens: 32,
-  // Measured on the toy (docs/learning.md): one feedback event of a style at the profile's defaults
-  // moves 0.01-0.3 nats per token; lr 1e-2 × 4 steps, which garbles the replies, moves 3 and more.
+  // A model's profile may set its own (guard_max_update_kl). On the toy (docs/learning.md) single
+  // updates of its profile moved up to 0.36 nats per token, one that garbled the replies 0.70-0.76.
   maxUpdateKl: 1.0,
 };
 
