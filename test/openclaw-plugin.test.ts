@@ -8,6 +8,7 @@ import { existsSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { tempDir } from '../src/model/random-model.js';
 import { FeedbackBuffer } from '../plugins/openclaw/src/buffer.js';
+import { isFeedbackTurn } from '../plugins/openclaw/src/context-filter.js';
 import { ClaasClient, type Fetch } from '../plugins/openclaw/src/client.js';
 import { FeedbackService } from '../plugins/openclaw/src/feedback-service.js';
 import { readSettings, mayTrain } from '../plugins/openclaw/src/settings.js';
@@ -287,4 +288,16 @@ test('the manifest (openclaw.plugin.json) is strict and names exactly the settin
   assert.deepEqual(Object.keys(manifest.configSchema.properties).sort(), Object.keys(all).sort());
   assert.deepEqual(readSettings(all), all);
   assert.match(readFileSync(join(defaultPluginPath(), 'index.ts'), 'utf8'), new RegExp(`id: '${PLUGIN_ID}'`));
+});
+
+test('a /feedback turn, as text or as parts, is kept out of the model context; nothing else is', () => {
+  assert.ok(isFeedbackTurn({ role: 'user', content: '/feedback Please answer in upper case.' }));
+  assert.ok(isFeedbackTurn({ role: 'user', content: '  /feedback' }));
+  assert.ok(isFeedbackTurn({ role: 'user', content: [{ type: 'text', text: '/feedback\nshorter' }] }));
+  assert.ok(isFeedbackTurn({ role: 'user', content: '/ Feedback shorter' }), 'OpenClaw matches command names in any case, with a space after the slash');
+  assert.ok(!isFeedbackTurn({ role: 'user', content: '/feedbacks are welcome' }));
+  assert.ok(!isFeedbackTurn({ role: 'user', content: 'What does /feedback do?' }));
+  assert.ok(!isFeedbackTurn({ role: 'assistant', content: '/feedback Please answer in upper case.' }));
+  assert.ok(!isFeedbackTurn({ role: 'user', content: [{ type: 'image', text: '/feedback' }] }));
+  assert.ok(!isFeedbackTurn({ role: 'user' }));
 });

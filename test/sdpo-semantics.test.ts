@@ -92,6 +92,28 @@ test("each request's learning rate is used, also after the optimizer state is re
   assert.ok(Math.abs(big / small - 100) < 1, `update ratio ${big / small} for a learning-rate ratio of 100`);
 });
 
+test('a clone with a fresh optimizer keeps weights and EMA, and its step ignores earlier moments', async () => {
+  const engine = await Engine.open(writeRandomModel({ seed: 34 }), { backend: 'cpu', threads: 2 });
+  const sample = { promptIds: prompt, teacherPromptIds: [3, 14, 60, 15, 9, 26], responseIds: response };
+  const other = { promptIds: [7, 7, 2], teacherPromptIds: [7, 40, 41, 7, 2], responseIds: [50, 51, 52, 1] };
+  // Two adapters with the same weights: one after a large earlier step on other data, one untouched.
+  const a = await trainedAdapter(engine);
+  await engine.sdpoStep(a, [other], { learningRate: 5e-2, topK: 8, steps: 3 });
+  const b = engine.restoreAdapter(a.shape, { params: a.state().params, ema: a.state().ema, step: 0 });
+  const freshA = await engine.cloneAdapter(a, { freshOptimizer: true });
+  const carried = await engine.cloneAdapter(a);
+  const s = freshA.state();
+  assert.deepEqual(s.params, a.state().params);
+  assert.deepEqual(s.ema, a.state().ema);
+  assert.equal(s.step, 0);
+  assert.ok(s.m.every((x) => x === 0) && s.v.every((x) => x === 0), 'moments start at zero');
+  assert.ok(carried.state().step > 0, 'a plain clone keeps the step count');
+  for (const x of [freshA, b, carried]) await engine.sdpoStep(x, [sample], { learningRate: 1e-3, topK: 8, steps: 2 });
+  const diff = (x: Float32Array, y: Float32Array) => Math.max(...x.map((v, i) => Math.abs(v - y[i]!)));
+  assert.ok(diff(freshA.state().params, b.state().params) < 1e-7, 'the fresh clone steps exactly as an adapter that never trained');
+  assert.ok(diff(carried.state().params, b.state().params) > 1e-5, 'carried moments would have changed the step');
+});
+
 test('steps > 1 keep the teacher targets and keep lowering the loss', async () => {
   const engine = await Engine.open(writeRandomModel({ seed: 34 }), { backend: 'cpu', threads: 2 });
   const adapter = await trainedAdapter(engine);

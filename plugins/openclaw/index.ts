@@ -1,10 +1,12 @@
 // The OpenClaw entry: wires the SDK's hooks and command to the SDK-independent modules in src/.
 // llm_output carries the provider's response id (our completion id) per conversation (sessionKey);
-// /feedback pairs with it; a service's timer sends batches that waited flushIntervalMs.
+// /feedback pairs with it; a service's timer sends batches that waited flushIntervalMs;
+// before_message_write keeps /feedback turns in the history but out of the model's context.
 import { join } from 'node:path';
 import { definePluginEntry } from 'openclaw/plugin-sdk/plugin-entry';
 import { FeedbackBuffer } from './src/buffer.js';
 import { ClaasClient } from './src/client.js';
+import { isFeedbackTurn } from './src/context-filter.js';
 import { FeedbackService } from './src/feedback-service.js';
 import { readSettings } from './src/settings.js';
 
@@ -31,6 +33,9 @@ export default definePluginEntry({
       const id = (event.lastAssistant as { responseId?: unknown } | undefined)?.responseId;
       if (typeof id === 'string' && id !== '') service().recordReply(ctx.sessionKey, id);
     });
+
+    // The same flag OpenClaw sets on its own context-free commands (PersistedUserTurnMessage).
+    api.on('before_message_write', (event) => (isFeedbackTurn(event.message) ? { message: { ...event.message, excludeFromContext: true } as typeof event.message } : undefined));
 
     api.registerCommand({
       name: 'feedback',

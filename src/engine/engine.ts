@@ -275,9 +275,19 @@ export class Engine {
     }
   }
 
-  /** An independent copy (weights, optimizer state, EMA): train it while the original keeps serving. */
-  async cloneAdapter(adapter: Adapter): Promise<Adapter> {
+  /**
+   * An independent copy (weights, optimizer state, EMA): train it while the original keeps serving.
+   * With `freshOptimizer` the copy keeps the weights and EMA but starts AdamW anew (zero moments,
+   * step 0), so its steps do not depend on gradients of earlier, unrelated updates.
+   */
+  async cloneAdapter(adapter: Adapter, opts: { freshOptimizer?: boolean } = {}): Promise<Adapter> {
     this.checkAdapter(adapter);
+    if (opts.freshOptimizer) {
+      return this.run(async () => {
+        const { params, ema } = adapter.state();
+        return this.restoreAdapter(adapter.shape, { params, ema, step: 0 });
+      });
+    }
     return this.run(async () => new Adapter(adapter.native.clone(), adapter.shape, adapter.slots));
   }
 

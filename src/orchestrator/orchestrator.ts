@@ -273,7 +273,9 @@ export class Orchestrator {
     let candidate: Adapter;
     if (version === undefined) {
       let t = performance.now();
-      candidate = await this.service.engine.cloneAdapter(registry.current(adapterId).adapter);
+      // AdamW starts anew at each update: carried over, the moments of one update scaled the next
+      // (a batch with one unusual reply shrank every later step; docs/learning.md, "Optimizer state").
+      candidate = await this.service.engine.cloneAdapter(registry.current(adapterId).adapter, { freshOptimizer: true });
       const r = await this.service.engine.sdpoStep(candidate, samples, options);
       phases.step = performance.now() - t;
       t = performance.now();
