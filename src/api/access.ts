@@ -105,8 +105,16 @@ export function registerAccess(app: FastifyInstance, opts: AccessOptions, servic
     if (typeof params.tenant === 'string' && params.tenant !== p.tenant) {
       return reply.status(404).send(openAiError(`adapter ${params.tenant}/${String(params.name ?? '')} does not exist`, 'invalid_request_error', null, 'not_found'));
     }
-    const items = Array.isArray(body.requests) ? (body.requests as Record<string, unknown>[]) : [body];
-    for (const it of [...items, query]) {
+    const items = Array.isArray(body.requests) ? (body.requests as unknown[]) : [body];
+    for (const it of [...items, query] as Record<string, unknown>[]) {
+      // Fail closed: an id this check cannot read is refused, never waved through.
+      if (it === null || typeof it !== 'object') {
+        if (it === body || it === query) continue;
+        return reply.status(400).send(openAiError('each item must be a JSON object', 'invalid_request_error', null, 'invalid_body'));
+      }
+      for (const field of ['lora_id', 'completion_id'] as const) {
+        if (it[field] !== undefined && typeof it[field] !== 'string') return reply.status(400).send(openAiError(`${field} must be a string`, 'invalid_request_error', field, 'invalid_body'));
+      }
       if (typeof it.lora_id === 'string' && !mine(it.lora_id)) {
         return reply.status(403).send(openAiError(`This key belongs to tenant "${p.tenant}": lora_id must be "${p.tenant}/<name>" (got ${JSON.stringify(it.lora_id)}).`, 'invalid_request_error', 'lora_id', 'forbidden'));
       }

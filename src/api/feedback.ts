@@ -45,6 +45,7 @@ const trainingProps = {
 const itemSchema = {
   type: 'object',
   required: ['lora_id', 'feedback'],
+  additionalProperties: false,
   properties: {
     lora_id: { type: 'string' },
     completion_id: { type: 'string', minLength: 1, maxLength: 200 },
@@ -93,7 +94,14 @@ export const feedbackRoutes = (orchestrator: Orchestrator): FastifyPluginAsync =
       {
         config: { rate: 'feedback' },
         schema: {
-          body: { anyOf: [{ type: 'object', required: ['requests'], properties: { requests: { type: 'array', minItems: 1, maxItems: MAX_BATCH, items: itemSchema } } }, itemSchema] },
+          // The shape is decided first (a body with `requests` is a batch, and nothing else), then
+          // validated strictly: no branch can accept a body another branch refused.
+          body: {
+            type: 'object',
+            if: { required: ['requests'] },
+            then: { required: ['requests'], additionalProperties: false, properties: { requests: { type: 'array', minItems: 1, maxItems: MAX_BATCH, items: itemSchema } } },
+            else: itemSchema,
+          },
           headers: { type: 'object', properties: { 'idempotency-key': { type: 'string', minLength: 1, maxLength: 200 } } },
           response: { '4xx': errorSchema },
         },
@@ -103,7 +111,9 @@ export const feedbackRoutes = (orchestrator: Orchestrator): FastifyPluginAsync =
         const batch = 'requests' in body;
         const items = batch ? body.requests : [body as ItemBody];
         const jobs = items.map(toJob);
-        const key = request.headers['idempotency-key'] as string | undefined;
+        const given = request.headers['idempotency-key'] as string | undefined;
+        // Keys are per tenant: another tenant's key names none of your jobs, and cannot claim yours.
+        const key = given === undefined ? undefined : `${request.principal?.tenant ?? ''}\u0000${given}`;
         const { ids, repeated } = orchestrator.submit(jobs, key);
         const status = (id: string) => ({ job_id: id, status: orchestrator.jobs.get(id)!.status });
         return reply.status(repeated ? 200 : 202).send(batch ? { jobs: ids.map(status) } : status(ids[0]!));

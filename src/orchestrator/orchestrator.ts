@@ -102,7 +102,7 @@ export class Orchestrator {
 
   /** Validates and durably stores feedback; training happens later. */
   submit(jobs: { adapterId: string; options: TrainingOptions; items: FeedbackItem[] }[], idempotencyKey?: string): { ids: string[]; repeated: boolean } {
-    for (const job of jobs) {
+    for (const [j, job] of jobs.entries()) {
       this.registry.get(job.adapterId);
       this.checkOptions(job.options);
       for (const it of job.items) {
@@ -112,6 +112,7 @@ export class Orchestrator {
           if (!(record.request as { messages?: unknown }).messages) throw new InputError(`completion ${it.completionId} is a text completion; feedback needs a chat completion`);
           if (!record.choices[it.choiceIndex]) throw new InputError(`completion ${it.completionId} has no choice ${it.choiceIndex}`);
         }
+        this.checkSize(it, `requests[${j}]`);
       }
     }
     if (!(idempotencyKey && this.jobs.knownKey(idempotencyKey))) {
@@ -127,6 +128,29 @@ export class Orchestrator {
     const out = this.jobs.submit(jobs, idempotencyKey);
     for (const job of jobs) this.schedule(job.adapterId);
     return out;
+  }
+
+  /**
+   * What one item costs, bounded before it is stored: its prompt within the server's prompt limit (as
+   * for chat), prompt and response (the teacher's prompt adds the feedback) within the model's
+   * context. An unbounded item once stalled every tenant's chat, and again after each restart.
+   */
+  private checkSize(item: FeedbackItem, where: string): void {
+    let s: SdpoSample;
+    try {
+      s = this.sample(item, []);
+    } catch (err) {
+      if (err instanceof NotFoundError || err instanceof InputError) throw err;
+      throw new InputError(`${where}: the conversation cannot be rendered with the model's chat template (${err instanceof Error ? err.message : String(err)})`);
+    }
+    const context = this.service.engine.config.maxPositionEmbeddings;
+    if (s.promptIds.length > this.service.maxPromptTokens) {
+      throw new InputError(`${where}: the prompt has ${s.promptIds.length} tokens; this server accepts at most ${this.service.maxPromptTokens}`);
+    }
+    const longest = Math.max(s.promptIds.length, s.teacherPromptIds.length) + s.responseIds.length;
+    if (longest > context) {
+      throw new InputError(`${where}: prompt (with the feedback, for the teacher) and response come to ${longest} tokens; the model's context is ${context}`);
+    }
   }
 
   /** Resumes what a previous run left: interrupted jobs run again. */
