@@ -156,7 +156,9 @@ test('bad requests get 4xx errors in OpenAI shape', async () => {
   assert.equal(unknown.status, 404);
   assert.equal(((await unknown.json()) as { error: { code: string } }).error.code, 'not_found');
   const health = await fetch(`${base}/healthz`);
-  assert.equal(health.status, 200);
+  assert.deepEqual([health.status, await health.json()], [200, { status: 'ok', ready: true }], 'the public health check names nothing served');
+  const status = (await (await fetch(`${base}/v1/admin/status`)).json()) as { serving: string; active_generations: number };
+  assert.equal(status.serving, 'embedded');
   const metrics = await (await fetch(`${base}/metrics`)).text();
   assert.match(metrics, /claas_generated_tokens_total \d+/);
   const docs = await fetch(`${base}/docs/json`);

@@ -81,7 +81,7 @@ test('keys: none or a wrong one is 401; public routes stay open; admin routes ne
   assert.equal(wrong.headers.get('www-authenticate'), 'Bearer');
   assert.equal((await call('GET', '/healthz', null)).status, 200);
   assert.equal((await call('GET', '/docs/json', null)).status, 200);
-  for (const [method, path] of [['GET', '/metrics'], ['GET', '/is_sleeping'], ['GET', '/v1/admin/keys'], ['POST', '/wake_up']] as const) {
+  for (const [method, path] of [['GET', '/metrics'], ['GET', '/v1/admin/status'], ['GET', '/is_sleeping'], ['GET', '/v1/admin/keys'], ['POST', '/wake_up']] as const) {
     assert.equal((await call(method, path, 'a')).status, 403, `${method} ${path} with a user key`);
     assert.equal((await call(method, path, 'admin')).status, 200, `${method} ${path} with the admin key`);
   }

@@ -3,6 +3,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import * as tar from 'tar';
 import type { FastifyInstance } from 'fastify';
@@ -210,6 +211,20 @@ test('the collapse guard bounds one update against the version it replaces, not 
   assert.equal(same.passed, true, same.reason ?? '');
 });
 
+test('the collapse guard refuses non-finite weights, even when it is switched off', async () => {
+  const engine = service.engine;
+  const fresh = engine.createAdapter({ rank: 4, alpha: 8, seed: 1 });
+  const params = fresh.state().params.slice();
+  params[7] = Number.NaN;
+  const broken = engine.restoreAdapter(fresh.shape, { params, step: 0 });
+  for (const enabled of [true, false]) {
+    const guard = new CollapseGuard(engine, service.template, service.tokenizer, { ...DEFAULT_GUARD, probeTokens: 2, enabled }, service.stopTokenIds);
+    const v = await guard.check(broken, fresh);
+    assert.equal(v.passed, false, `enabled: ${enabled}`);
+    assert.match(v.reason!, /non-finite weight \(NaN at index 7/);
+  }
+});
+
 test('longestRepeat finds loops of one to four tokens', () => {
   assert.equal(longestRepeat([1, 2, 3, 4]), 1);
   assert.equal(longestRepeat([5, 5, 5, 5, 1]), 4);
@@ -246,4 +261,37 @@ test('export a version as .tar.gz and import it as a new adapter', async () => {
   const garbage = await upload(Buffer.from('not a tarball at all'), 'bob/garbage');
   assert.equal(garbage.status, 400);
   assert.equal((await call('GET', '/v1/lora/bob/extra')).status, 404, 'nothing was created');
+
+  // A shape out of range, or a NaN weight, is refused; nothing is left behind, in the data
+  // directory or the system's temp folder.
+  const repack = (name: string, edit: (folder: string) => void) => {
+    const folder = join(dir, name);
+    mkdirSync(folder);
+    tar.x({ file: join(dir, 'a.tar.gz'), cwd: folder, sync: true });
+    edit(folder);
+    tar.c({ gzip: true, cwd: folder, file: join(dir, `${name}.tar.gz`), sync: true }, readdirSync(folder));
+    return readFileSync(join(dir, `${name}.tar.gz`));
+  };
+  const tempBefore = readdirSync(tmpdir()).filter((n) => n.startsWith('claas-import-')).length;
+  for (const [field, value] of [['r', 1e12], ['lora_alpha', 1e308]] as const) {
+    const body = repack(`shape-${field}`, (folder) => {
+      const config = JSON.parse(readFileSync(join(folder, 'adapter_config.json'), 'utf8')) as Record<string, unknown>;
+      writeFileSync(join(folder, 'adapter_config.json'), JSON.stringify({ ...config, [field]: value }));
+    });
+    const r = await upload(body, `bob/${field.replace('_', '-')}`);
+    assert.equal(r.status, 400, field);
+    assert.match(((await r.json()) as { error: { message: string } }).error.message, new RegExp(field));
+  }
+  const nan = repack('nan', (folder) => {
+    const file = join(folder, 'adapter_model.safetensors');
+    const bytes = readFileSync(file);
+    bytes.writeFloatLE(Number.NaN, bytes.length - 4); // the last value of the last tensor
+    writeFileSync(file, bytes);
+  });
+  const refused = await upload(nan, 'bob/nan');
+  assert.equal(refused.status, 400);
+  assert.match(((await refused.json()) as { error: { message: string } }).error.message, /non-finite/);
+  assert.equal((await call('GET', '/v1/lora/bob/nan')).status, 404);
+  assert.deepEqual(readdirSync(orchestrator.registry.root).filter((n) => n.startsWith('.')), [], 'no import work folder stays');
+  assert.equal(readdirSync(tmpdir()).filter((n) => n.startsWith('claas-import-')).length, tempBefore, 'nothing was unpacked in the temp folder');
 });

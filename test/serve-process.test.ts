@@ -46,7 +46,7 @@ test('32 concurrent chats succeed and SIGTERM during them loses none', async () 
   });
   // Once every request is generating (however slow the machine), ask the server to stop.
   for (let t0 = Date.now(); Date.now() - t0 < 20_000; ) {
-    const health = (await (await fetch(`${address}/healthz`)).json()) as { active_generations: number };
+    const health = (await (await fetch(`${address}/v1/admin/status`)).json()) as { active_generations: number };
     if (health.active_generations >= 32) break;
     await new Promise((r) => setTimeout(r, 5));
   }

@@ -179,7 +179,7 @@ test('an update in vLLM mode: drain, sleep, step, wake, load the new version, al
   for (const c of during) assert.equal(service.store.get(c.id)!.adapterVersion, 'v0002', 'a chat that waited for the update is served by the new version');
 
   // The upstream went through sleep and wake, got the new version, and lost the old one.
-  const health = (await call(base, 'GET', '/healthz')).body;
+  const health = (await call(base, 'GET', '/v1/admin/status')).body;
   assert.equal(health.serving, 'vllm');
   const events = (health.vllm.events as Json[]).map((e) => e.event as string);
   const order = ['sleep', 'wake_up', `load ${id}@v0002`, `unload ${id}@v0001`].map((e) => events.indexOf(e));

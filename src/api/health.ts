@@ -1,4 +1,5 @@
-// GET /healthz (liveness and what is served) and GET /metrics (Prometheus text format).
+// GET /healthz (public: liveness only), GET /v1/admin/status (admin: what is served, and in vLLM mode
+// the upstream's address and its adapter events) and GET /metrics (admin: Prometheus text format).
 import type { FastifyPluginAsync } from 'fastify';
 import type { InferenceService } from '../serve/inference.js';
 import { VllmGenerator } from '../serve/vllm-generator.js';
@@ -9,7 +10,7 @@ export interface RequestCounters {
 
 export const healthRoutes = (service: InferenceService, counters: RequestCounters): FastifyPluginAsync =>
   async (app) => {
-    const healthSchema = {
+    const statusSchema = {
       type: 'object',
       properties: {
         status: { type: 'string' },
@@ -28,7 +29,11 @@ export const healthRoutes = (service: InferenceService, counters: RequestCounter
         },
       },
     };
-    app.get('/healthz', { config: { access: 'public' }, schema: { response: { 200: healthSchema } } }, async () => {
+    // Public, so it says nothing a stranger could use: adapter names and the upstream's address are
+    // behind the admin key.
+    app.get('/healthz', { config: { access: 'public' }, schema: { response: { 200: { type: 'object', properties: { status: { type: 'string' }, ready: { type: 'boolean' } } } } } }, async () => ({ status: 'ok', ready: true }));
+
+    app.get('/v1/admin/status', { config: { access: 'admin' }, schema: { response: { 200: statusSchema } } }, async () => {
       const g = service.generator;
       return {
         status: 'ok',

@@ -10,7 +10,7 @@ import { pickBackend, type BackendChoice, type BackendName, type BackendRequest 
 import { cudaAddon } from './cuda.js';
 import { LORA_MODULES, peftKey, type LoraModule } from './lora-modules.js';
 import { nativeAddon, type NativeAdapter, type NativeConfig, type NativeModel, type NativeSample, type NativeSampled, type NativeSequence } from './native.js';
-import { loadAdapterFiles, readAdapterConfig, saveAdapterFiles, validateTargets, type AdapterFileState, type LoraShape, type LoraTensorSlot } from './peft.js';
+import { loadAdapterFiles, MAX_LORA_ALPHA, MAX_LORA_RANK, readAdapterConfig, saveAdapterFiles, validateTargets, type AdapterFileState, type LoraShape, type LoraTensorSlot } from './peft.js';
 import { resolveSdpoOptions, type SdpoOptions } from './sdpo-options.js';
 import { checkWeightStorageRequest, type WeightStorageRequest } from './webgpu/weight-storage.js';
 
@@ -242,8 +242,8 @@ export class Engine {
   createAdapter(options: CreateAdapterOptions = {}): Adapter {
     const rank = options.rank ?? 32;
     const alpha = options.alpha ?? 64;
-    if (!Number.isInteger(rank) || rank < 1 || rank > 4096) throw new InputError(`rank must be an integer in [1, 4096] (got ${String(rank)})`);
-    if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha <= 0) throw new InputError(`alpha must be a positive number (got ${String(alpha)})`);
+    if (!Number.isInteger(rank) || rank < 1 || rank > MAX_LORA_RANK) throw new InputError(`rank must be an integer in [1, ${MAX_LORA_RANK}] (got ${String(rank)})`);
+    if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha <= 0 || alpha > MAX_LORA_ALPHA) throw new InputError(`alpha must be a number in (0, ${MAX_LORA_ALPHA}] (got ${String(alpha)})`);
     const shape: LoraShape = { rank, alpha, targetModules: validateTargets(options.targetModules ?? [...LORA_MODULES]) };
     const seed = options.seed ?? Math.floor(Math.random() * 2 ** 32);
     const native = this.model.createAdapter({ rank, alpha, targets: LORA_MODULES.map((m) => shape.targetModules.includes(m)), seed });

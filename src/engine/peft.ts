@@ -34,13 +34,17 @@ export const ADAPTER_WEIGHTS = 'adapter_model.safetensors';
 export const EMA_WEIGHTS = 'ema_model.safetensors';
 export const OPTIMIZER_STATE = 'optimizer.safetensors';
 
+/** Bounds on a LoRA's shape, for created and imported adapters alike (an imported `r` of 1e12 once reached the allocator). */
+export const MAX_LORA_RANK = 4096;
+export const MAX_LORA_ALPHA = 65536;
+
 /** Validates a PEFT adapter_config.json object. */
 export function parseAdapterConfig(raw: Record<string, unknown>): LoraShape {
   if (raw.peft_type !== undefined && raw.peft_type !== 'LORA') throw new AdapterError(`adapter_config.json: peft_type ${JSON.stringify(raw.peft_type)} is not LORA`);
   const r = raw.r;
-  if (typeof r !== 'number' || !Number.isInteger(r) || r <= 0) throw new AdapterError(`adapter_config.json: r must be a positive integer (got ${JSON.stringify(r)})`);
+  if (typeof r !== 'number' || !Number.isInteger(r) || r <= 0 || r > MAX_LORA_RANK) throw new AdapterError(`adapter_config.json: r must be an integer in [1, ${MAX_LORA_RANK}] (got ${JSON.stringify(r)})`);
   const alpha = raw.lora_alpha ?? r;
-  if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha <= 0) throw new AdapterError(`adapter_config.json: lora_alpha must be a positive number`);
+  if (typeof alpha !== 'number' || !Number.isFinite(alpha) || alpha <= 0 || alpha > MAX_LORA_ALPHA) throw new AdapterError(`adapter_config.json: lora_alpha must be a number in (0, ${MAX_LORA_ALPHA}] (got ${JSON.stringify(alpha)})`);
   if (raw.use_rslora === true) throw new AdapterError('adapter_config.json: use_rslora is not supported');
   if (raw.use_dora === true) throw new AdapterError('adapter_config.json: use_dora is not supported');
   if (raw.fan_in_fan_out === true) throw new AdapterError('adapter_config.json: fan_in_fan_out is not supported');

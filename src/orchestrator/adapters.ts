@@ -2,7 +2,6 @@
 // <root>/<tenant>/<name>/vNNNN (written to a temporary name, then renamed) with a row in SQLite; the
 // adapter's id is a stable alias served at its current (promoted) version.
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import type { Readable } from 'node:stream';
 import * as tar from 'tar';
 import { join } from 'node:path';
@@ -15,6 +14,9 @@ import type { InferenceService } from '../serve/inference.js';
 import { inTransaction, prepare, type Db, type Statement } from '../store/db.js';
 import { checkAdapterId, versionDir } from './adapter-ids.js';
 
+
+/** Work folders of imports in progress, inside the adapters' root (no tenant name starts with a dot). */
+const IMPORT_PREFIX = '.import-';
 export type VersionStatus = 'initial' | 'promoted' | 'rejected' | 'candidate';
 
 export interface VersionInfo {
@@ -184,7 +186,10 @@ export class AdapterRegistry {
   async importArchive(id: string, archive: Buffer): Promise<AdapterInfo> {
     checkAdapterId(id);
     if (this.q.adapter!.get(id)) throw new InputError(`adapter ${id} already exists`);
-    const work = mkdtempSync(join(tmpdir(), 'claas-import-'));
+    // Unpacked inside the data directory (its quota, its permissions), never in the system's temp
+    // folder; restore() removes what a killed import left.
+    mkdirSync(this.root, { recursive: true });
+    const work = mkdtempSync(join(this.root, IMPORT_PREFIX));
     try {
       const file = join(work, 'archive.tar.gz');
       writeFileSync(file, archive);
@@ -216,6 +221,9 @@ export class AdapterRegistry {
         if (err instanceof ClaasError) throw new InputError(`the archive is not an adapter for this model: ${err.message}`);
         throw err;
       }
+      const { params } = adapter.state();
+      const bad = params.findIndex((x) => !Number.isFinite(x));
+      if (bad >= 0) throw new InputError(`the archive's weights hold a non-finite value (${params[bad]} at index ${bad})`);
       await this.engine.saveAdapter(adapter, this.dir(id, 1));
       inTransaction(this.db, () => {
         this.q.insertAdapter!.run(id, Date.now(), adapter.rank, adapter.alpha, JSON.stringify(adapter.targetModules), 1);
@@ -240,6 +248,9 @@ export class AdapterRegistry {
    * written), then serve every adapter at its current version.
    */
   async restore(): Promise<void> {
+    if (existsSync(this.root)) {
+      for (const entry of readdirSync(this.root)) if (entry.startsWith(IMPORT_PREFIX)) rmSync(join(this.root, entry), { recursive: true, force: true });
+    }
     for (const info of this.list()) {
       const folder = join(this.root, ...info.id.split('/'));
       const known = new Set(info.versions.map((v) => versionDir(v.version)));

@@ -142,6 +142,10 @@ export class CollapseGuard {
 
   /** Whether `candidate` may replace `replaced` (the version served now; null: the base model). */
   async check(candidate: Adapter, replaced: Adapter | null): Promise<GuardVerdict> {
+    // Checked even with the guard off: a NaN or infinite weight never serves.
+    const { params } = candidate.state();
+    const bad = params.findIndex((x) => !Number.isFinite(x));
+    if (bad >= 0) return { passed: false, updateKl: NaN, klToBase: NaN, entropy: NaN, degenerate: [], reason: `the adapter has a non-finite weight (${params[bad]} at index ${bad} of ${params.length})` };
     if (!this.config.enabled) return { passed: true, updateKl: NaN, klToBase: NaN, entropy: NaN, degenerate: [], reason: null };
     const V = this.engine.config.vocabSize;
     let updateKl = 0, klToBase = 0, entropy = 0, n = 0;
@@ -175,6 +179,7 @@ export class CollapseGuard {
     klToBase /= n;
     entropy /= n;
     const reasons = [];
+    if (![updateKl, klToBase, entropy].every(Number.isFinite)) reasons.push(`non-finite measures on the probes (update KL ${updateKl}, KL to base ${klToBase}, entropy ${entropy})`);
     if (updateKl > this.config.maxUpdateKl) reasons.push(`update KL to the replaced version ${updateKl.toFixed(3)} > ${this.config.maxUpdateKl} nats/token on the probes`);
     if (degenerate.length > 0) reasons.push(`degenerate replies on ${degenerate.length} of ${this.config.probes.length} probes (${degenerate.map((d) => `${JSON.stringify(d.probe)}: ${d.why}`).join('; ')})`);
     return { passed: reasons.length === 0, updateKl, klToBase, entropy, degenerate, reason: reasons.length ? reasons.join('; ') : null };

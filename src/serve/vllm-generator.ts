@@ -21,7 +21,7 @@ export class VllmGenerator implements TokenGenerator {
   /** vLLM names loaded (or loading) by this process. */
   private readonly loaded = new Map<string, Promise<void>>();
   private readonly uses = new Map<string, number>();
-  /** Admin calls made, in order (shown in /healthz and checked by tests). */
+  /** Admin calls made, in order (shown in /v1/admin/status and checked by tests). */
   readonly events: { at: number; event: string }[] = [];
 
   constructor(
