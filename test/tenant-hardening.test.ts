@@ -2,9 +2,11 @@
 // accepted as a single item (so items are always validated, and bob cannot train on alice's reply
 // by wrapping her id in an array), malformed bodies are 400s rather than 500s, idempotency keys are
 // per tenant, and a raw item larger than the model's context is refused before it is stored (one
-// such job once stalled every tenant's chat, and again after each restart).
+// such job once stalled every tenant's chat, and again after each restart). A client that stalls while
+// sending its body is cut off.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { connect } from 'node:net';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../src/api/app.js';
@@ -119,4 +121,30 @@ test("a raw item longer than the model's context is refused before it is stored;
   assert.match(longAnswer.body.error.message, /^requests\[0\]/);
   const chat = await call('POST', '/v1/chat/completions', 'alice', { model: 'alice/mine', messages: [{ role: 'user', content: 'hi' }], max_tokens: 2 });
   assert.equal(chat.status, 200);
+});
+
+test('a client that stalls while sending its body is disconnected', { timeout: 20_000 }, async () => {
+  const quick = await buildApp(service, { orchestrator, requestTimeoutMs: 300 });
+  const address = new URL(await quick.listen({ host: '127.0.0.1', port: 0 }));
+  const socket = connect(Number(address.port), address.hostname);
+  try {
+    await new Promise<void>((r) => socket.once('connect', () => r()));
+    socket.write(`POST /v1/feedback HTTP/1.1\r\nhost: x\r\nauthorization: Bearer ${key.bob}\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{`);
+    let answer = '';
+    socket.on('data', (d: Buffer) => (answer += d.toString()));
+    const t0 = Date.now();
+    const closed = await new Promise<boolean>((resolve) => {
+      const timer = setTimeout(() => resolve(false), 5000);
+      socket.once('close', () => {
+        clearTimeout(timer);
+        resolve(true);
+      });
+    });
+    assert.ok(closed, 'the server closed the stalled connection');
+    assert.ok(Date.now() - t0 < 4000);
+    assert.match(answer, /^HTTP\/1\.1 408/, 'with 408 Request Timeout');
+  } finally {
+    socket.destroy();
+    await quick.close();
+  }
 });

@@ -30,6 +30,8 @@ export interface AppOptions {
   requireKeys?: boolean;
   /** Per-key rate limits (default: none). */
   rateLimits?: { chat?: RateLimit; feedback?: RateLimit };
+  /** How long a client may take to send a whole request, headers and body (default 30 s). */
+  requestTimeoutMs?: number;
 }
 
 export async function buildApp(service: InferenceService, options: AppOptions = {}): Promise<FastifyInstance> {
@@ -38,9 +40,16 @@ export async function buildApp(service: InferenceService, options: AppOptions = 
     options.logger && typeof options.logger === 'object'
       ? { ...options.logger, serializers: { req: (r: { method: string; url: string; ip?: string }) => ({ method: r.method, url: r.url.split('?')[0], remoteAddress: r.ip }) } }
       : (options.logger ?? false);
+  const requestTimeout = options.requestTimeoutMs ?? 30_000;
   const app = Fastify({
     logger,
     bodyLimit: options.bodyLimit ?? 4 * 1024 * 1024,
+    // A client that stalls while sending its request is cut off; the reply (a long generation, a
+    // stream) is not limited by this.
+    requestTimeout,
+    // Node enforces the request timeout only with the headers timeout at or below it, and looks for
+    // expired requests every connectionsCheckingInterval (its 30 s default would double the wait).
+    http: { requestTimeout, headersTimeout: requestTimeout, connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(requestTimeout / 3))) },
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
   });
   registerErrorHandlers(app);
