@@ -71,6 +71,8 @@ function resolveModel(model: string | undefined, data: string): string {
 }
 
 export async function serve(opts: ServeOptions): Promise<void> {
+  // Everything the server writes (database, WAL, adapter versions, imports) is its user's alone.
+  process.umask(0o077);
   if (!Number.isInteger(opts.port) || opts.port < 0 || opts.port > 65535) throw new ClaasError('E_USAGE', `--port must be 0-65535 (got ${opts.port})`);
   if (opts.batchSize !== undefined && (!Number.isInteger(opts.batchSize) || opts.batchSize < 1)) throw new ClaasError('E_USAGE', `--batch-size must be a positive integer (got ${opts.batchSize})`);
   if (opts.batchWaitMs !== undefined && (!Number.isFinite(opts.batchWaitMs) || opts.batchWaitMs < 0)) throw new ClaasError('E_USAGE', `--batch-wait-ms must be >= 0 (got ${opts.batchWaitMs})`);

@@ -158,6 +158,12 @@ test('logs at info level hold neither keys nor prompts', async () => {
   const marker = 'my secret diary entry 8412';
   assert.equal((await call('POST', '/v1/chat/completions', 'a', chatBody('random-tiny', marker))).status, 200);
   assert.equal((await call('POST', '/v1/chat/completions', 'a', { ...chatBody('random-tiny', marker), max_tokens: -1 })).status, 400);
+  // A tool call whose arguments are not JSON: the parser's message would quote them.
+  const toolTurn = { role: 'assistant', content: '', tool_calls: [{ id: 'c1', type: 'function', function: { name: 'note', arguments: `{"text": ${marker}}` } }] };
+  const bad = await call('POST', '/v1/chat/completions', 'a', { ...chatBody('random-tiny'), messages: [{ role: 'user', content: 'hi' }, toolTurn, { role: 'user', content: 'and?' }] });
+  assert.equal(bad.status, 400);
+  assert.match(bad.body.error.message, /function.arguments is not valid JSON/);
+  assert.ok(!JSON.stringify(bad.body).includes('my secret'), 'the error does not quote the prompt');
   assert.ok(logs.includes('/v1/chat/completions'), 'requests are logged');
   for (const k of Object.values(key)) assert.ok(!logs.includes(k.slice(-20)), 'no key in the logs');
   assert.ok(!logs.includes(marker), 'no prompt in the logs');

@@ -1,9 +1,10 @@
 // `claas serve` as a real process: 32 concurrent chats all succeed, and a SIGTERM sent while they run
 // loses none of them (the server finishes in-flight requests, stores their records, then exits 0).
-// And a mistyped command line is a usage error that names the option, not a stack trace.
+// Its database is 0600 and its data folder closed to others. And a mistyped command line is a usage error that names the option, not a stack trace.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
+import { statSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
@@ -55,6 +56,9 @@ test('32 concurrent chats succeed and SIGTERM during them loses none', async () 
   assert.equal(await exited, 0, out);
   const inFlight = Number(out.match(/SIGTERM: no new requests; finishing (\d+) generation/)?.[1]);
   assert.equal(inFlight, 32, 'SIGTERM arrived while all 32 generations were running');
+  // What the server wrote is its user's alone: the database (prompts, replies, key hashes) and the data folder.
+  assert.equal(statSync(join(data, 'claas.db')).mode & 0o777, 0o600);
+  assert.equal(statSync(data).mode & 0o077, 0, 'the data folder is closed to others');
   const store = new CompletionStore(openDb(join(data, 'claas.db')));
   for (const r of results) {
     assert.ok(r.text.length > 0);

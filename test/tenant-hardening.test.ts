@@ -3,7 +3,7 @@
 // by wrapping her id in an array), malformed bodies are 400s rather than 500s, idempotency keys are
 // per tenant, and a raw item larger than the model's context is refused before it is stored (one
 // such job once stalled every tenant's chat, and again after each restart). A client that stalls while
-// sending its body is cut off.
+// sending its body is cut off, and prompt_logprobs is bounded before it runs.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
@@ -147,4 +147,15 @@ test('a client that stalls while sending its body is disconnected', { timeout: 2
     socket.destroy();
     await quick.close();
   }
+});
+
+test('prompt_logprobs is bounded by what it returns, before any work; within the bound it answers', async () => {
+  const t0 = Date.now();
+  const big = await call('POST', '/v1/completions', 'bob', { model: 'random-tiny', prompt: Array.from({ length: 1500 }, () => 5), max_tokens: 1, prompt_logprobs: 1000 });
+  assert.equal(big.status, 400);
+  assert.match(big.body.error.message, /would return 1500499 entries; at most 1000000/);
+  assert.ok(Date.now() - t0 < 2000, 'refused before the work');
+  const small = await call('POST', '/v1/completions', 'bob', { model: 'random-tiny', prompt: [5, 6, 7, 8], max_tokens: 1, prompt_logprobs: 3 });
+  assert.equal(small.status, 200);
+  assert.equal(small.body.prompt_logprobs.length, 4);
 });

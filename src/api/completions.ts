@@ -4,6 +4,7 @@ import { newCompletionId, type InferenceService, type TokenLogprob } from '../se
 import { completionBodySchema, errorSchema } from './schemas.js';
 import { abortOnDisconnect, SseWriter } from './sse.js';
 import { samplingFromBody, type SamplingBody } from './sampling.js';
+import { checkPromptLogprobs } from '../serve/work-bounds.js';
 
 interface CompletionBody extends SamplingBody {
   prompt: string | number[];
@@ -41,6 +42,11 @@ export const completionRoutes = (service: InferenceService): FastifyPluginAsync 
         const signal = abortOnDisconnect(reply);
         const id = newCompletionId('cmpl');
         const asIds = body.return_tokens_as_token_ids === true;
+        if (body.prompt_logprobs !== undefined && body.prompt_logprobs !== null) {
+          // Before any work: the prompt's length as the engine will see it.
+          const n = typeof body.prompt === 'string' ? service.tokenizer.encode(body.prompt, { addSpecialTokens: false }).length : body.prompt.length;
+          checkPromptLogprobs(n, body.prompt_logprobs, service.engine.config.vocabSize);
+        }
         const req = { ...samplingFromBody(body, body.max_tokens ?? 16), prompt: body.prompt, logprobs, id, signal, stopTokenIds: body.stop_token_ids ?? [], tenant: request.principal.tenant };
         if (!body.stream) {
           const out = await service.complete(req);

@@ -79,7 +79,9 @@ function normalizeToolCall(call: unknown, where: string): Record<string, unknown
     try {
       args = args.trim() === '' ? {} : JSON.parse(args);
     } catch (e) {
-      throw new InputError(`${where}: function.arguments is not valid JSON: ${(e as Error).message}`);
+      // The parser's message quotes the text; the error (and so the log) must not carry a prompt.
+      const at = /position (\d+)/.exec((e as Error).message)?.[1];
+      throw new InputError(`${where}: function.arguments is not valid JSON${at === undefined ? '' : ` (at character ${at})`}`);
     }
   }
   if (!isObject(args)) throw new InputError(`${where}: function.arguments must be a JSON object`);

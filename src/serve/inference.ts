@@ -12,6 +12,7 @@ import type { CompletionStore } from '../store/completions.js';
 import { parseReply, ReplyStream, type ReplyDelta } from './reply-stream.js';
 import type { TokenGenerator } from './token-generator.js';
 import type { ParsedToolCall } from './tool-calls.js';
+import { checkPromptLogprobs } from './work-bounds.js';
 
 export interface SamplingRequest {
   model: string;
@@ -153,6 +154,7 @@ export class InferenceService {
    * prompt token and the top-k alternatives (the remote-teacher scoring call).
    */
   async promptLogprobs(model: string, ids: number[], k: number): Promise<({ id: number; logprob: number; rank: number; top: { id: number; logprob: number }[] } | null)[]> {
+    checkPromptLogprobs(ids.length, k, this.engine.config.vocabSize);
     const { adapter } = this.resolve(model);
     await this.awake();
     const logits = await this.engine.logits(ids, adapter?.adapter ?? null);

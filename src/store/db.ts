@@ -5,7 +5,7 @@
 // pragmas and transactions go through exec(), and prepared statements are pinned for the life of the
 // process (a handful per database).
 import Database from 'better-sqlite3';
-import { mkdirSync } from 'node:fs';
+import { chmodSync, mkdirSync } from 'node:fs';
 import { dirname } from 'node:path';
 
 export type Db = Database.Database;
@@ -119,8 +119,11 @@ const MIGRATIONS: string[] = [
 
 /** Opens (creating when needed) the database at `file`, or in memory for ':memory:'. */
 export function openDb(file: string): Db {
-  if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true });
+  if (file !== ':memory:') mkdirSync(dirname(file), { recursive: true, mode: 0o700 });
   const db = new Database(file);
+  // Prompts, replies and key hashes live here: readable by the server's user only, also when an
+  // older version created the file with the default mode.
+  if (file !== ':memory:') chmodSync(file, 0o600);
   db.exec('PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;');
   const version = prepare(db, 'PRAGMA user_version').pluck().get() as number;
   for (let v = version; v < MIGRATIONS.length; v++) {
