@@ -4,6 +4,9 @@
 import { randomUUID } from 'node:crypto';
 import { inTransaction, prepare, type Db, type Statement } from '../store/db.js';
 
+
+/** Starts of one job's update before a restart gives it up. */
+export const MAX_ATTEMPTS = 5;
 export type JobStatus = 'queued' | 'running' | 'done' | 'failed';
 
 export interface FeedbackItem {
@@ -59,8 +62,9 @@ export class FeedbackJobs {
       byKey: prepare(db, 'SELECT id FROM jobs WHERE idempotency_key = ?').pluck(),
       items: prepare(db, 'SELECT * FROM feedback_items WHERE job_id = ? ORDER BY id'),
       queued: prepare(db, "SELECT id FROM jobs WHERE status = 'queued' ORDER BY created_at, rowid").pluck(),
+      giveUp: prepare(db, "UPDATE jobs SET status = 'failed', finished_at = ?, error = ? WHERE status = 'running' AND attempts >= ?"),
       requeue: prepare(db, "UPDATE jobs SET status = 'queued', started_at = NULL WHERE status = 'running'"),
-      start: prepare(db, "UPDATE jobs SET status = 'running', started_at = ? WHERE id = ?"),
+      start: prepare(db, "UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1 WHERE id = ?"),
       finish: prepare(db, 'UPDATE jobs SET status = ?, finished_at = ?, error = ?, result_json = ? WHERE id = ?'),
       count: prepare(db, "SELECT COUNT(*) FROM jobs WHERE adapter_id = ? AND status IN ('queued', 'running')").pluck(),
       learned: prepare(
@@ -155,8 +159,15 @@ export class FeedbackJobs {
   }
 
   /** Jobs interrupted by a crash run again. */
+  /**
+   * After a restart: jobs that were running run again, unless the server already stopped during
+   * their update MAX_ATTEMPTS times (a job that kills the process must not block every start).
+   */
   requeueInterrupted(): number {
-    return this.q.requeue!.run().changes;
+    return inTransaction(this.db, () => {
+      this.q.giveUp!.run(Date.now(), `the server stopped during this update ${MAX_ATTEMPTS} times (killed or crashed); not tried again`, MAX_ATTEMPTS);
+      return this.q.requeue!.run().changes;
+    });
   }
 
   markRunning(ids: string[]): void {

@@ -115,6 +115,7 @@ const MIGRATIONS: string[] = [
      tenant TEXT,
      summary_json TEXT NOT NULL
    );`,
+  `ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;`,
 ];
 
 /** Opens (creating when needed) the database at `file`, or in memory for ':memory:'. */
