@@ -3,7 +3,7 @@
 // by wrapping her id in an array), malformed bodies are 400s rather than 500s, idempotency keys are
 // per tenant, and a raw item larger than the model's context is refused before it is stored (one
 // such job once stalled every tenant's chat, and again after each restart). A client that stalls while
-// sending its body is cut off, and prompt_logprobs is bounded before it runs.
+// sending its body is cut off, prompt_logprobs is bounded before it runs, and eval runs are per tenant.
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
@@ -158,4 +158,19 @@ test('prompt_logprobs is bounded by what it returns, before any work; within the
   const small = await call('POST', '/v1/completions', 'bob', { model: 'random-tiny', prompt: [5, 6, 7, 8], max_tokens: 1, prompt_logprobs: 3 });
   assert.equal(small.status, 200);
   assert.equal(small.body.prompt_logprobs.length, 4);
+});
+
+test("eval runs are kept and listed per tenant, and a malformed one is refused", async () => {
+  const run = (seed: number) => ({ seed, styles: { caps: { before: 0, after: 1, events: 3 } }, retention_delta: 0, control_delta: 0 });
+  assert.equal((await call('POST', '/v1/eval/runs', 'alice', run(1))).status, 201);
+  for (let i = 0; i < 101; i++) assert.equal((await call('POST', '/v1/eval/runs', 'bob', run(100 + i))).status, 201);
+  const hers = (await call('GET', '/v1/eval/runs', 'alice')).body.data as Json[];
+  assert.deepEqual(hers.map((r) => r.summary.seed), [1], "bob's runs neither push out nor show among alice's");
+  const his = (await call('GET', '/v1/eval/runs', 'bob')).body.data as Json[];
+  assert.equal(his.length, 100, 'each tenant keeps its newest 100');
+  assert.equal(his[0]!.summary.seed, 200);
+  for (const styles of [{ x: null }, { x: { before: 'a', after: 1 } }, { x: {} }, []]) {
+    const r = await call('POST', '/v1/eval/runs', 'bob', { seed: 1, styles });
+    assert.equal(r.status, 400, JSON.stringify(styles));
+  }
 });
