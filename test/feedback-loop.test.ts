@@ -288,6 +288,12 @@ test('export a version as .tar.gz and import it as a new adapter', async () => {
     bytes.writeFloatLE(Number.NaN, bytes.length - 4); // the last value of the last tensor
     writeFileSync(file, bytes);
   });
+  // 32 MiB of zeros packs into a few kilobytes; the declared shape needs far less.
+  const bomb = repack('bomb', (folder) => writeFileSync(join(folder, 'adapter_model.safetensors'), Buffer.alloc(32 * 1024 * 1024)));
+  assert.ok(bomb.length < 200_000, `the archive is small (${bomb.length} bytes)`);
+  const burst = await upload(bomb, 'bob/bomb');
+  assert.equal(burst.status, 400);
+  assert.match(((await burst.json()) as { error: { message: string } }).error.message, /larger than the adapter its adapter_config.json declares: adapter_model.safetensors \(33554432 bytes/);
   const refused = await upload(nan, 'bob/nan');
   assert.equal(refused.status, 400);
   assert.match(((await refused.json()) as { error: { message: string } }).error.message, /non-finite/);

@@ -5,9 +5,9 @@ import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync 
 import type { Readable } from 'node:stream';
 import * as tar from 'tar';
 import { join } from 'node:path';
-import type { Adapter, Engine } from '../engine/engine.js';
+import { loraSlots, type Adapter, type Engine } from '../engine/engine.js';
 import { LORA_MODULES } from '../engine/lora-modules.js';
-import { validateTargets } from '../engine/peft.js';
+import { parseAdapterConfig, validateTargets } from '../engine/peft.js';
 import { ClaasError, InputError, NotFoundError } from '../errors.js';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, EMA_WEIGHTS, OPTIMIZER_STATE } from '../engine/peft.js';
 import type { InferenceService } from '../serve/inference.js';
@@ -17,6 +17,8 @@ import { checkAdapterId, versionDir } from './adapter-ids.js';
 
 /** Work folders of imports in progress, inside the adapters' root (no tenant name starts with a dot). */
 const IMPORT_PREFIX = '.import-';
+/** An adapter_config.json is a few hundred bytes. */
+const MAX_CONFIG_BYTES = 64 * 1024;
 export type VersionStatus = 'initial' | 'promoted' | 'rejected' | 'candidate';
 
 export interface VersionInfo {
@@ -196,9 +198,12 @@ export class AdapterRegistry {
       const allowed = new Set([ADAPTER_CONFIG, ADAPTER_WEIGHTS, OPTIMIZER_STATE, EMA_WEIGHTS]);
       const unpacked = join(work, 'adapter');
       mkdirSync(unpacked);
+      const limits = this.importLimits(file);
       const rejected: string[] = [];
+      const oversized: string[] = [];
       try {
-        // Only the PEFT files, as plain files at the top level: nothing else is ever written.
+        // Only the PEFT files, as plain files at the top level, each no larger than the shape its
+        // adapter_config.json declares: nothing else is ever written.
         await tar.x({
           file,
           cwd: unpacked,
@@ -207,13 +212,16 @@ export class AdapterRegistry {
             const name = path.replace(/^\.\//, '');
             const ok = allowed.has(name) && (entry as { type?: string }).type === 'File';
             if (!ok && name !== '' && name !== '.') rejected.push(name);
-            return ok;
+            const size = (entry as { size?: number }).size ?? 0;
+            if (ok && size > limits.get(name)!) oversized.push(`${name} (${size} bytes, at most ${limits.get(name)!})`);
+            return ok && size <= limits.get(name)!;
           },
         });
       } catch (err) {
         throw new InputError(`the upload is not a readable .tar.gz: ${(err as Error).message}`);
       }
       if (rejected.length > 0) throw new InputError(`the archive may only hold ${[...allowed].join(', ')} at its top level (found ${rejected.slice(0, 3).join(', ')})`);
+      if (oversized.length > 0) throw new InputError(`the archive's files are larger than the adapter its adapter_config.json declares: ${oversized.join(', ')}`);
       let adapter: Adapter;
       try {
         adapter = await this.engine.loadAdapter(unpacked);
@@ -234,6 +242,53 @@ export class AdapterRegistry {
     } finally {
       rmSync(work, { recursive: true, force: true });
     }
+  }
+
+  /**
+   * The largest each file of an import may be, from the shape its adapter_config.json declares (read
+   * first, without unpacking anything): weights and EMA hold one float32 per parameter, the
+   * optimizer two, each with a header of at most 1 MiB. A small archive that unpacks to gigabytes,
+   * or a header that lists a million tensors, is refused before it is written.
+   */
+  private importLimits(file: string): Map<string, number> {
+    let config = '';
+    let configSize = 0;
+    try {
+      tar.t({
+        file,
+        sync: true,
+        onReadEntry: (entry) => {
+          if (entry.path.replace(/^\.\//, '') !== ADAPTER_CONFIG) return;
+          configSize = entry.size ?? 0;
+          if (configSize <= MAX_CONFIG_BYTES) entry.on('data', (d: Buffer) => (config += d.toString('utf8')));
+        },
+      });
+    } catch (err) {
+      throw new InputError(`the upload is not a readable .tar.gz: ${(err as Error).message}`);
+    }
+    if (config === '' && configSize === 0) throw new InputError(`the archive has no ${ADAPTER_CONFIG}`);
+    if (configSize > MAX_CONFIG_BYTES) throw new InputError(`${ADAPTER_CONFIG} is ${configSize} bytes; at most ${MAX_CONFIG_BYTES}`);
+    let raw: unknown;
+    try {
+      raw = JSON.parse(config);
+    } catch {
+      throw new InputError(`${ADAPTER_CONFIG} is not valid JSON`);
+    }
+    if (raw === null || typeof raw !== 'object' || Array.isArray(raw)) throw new InputError(`${ADAPTER_CONFIG} must be a JSON object`);
+    let params: number;
+    try {
+      params = loraSlots(this.engine.config, parseAdapterConfig(raw as Record<string, unknown>)).total;
+    } catch (err) {
+      if (err instanceof ClaasError) throw new InputError(`the archive is not an adapter for this model: ${err.message}`);
+      throw err;
+    }
+    const header = 1024 * 1024;
+    return new Map([
+      [ADAPTER_CONFIG, MAX_CONFIG_BYTES],
+      [ADAPTER_WEIGHTS, params * 4 + header],
+      [EMA_WEIGHTS, params * 4 + header],
+      [OPTIMIZER_STATE, params * 8 + header],
+    ]);
   }
 
   async delete(id: string): Promise<void> {
