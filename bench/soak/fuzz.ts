@@ -14,6 +14,8 @@ interface Schema {
   const?: unknown;
   anyOf?: Schema[];
   oneOf?: Schema[];
+  then?: Schema;
+  else?: Schema;
   minimum?: number;
   maximum?: number;
   minLength?: number;
@@ -55,6 +57,8 @@ export async function runFuzz(dir: string, count: number, seed = 7): Promise<Fuz
     if (chance(0.05)) return garbage();
     if (s.const !== undefined) return s.const;
     if (s.enum) return pick(s.enum);
+    // A shape decided by if/then/else: generate from one of the branches.
+    if (s.then || s.else) return gen(pick([s.then, s.else].filter((x): x is Schema => x !== undefined)), depth + 1);
     const alts = s.anyOf ?? s.oneOf;
     if (alts) return gen(pick(alts), depth + 1);
     const type = Array.isArray(s.type) ? pick(s.type) : s.type;

@@ -73,7 +73,8 @@ export const loraRoutes = (registry: AdapterRegistry): FastifyPluginAsync =>
       }
       scope.post<{ Querystring: { lora_id: string }; Body: Buffer }>(
         '/v1/lora/import',
-        { bodyLimit: 1024 * 1024 * 1024, schema: { querystring: { type: 'object', required: ['lora_id'], properties: { lora_id: { type: 'string' } } }, response: { '4xx': errorSchema } } },
+        // Counted against the key's feedback rate: an import is training-sized work.
+        { bodyLimit: 1024 * 1024 * 1024, config: { rate: 'feedback' }, schema: { querystring: { type: 'object', required: ['lora_id'], properties: { lora_id: { type: 'string' } } }, response: { '4xx': errorSchema } } },
         async (request, reply) => {
           if (!Buffer.isBuffer(request.body)) return reply.status(415).send({ error: { message: 'send the .tar.gz as the body with content-type application/gzip', type: 'invalid_request_error', param: null, code: null } });
           return reply.status(201).send(adapterJson(await registry.importArchive(request.query.lora_id, request.body)));
