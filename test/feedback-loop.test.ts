@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { basename, join } from 'node:path';
 import * as tar from 'tar';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../src/api/app.js';
@@ -242,6 +242,10 @@ test('export a version as .tar.gz and import it as a new adapter', async () => {
   const names: string[] = [];
   await tar.t({ file: join(dir, 'a.tar.gz'), onReadEntry: (e) => names.push(e.path) });
   assert.deepEqual(names.sort(), ['adapter_config.json', 'adapter_model.safetensors', 'ema_model.safetensors', 'optimizer.safetensors']);
+  mkdirSync(join(dir, 'listed'));
+  tar.x({ file: join(dir, 'a.tar.gz'), cwd: join(dir, 'listed'), sync: true });
+  const exportedConfig = JSON.parse(readFileSync(join(dir, 'listed', 'adapter_config.json'), 'utf8')) as { base_model_name_or_path: string };
+  assert.equal(exportedConfig.base_model_name_or_path, basename(service.engine.modelDir), 'an export names the base model, not where the server keeps it');
 
   const upload = (body: Buffer, lora = 'bob/copy') => fetch(`${base}/v1/lora/import?lora_id=${encodeURIComponent(lora)}`, { method: 'POST', headers: { 'content-type': 'application/gzip' }, body: new Uint8Array(body) });
   const imported = await upload(archive);

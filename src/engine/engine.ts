@@ -2,7 +2,7 @@
 // SDPO steps. Every heavy call runs in the addon off the event loop; calls are serialized so an
 // adapter is never read while a step updates it.
 import { availableParallelism } from 'node:os';
-import { resolve } from 'node:path';
+import { basename, resolve } from 'node:path';
 import { fromNative, InputError, ShapeError } from '../errors.js';
 import { readModelConfig, type ModelConfig } from '../model/config.js';
 import { weightSpecs } from '../model/weights.js';
@@ -303,7 +303,8 @@ export class Engine {
     this.checkAdapter(adapter);
     return this.run(async () => {
       const s = adapter.native.state();
-      saveAdapterFiles(resolve(dir), adapter.shape, adapter.slots, { params: s.params, ema: s.ema, m: s.m, v: s.v, step: s.step }, this.modelDir);
+      // The base model's folder name, not the server's path: versions are exported.
+      saveAdapterFiles(resolve(dir), adapter.shape, adapter.slots, { params: s.params, ema: s.ema, m: s.m, v: s.v, step: s.step }, basename(resolve(this.modelDir)));
     });
   }
 
