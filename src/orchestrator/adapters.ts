@@ -12,13 +12,13 @@ import { ClaasError, InputError, NotFoundError } from '../errors.js';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, EMA_WEIGHTS, OPTIMIZER_STATE } from '../engine/peft.js';
 import type { InferenceService } from '../serve/inference.js';
 import { inTransaction, prepare, type Db, type Statement } from '../store/db.js';
+import { importFileLimits, MAX_ADAPTER_CONFIG_BYTES } from '../serve/work-bounds.js';
 import { checkAdapterId, versionDir } from './adapter-ids.js';
 
 
 /** Work folders of imports in progress, inside the adapters' root (no tenant name starts with a dot). */
 const IMPORT_PREFIX = '.import-';
-/** An adapter_config.json is a few hundred bytes. */
-const MAX_CONFIG_BYTES = 64 * 1024;
+
 export type VersionStatus = 'initial' | 'promoted' | 'rejected' | 'candidate';
 
 export interface VersionInfo {
@@ -245,10 +245,9 @@ export class AdapterRegistry {
   }
 
   /**
-   * The largest each file of an import may be, from the shape its adapter_config.json declares (read
-   * first, without unpacking anything): weights and EMA hold one float32 per parameter, the
-   * optimizer two, each with a header of at most 1 MiB. A small archive that unpacks to gigabytes,
-   * or a header that lists a million tensors, is refused before it is written.
+   * The largest each file of an import may be (work-bounds.ts), from the shape its
+   * adapter_config.json declares, read first without unpacking anything. A small archive that
+   * unpacks to gigabytes, or a header that lists a million tensors, is refused before it is written.
    */
   private importLimits(file: string): Map<string, number> {
     let config = '';
@@ -260,14 +259,14 @@ export class AdapterRegistry {
         onReadEntry: (entry) => {
           if (entry.path.replace(/^\.\//, '') !== ADAPTER_CONFIG) return;
           configSize = entry.size ?? 0;
-          if (configSize <= MAX_CONFIG_BYTES) entry.on('data', (d: Buffer) => (config += d.toString('utf8')));
+          if (configSize <= MAX_ADAPTER_CONFIG_BYTES) entry.on('data', (d: Buffer) => (config += d.toString('utf8')));
         },
       });
     } catch (err) {
       throw new InputError(`the upload is not a readable .tar.gz: ${(err as Error).message}`);
     }
     if (config === '' && configSize === 0) throw new InputError(`the archive has no ${ADAPTER_CONFIG}`);
-    if (configSize > MAX_CONFIG_BYTES) throw new InputError(`${ADAPTER_CONFIG} is ${configSize} bytes; at most ${MAX_CONFIG_BYTES}`);
+    if (configSize > MAX_ADAPTER_CONFIG_BYTES) throw new InputError(`${ADAPTER_CONFIG} is ${configSize} bytes; at most ${MAX_ADAPTER_CONFIG_BYTES}`);
     let raw: unknown;
     try {
       raw = JSON.parse(config);
@@ -282,12 +281,12 @@ export class AdapterRegistry {
       if (err instanceof ClaasError) throw new InputError(`the archive is not an adapter for this model: ${err.message}`);
       throw err;
     }
-    const header = 1024 * 1024;
+    const limit = importFileLimits(params);
     return new Map([
-      [ADAPTER_CONFIG, MAX_CONFIG_BYTES],
-      [ADAPTER_WEIGHTS, params * 4 + header],
-      [EMA_WEIGHTS, params * 4 + header],
-      [OPTIMIZER_STATE, params * 8 + header],
+      [ADAPTER_CONFIG, limit.config],
+      [ADAPTER_WEIGHTS, limit.weights],
+      [EMA_WEIGHTS, limit.ema],
+      [OPTIMIZER_STATE, limit.optimizer],
     ]);
   }
 

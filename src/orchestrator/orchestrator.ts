@@ -9,6 +9,7 @@ import { BusyError, InputError, NotFoundError } from '../errors.js';
 import type { ChatMessage } from '../model/chat-template.js';
 import type { InferenceService } from '../serve/inference.js';
 import type { VllmClient } from '../serve/vllm-client.js';
+import { checkFeedbackSize } from '../serve/work-bounds.js';
 import { teacherFeedback, teacherPrompt } from '../train/hindsight.js';
 import { remoteTeacherTargets } from '../train/remote-teacher.js';
 import { versionDir } from './adapter-ids.js';
@@ -131,9 +132,8 @@ export class Orchestrator {
   }
 
   /**
-   * What one item costs, bounded before it is stored: its prompt within the server's prompt limit (as
-   * for chat), prompt and response (the teacher's prompt adds the feedback) within the model's
-   * context. An unbounded item once stalled every tenant's chat, and again after each restart.
+   * What one item costs, bounded before it is stored (work-bounds.ts). An unbounded item once
+   * stalled every tenant's chat, and again after each restart.
    */
   private checkSize(item: FeedbackItem, where: string): void {
     let s: SdpoSample;
@@ -143,14 +143,7 @@ export class Orchestrator {
       if (err instanceof NotFoundError || err instanceof InputError) throw err;
       throw new InputError(`${where}: the conversation cannot be rendered with the model's chat template (${err instanceof Error ? err.message : String(err)})`);
     }
-    const context = this.service.engine.config.maxPositionEmbeddings;
-    if (s.promptIds.length > this.service.maxPromptTokens) {
-      throw new InputError(`${where}: the prompt has ${s.promptIds.length} tokens; this server accepts at most ${this.service.maxPromptTokens}`);
-    }
-    const longest = Math.max(s.promptIds.length, s.teacherPromptIds.length) + s.responseIds.length;
-    if (longest > context) {
-      throw new InputError(`${where}: prompt (with the feedback, for the teacher) and response come to ${longest} tokens; the model's context is ${context}`);
-    }
+    checkFeedbackSize(where, { prompt: s.promptIds.length, teacherPrompt: s.teacherPromptIds.length, response: s.responseIds.length }, this.service.maxPromptTokens, this.service.engine.config.maxPositionEmbeddings);
   }
 
   /** Resumes what a previous run left: interrupted jobs run again. */

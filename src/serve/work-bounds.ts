@@ -1,7 +1,7 @@
-// What a request may make the server compute, derived from the model: checked before the work
-// starts, so that one request cannot hold the engine (and every tenant's chat) for minutes or fill
-// the process's memory. Feedback items are bounded by the prompt limit and the context
-// (Orchestrator.checkSize); chat and completions by the prompt limit and max_tokens.
+// What a request may make the server compute or write, derived from the model and the flags: checked
+// before the work starts, so that one request cannot hold the engine (and every tenant's chat) for
+// minutes, fill the process's memory or the disk. Chat and completions are bounded by the prompt
+// limit and max_tokens (InferenceService); feedback items, prompt_logprobs and imports here.
 import { InputError } from '../errors.js';
 
 /** Top-k entries one prompt_logprobs answer may hold (about 60 bytes of JSON each). */
@@ -19,4 +19,23 @@ export function checkPromptLogprobs(promptTokens: number, k: number, vocabSize: 
   if (bytes > MAX_PROMPT_LOGITS_BYTES) {
     throw new InputError(`prompt_logprobs over ${promptTokens} prompt tokens needs ${Math.ceil(bytes / 1024 ** 2)} MiB of logits; at most ${MAX_PROMPT_LOGITS_BYTES / 1024 ** 2} MiB (at most ${Math.floor(MAX_PROMPT_LOGITS_BYTES / (vocabSize * 4))} prompt tokens with this model)`);
   }
+}
+
+/** A feedback item: its prompt within the server's prompt limit (as for chat), and the longer of the
+ * student's and the teacher's prompt (which adds the feedback) plus the response within the context. */
+export function checkFeedbackSize(where: string, t: { prompt: number; teacherPrompt: number; response: number }, maxPromptTokens: number, context: number): void {
+  if (t.prompt > maxPromptTokens) throw new InputError(`${where}: the prompt has ${t.prompt} tokens; this server accepts at most ${maxPromptTokens}`);
+  const longest = Math.max(t.prompt, t.teacherPrompt) + t.response;
+  if (longest > context) throw new InputError(`${where}: prompt (with the feedback, for the teacher) and response come to ${longest} tokens; the model's context is ${context}`);
+}
+
+/** Largest header of an imported safetensors file. */
+const IMPORT_HEADER_BYTES = 1024 * 1024;
+/** An adapter_config.json is a few hundred bytes. */
+export const MAX_ADAPTER_CONFIG_BYTES = 64 * 1024;
+
+/** The largest each file of an imported adapter may be, from the parameter count its config declares:
+ * weights and EMA one float32 per parameter, the optimizer two, each with a header. */
+export function importFileLimits(params: number): Record<'config' | 'weights' | 'ema' | 'optimizer', number> {
+  return { config: MAX_ADAPTER_CONFIG_BYTES, weights: params * 4 + IMPORT_HEADER_BYTES, ema: params * 4 + IMPORT_HEADER_BYTES, optimizer: params * 8 + IMPORT_HEADER_BYTES };
 }
