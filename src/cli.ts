@@ -37,6 +37,8 @@ commands:
                   --rate-chat <n> (6000) --rate-feedback <n> (600): requests per minute per key (0: off)
                   --max-queued-jobs <n> (256): feedback jobs waiting per adapter before 429
                   --max-prompt-tokens <n> (the model's context)  --max-tokens <n> (8192): per request
+                  --request-timeout-s <n> (30): a request (headers and body) must arrive within it
+                                  (408 and the connection closed otherwise; replies are not limited)
                   --guard-max-kl <x> (1.0): collapse guard's bound on one update's KL to the
                                   version it replaces, nats per token on the probes (0 turns the guard off)
                   Without API keys the server listens on loopback only; beyond it, keys are required.
@@ -181,6 +183,7 @@ async function main(argv: string[]): Promise<number> {
       'rate-feedback': { type: 'string', default: '600' },
       'max-queued-jobs': { type: 'string', default: '256' },
       'max-prompt-tokens': { type: 'string' },
+      'request-timeout-s': { type: 'string', default: '30' },
       'max-tokens': { type: 'string', default: '8192' },
       'guard-max-kl': { type: 'string' },
       tenant: { type: 'string' },
@@ -233,6 +236,7 @@ async function main(argv: string[]): Promise<number> {
         maxQueuedJobs: Number(values['max-queued-jobs']),
         maxPromptTokens: values['max-prompt-tokens'] === undefined ? undefined : Number(values['max-prompt-tokens']),
         maxTokens: Number(values['max-tokens']),
+        requestTimeoutS: Number(values['request-timeout-s']),
         guardMaxKl: values['guard-max-kl'] === undefined ? undefined : Number(values['guard-max-kl']),
       });
       return 0;

@@ -35,6 +35,8 @@ export interface ServeOptions {
   rateChat: number;
   rateFeedback: number;
   maxQueuedJobs: number;
+  /** Seconds a request (headers and body) may take to arrive. */
+  requestTimeoutS?: number;
   maxPromptTokens?: number;
   /** Ceiling of max_tokens. */
   maxTokens: number;
@@ -90,6 +92,8 @@ export async function serve(opts: ServeOptions): Promise<void> {
   if (opts.guardMaxKl !== undefined && (!Number.isFinite(opts.guardMaxKl) || opts.guardMaxKl < 0)) throw new ClaasError('E_USAGE', `--guard-max-kl must be a number >= 0 (got ${opts.guardMaxKl})`);
   if (opts.webgpuWeights !== undefined && !(WEIGHT_STORAGE_REQUESTS as readonly string[]).includes(opts.webgpuWeights)) throw new ClaasError('E_USAGE', `--webgpu-weights must be one of ${WEIGHT_STORAGE_REQUESTS.join(', ')} (got ${opts.webgpuWeights})`);
   if (opts.backend !== undefined && !(BACKEND_REQUESTS as readonly string[]).includes(opts.backend)) throw new ClaasError('E_USAGE', `--backend must be one of ${BACKEND_REQUESTS.join(', ')} (got ${opts.backend})`);
+  const requestTimeoutS = opts.requestTimeoutS ?? 30;
+  if (!Number.isFinite(requestTimeoutS) || requestTimeoutS <= 0 || requestTimeoutS > 3600) throw new ClaasError('E_USAGE', `--request-timeout-s must be a number in (0, 3600] (got ${opts.requestTimeoutS})`);
   if (!Number.isInteger(opts.maxQueuedJobs) || opts.maxQueuedJobs < 1) throw new ClaasError('E_USAGE', `--max-queued-jobs must be a positive integer (got ${opts.maxQueuedJobs})`);
   const data = resolve(opts.data);
   const loopback = isLoopback(opts.host);
@@ -140,6 +144,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     orchestrator,
     requireKeys: !loopback,
     rateLimits: { chat: rate(opts.rateChat), feedback: rate(opts.rateFeedback) },
+    requestTimeoutMs: Math.round(requestTimeoutS * 1000),
   });
   const stopRetention = opts.retentionDays > 0
     ? startRetention(service.store, orchestrator.jobs, opts.retentionDays * 86_400_000, (r) => {

@@ -75,6 +75,9 @@ test('an unknown option is a usage error naming it (exit 2); --help prints the u
   const bad = run('eval', '--evnets', '3');
   assert.equal(bad.status, 2, bad.stderr);
   assert.match(bad.stderr, /^claas: Unknown option '--evnets'; `claas help` lists the options \(E_USAGE\)\n$/);
+  const timeout = run('serve', '--request-timeout-s', '0', '--data', join(tempDir(), 'data'));
+  assert.equal(timeout.status, 2, timeout.stderr);
+  assert.match(timeout.stderr, /--request-timeout-s must be a number in \(0, 3600\] \(got 0\)/);
   const missing = run('serve', '--port');
   assert.equal(missing.status, 2, missing.stderr);
   assert.match(missing.stderr, /--port/);
