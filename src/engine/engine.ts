@@ -167,6 +167,13 @@ export class Adapter {
     return this.native.state();
   }
 
+  /** The first weight that is NaN or infinite, or null: such an adapter must never serve. */
+  firstNonFinite(): { index: number; value: number; of: number } | null {
+    const { params } = this.native.state();
+    const index = params.findIndex((x) => !Number.isFinite(x));
+    return index < 0 ? null : { index, value: params[index]!, of: params.length };
+  }
+
   /** Named copies (PEFT keys) of one of the flat buffers. */
   tensors(which: 'params' | 'ema' | 'grads' = 'params'): Map<string, Float32Array> {
     const flat = this.native.state()[which];

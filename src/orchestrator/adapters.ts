@@ -15,9 +15,11 @@ import { inTransaction, prepare, type Db, type Statement } from '../store/db.js'
 import { importFileLimits, MAX_ADAPTER_CONFIG_BYTES } from '../serve/work-bounds.js';
 import { checkAdapterId, versionDir } from './adapter-ids.js';
 
-
 /** Work folders of imports in progress, inside the adapters' root (no tenant name starts with a dot). */
 const IMPORT_PREFIX = '.import-';
+
+/** An archive entry's name without a leading "./". */
+const entryName = (path: string) => path.replace(/^\.\//, '');
 
 export type VersionStatus = 'initial' | 'promoted' | 'rejected' | 'candidate';
 
@@ -209,7 +211,7 @@ export class AdapterRegistry {
           cwd: unpacked,
           strict: true,
           filter: (path, entry) => {
-            const name = path.replace(/^\.\//, '');
+            const name = entryName(path);
             const ok = allowed.has(name) && (entry as { type?: string }).type === 'File';
             if (!ok && name !== '' && name !== '.') rejected.push(name);
             const size = (entry as { size?: number }).size ?? 0;
@@ -229,9 +231,8 @@ export class AdapterRegistry {
         if (err instanceof ClaasError) throw new InputError(`the archive is not an adapter for this model: ${err.message}`);
         throw err;
       }
-      const { params } = adapter.state();
-      const bad = params.findIndex((x) => !Number.isFinite(x));
-      if (bad >= 0) throw new InputError(`the archive's weights hold a non-finite value (${params[bad]} at index ${bad})`);
+      const bad = adapter.firstNonFinite();
+      if (bad) throw new InputError(`the archive's weights hold a non-finite value (${bad.value} at index ${bad.index})`);
       await this.engine.saveAdapter(adapter, this.dir(id, 1));
       inTransaction(this.db, () => {
         this.q.insertAdapter!.run(id, Date.now(), adapter.rank, adapter.alpha, JSON.stringify(adapter.targetModules), 1);
@@ -257,7 +258,7 @@ export class AdapterRegistry {
         file,
         sync: true,
         onReadEntry: (entry) => {
-          if (entry.path.replace(/^\.\//, '') !== ADAPTER_CONFIG) return;
+          if (entryName(entry.path) !== ADAPTER_CONFIG) return;
           configSize = entry.size ?? 0;
           if (configSize <= MAX_ADAPTER_CONFIG_BYTES) entry.on('data', (d: Buffer) => (config += d.toString('utf8')));
         },

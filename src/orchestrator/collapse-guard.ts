@@ -143,9 +143,8 @@ export class CollapseGuard {
   /** Whether `candidate` may replace `replaced` (the version served now; null: the base model). */
   async check(candidate: Adapter, replaced: Adapter | null): Promise<GuardVerdict> {
     // Checked even with the guard off: a NaN or infinite weight never serves.
-    const { params } = candidate.state();
-    const bad = params.findIndex((x) => !Number.isFinite(x));
-    if (bad >= 0) return { passed: false, updateKl: NaN, klToBase: NaN, entropy: NaN, degenerate: [], reason: `the adapter has a non-finite weight (${params[bad]} at index ${bad} of ${params.length})` };
+    const bad = candidate.firstNonFinite();
+    if (bad) return { passed: false, updateKl: NaN, klToBase: NaN, entropy: NaN, degenerate: [], reason: `the adapter has a non-finite weight (${bad.value} at index ${bad.index} of ${bad.of})` };
     if (!this.config.enabled) return { passed: true, updateKl: NaN, klToBase: NaN, entropy: NaN, degenerate: [], reason: null };
     const V = this.engine.config.vocabSize;
     let updateKl = 0, klToBase = 0, entropy = 0, n = 0;

@@ -1,12 +1,13 @@
 // Feedback jobs in SQLite: a job and its items are written in one transaction before the API
 // acknowledges them; status moves queued -> running -> done | failed; on start, running jobs go back
-// to queued (the version they may have written is found by job id, so nothing is trained twice).
+// to queued (the version they may have written is found by job id, so nothing is trained twice),
+// until the server has stopped during one MAX_ATTEMPTS times.
 import { randomUUID } from 'node:crypto';
 import { inTransaction, prepare, type Db, type Statement } from '../store/db.js';
 
-
 /** Starts of one job's update before a restart gives it up. */
 export const MAX_ATTEMPTS = 5;
+
 export type JobStatus = 'queued' | 'running' | 'done' | 'failed';
 
 export interface FeedbackItem {
@@ -158,7 +159,6 @@ export class FeedbackJobs {
     return this.q.count!.get(adapterId) as number;
   }
 
-  /** Jobs interrupted by a crash run again. */
   /**
    * After a restart: jobs that were running run again, unless the server already stopped during
    * their update MAX_ATTEMPTS times (a job that kills the process must not block every start).
