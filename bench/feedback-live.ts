@@ -135,7 +135,7 @@ interface JobView {
   created_at: number;
   started_at: number | null;
   finished_at: number | null;
-  result: { version: number; promoted: boolean; guard?: { reason?: string }; metrics?: { samples?: number; timings?: Timings; options?: unknown } } | null;
+  result: { version: number; promoted: boolean; guard?: { reason?: string }; metrics?: { samples?: number; timings?: Timings; options?: unknown }; phases_ms?: Record<string, number> } | null;
   error: string | null;
 }
 
@@ -258,6 +258,8 @@ function breakdown(updates: JobView[]) {
           run_outside_step_ms: median(timed.filter((u) => u.started_at !== null && u.finished_at !== null).map((u) => u.finished_at! - u.started_at! - u.result!.metrics!.timings!.totalMs)),
         }
       : {}),
+    // The run's own phases as the server timed them (samples, step, save, guard, promote).
+    phases_ms: Object.fromEntries([...new Set(updates.flatMap((u) => Object.keys(u.result?.phases_ms ?? {})))].map((k) => [k, median(updates.flatMap((u) => (u.result?.phases_ms?.[k] === undefined ? [] : [u.result.phases_ms[k]!])))])),
   };
 }
 

@@ -211,6 +211,35 @@ test('the collapse guard bounds one update against the version it replaces, not 
   assert.equal(same.passed, true, same.reason ?? '');
 });
 
+test('the guard drafts a candidate\'s replies from the replaced version\'s: the same replies and measures as plain greedy decoding', async () => {
+  const engine = service.engine;
+  const config = { ...DEFAULT_GUARD, probeTokens: 8, maxUpdateKl: 1e9 };
+  const guard = new CollapseGuard(engine, service.template, service.tokenizer, config, service.stopTokenIds);
+  let parent = engine.createAdapter({ rank: 4, alpha: 8, seed: 1 });
+  await guard.check(parent, null);
+  const r = rng(5);
+  let kept = 0, redecoded = 0;
+  for (const scale of [0.001, 0.3, 0.001, 1, 0.002]) {
+    const moved = engine.restoreAdapter(parent.shape, { params: parent.state().params.map((x) => x + scale * normal(r)), step: 0 });
+    const verdict = await guard.check(moved, parent);
+    // A guard that kept nothing decodes every reply token by token and scores both versions afresh.
+    const plain = new CollapseGuard(engine, service.template, service.tokenizer, config, service.stopTokenIds);
+    const plainReplies = await plain.probeReplies(moved);
+    const drafted = await guard.probeReplies(moved);
+    assert.deepEqual(drafted.map((x) => x.ids), plainReplies.map((x) => x.ids), `scale ${scale}`);
+    assert.deepEqual(drafted.map((x) => x.ended), plainReplies.map((x) => x.ended));
+    const fresh = await plain.check(moved, parent);
+    for (const k of ['updateKl', 'klToBase', 'entropy'] as const) assert.ok(Math.abs(verdict[k] - fresh[k]) <= 1e-9 * Math.max(1, Math.abs(fresh[k])), `${k}: ${verdict[k]} vs ${fresh[k]}`);
+    const before = await guard.probeReplies(parent);
+    for (const [i, x] of drafted.entries()) {
+      if (x.ids.join() === before[i]!.ids.join()) kept++;
+      else redecoded++;
+    }
+    parent = moved;
+  }
+  assert.ok(kept > 0 && redecoded > 0, `both paths ran: ${kept} replies kept, ${redecoded} decoded anew`);
+});
+
 test('the collapse guard refuses non-finite weights, even when it is switched off', async () => {
   const engine = service.engine;
   const fresh = engine.createAdapter({ rank: 4, alpha: 8, seed: 1 });

@@ -21,8 +21,18 @@ export interface EngineOpenOptions {
    * offers shader-f16 and the checkpoint is 16-bit), 'f16' or 'f32' (src/engine/webgpu/weight-storage.ts).
    */
   webgpuWeights?: WeightStorageRequest;
-  /** Worker threads for GEMMs and kernels (default: all cores). */
+  /** Worker threads for GEMMs and kernels (default: defaultThreads). */
   threads?: number;
+}
+
+/**
+ * Threads a CPU engine uses unless told: all cores, except for models so narrow that waking a second
+ * thread costs more than it saves. Measured on two cores (docs/learning.md, "Feedback to live"): the
+ * toy (hidden 128) ran an 8-step SDPO update in 65 ms on one thread and 100 ms on two; a hidden-256
+ * model was already faster on two (56 against 64 ms for 2 steps).
+ */
+export function defaultThreads(hiddenSize: number, cores = availableParallelism()): number {
+  return hiddenSize < 256 ? 1 : cores;
 }
 
 export interface CreateAdapterOptions {
@@ -213,9 +223,9 @@ export class Engine {
     const dir = resolve(modelDir);
     const webgpuWeights = checkWeightStorageRequest(options.webgpuWeights);
     const choice = await pickBackend(options.backend ?? 'auto');
-    const threads = options.threads ?? availableParallelism();
-    if (!Number.isInteger(threads) || threads < 1) throw new InputError(`threads must be a positive integer (got ${String(threads)})`);
     const config = readModelConfig(dir);
+    const threads = options.threads ?? defaultThreads(config.hiddenSize);
+    if (!Number.isInteger(threads) || threads < 1) throw new InputError(`threads must be a positive integer (got ${String(threads)})`);
     const tensors = weightSpecs(dir, config);
     const native = toNativeConfig(config);
     try {

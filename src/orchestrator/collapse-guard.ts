@@ -43,13 +43,20 @@ export interface GuardVerdict {
   reason: string | null;
 }
 
-function logSoftmax(row: Float32Array): Float64Array {
+/** log Σ exp(row) over one row of logits. */
+function logSumExp(row: Float32Array): number {
   let m = -Infinity;
-  for (const x of row) m = Math.max(m, x);
+  for (let v = 0; v < row.length; v++) if (row[v]! > m) m = row[v]!;
   let s = 0;
-  for (const x of row) s += Math.exp(x - m);
-  const lse = m + Math.log(s);
-  return Float64Array.from(row, (x) => x - lse);
+  for (let v = 0; v < row.length; v++) s += Math.exp(row[v]! - m);
+  return m + Math.log(s);
+}
+
+/** The first id of the highest logit among the first `limit` (greedy decoding's choice). */
+function argmax(row: Float32Array, limit: number): number {
+  let best = 0;
+  for (let v = 1; v < limit; v++) if (row[v]! > row[best]!) best = v;
+  return best;
 }
 
 /** The longest run of one n-gram (n ≤ 4) repeated back to back in `ids`, in repetitions. */
@@ -74,10 +81,28 @@ interface Reply {
   ended: boolean;
 }
 
+/** Logits kept for the next checks, at most this many bytes in all (a large vocabulary's take megabytes per reply). */
+const KEPT_LOGITS_BYTES = 64 * 2 ** 20;
+
+/** An adapter's logits on its own reply to one probe: the rows from the reply's first position on. */
+interface KeptRows {
+  ids: number[];
+  from: number;
+  rows: Float32Array;
+}
+
 export class CollapseGuard {
   private prompts?: number[][];
   /** Each checked version's greedy probe replies: a promoted candidate's are the next check's "before". */
   private readonly replies = new WeakMap<Adapter, Reply[]>();
+  /**
+   * A checked candidate's logits on its own probe replies, where they are the replies it replaced (most
+   * updates leave most replies as they were): the next check's "replaced" side, without a forward pass.
+   */
+  private readonly ownLogits = new WeakMap<Adapter, { bytes: number; probes: Map<number, KeptRows> }>();
+  private keptBytes = 0;
+  /** Gives back the bytes of an adapter that is dropped without being replaced or refused. */
+  private readonly release = new FinalizationRegistry<number>((bytes) => (this.keptBytes -= bytes));
   private baseReplies?: Reply[];
   /** The base model's logits on a probe reply (the replaced version's replies seldom change). */
   private readonly baseLogits = new Map<string, Float32Array>();
@@ -98,16 +123,28 @@ export class CollapseGuard {
     return this.prompts;
   }
 
-  /** Greedy replies to every probe under an adapter (null: the base model), decoded as one batch. */
-  private async probeReplies(adapter: Adapter | null): Promise<Reply[]> {
+  private get vocabLimit(): number {
+    return Math.min(this.tokenizer.vocabSize, this.engine.config.vocabSize);
+  }
+
+  /** Greedy replies to every probe under an adapter (null: the base model), as the guard saw them. */
+  async probeReplies(adapter: Adapter | null): Promise<readonly Reply[]> {
     const known = adapter ? this.replies.get(adapter) : this.baseReplies;
     if (known) return known;
-    const greedy = { temperature: 0, topP: 1, topK: 0, topLogprobs: 0, vocabLimit: Math.min(this.tokenizer.vocabSize, this.engine.config.vocabSize) };
-    const out: Reply[] = this.promptIds().map((p) => ({ ids: [...p], start: p.length, ended: false }));
-    const seqs = out.map(() => this.engine.createSequence(0));
-    let pending = out.map((r, i) => ({ i, ids: r.ids as ArrayLike<number> }));
+    const out = await this.decodeGreedy(adapter, this.promptIds().map((p) => ({ ids: [...p], start: p.length, ended: false })));
+    if (adapter) this.replies.set(adapter, out);
+    else this.baseReplies = out;
+    return out;
+  }
+
+  /** Continues unfinished replies greedily, decoded as one batch, until each ends or reaches the token limit. */
+  private async decodeGreedy(adapter: Adapter | null, out: Reply[]): Promise<Reply[]> {
+    const greedy = { temperature: 0, topP: 1, topK: 0, topLogprobs: 0, vocabLimit: this.vocabLimit };
+    const open = out.flatMap((r, i) => (r.ended || r.ids.length - r.start >= this.config.probeTokens ? [] : [i]));
+    const seqs = new Map(open.map((i) => [i, this.engine.createSequence(0)]));
+    let pending = open.map((i) => ({ i, ids: out[i]!.ids as ArrayLike<number> }));
     while (pending.length > 0) {
-      const tokens = await this.engine.decode(pending.map((p) => ({ sequence: seqs[p.i]!, ids: p.ids, sampling: greedy })), adapter);
+      const tokens = await this.engine.decode(pending.map((p) => ({ sequence: seqs.get(p.i)!, ids: p.ids, sampling: greedy })), adapter);
       const next: typeof pending = [];
       for (const [k, p] of pending.entries()) {
         const r = out[p.i]!;
@@ -118,8 +155,6 @@ export class CollapseGuard {
       }
       pending = next;
     }
-    if (adapter) this.replies.set(adapter, out);
-    else this.baseReplies = out;
     return out;
   }
 
@@ -140,6 +175,38 @@ export class CollapseGuard {
     return out;
   }
 
+  /** Row reader of the replaced version's logits on its own reply to probe i: kept from its check, else a forward pass. */
+  private async replacedRows(replaced: Adapter | null, i: number, ids: number[]): Promise<(row: number) => Float32Array> {
+    const V = this.engine.config.vocabSize;
+    const kept = replaced && this.ownLogits.get(replaced)?.probes.get(i);
+    if (kept && kept.ids.length === ids.length && kept.ids.every((x, k) => x === ids[k])) return (row) => kept.rows.subarray((row - kept.from) * V, (row - kept.from + 1) * V);
+    const all = replaced ? await this.engine.logits(ids, replaced) : await this.baseLogitsOf(ids);
+    return (row) => all.subarray(row * V, (row + 1) * V);
+  }
+
+  private keep(candidate: Adapter, i: number, kept: KeptRows): void {
+    if (this.keptBytes + kept.rows.byteLength > KEPT_LOGITS_BYTES) return;
+    let entry = this.ownLogits.get(candidate);
+    if (!entry) {
+      this.ownLogits.set(candidate, (entry = { bytes: 0, probes: new Map() }));
+      this.release.register(candidate, 0, candidate);
+    }
+    entry.probes.set(i, kept);
+    entry.bytes += kept.rows.byteLength;
+    this.keptBytes += kept.rows.byteLength;
+    this.release.unregister(candidate);
+    this.release.register(candidate, entry.bytes, candidate);
+  }
+
+  /** Drops what was kept for a version no check will replace again. */
+  private drop(adapter: Adapter): void {
+    const entry = this.ownLogits.get(adapter);
+    if (!entry) return;
+    this.keptBytes -= entry.bytes;
+    this.ownLogits.delete(adapter);
+    this.release.unregister(adapter);
+  }
+
   /** Whether `candidate` may replace `replaced` (the version served now; null: the base model). */
   async check(candidate: Adapter, replaced: Adapter | null): Promise<GuardVerdict> {
     // Checked even with the guard off: a NaN or infinite weight never serves.
@@ -147,40 +214,62 @@ export class CollapseGuard {
     if (bad) return { passed: false, updateKl: NaN, klToBase: NaN, entropy: NaN, degenerate: [], reason: `the adapter has a non-finite weight (${bad.value} at index ${bad.index} of ${bad.of})` };
     if (!this.config.enabled) return { passed: true, updateKl: NaN, klToBase: NaN, entropy: NaN, degenerate: [], reason: null };
     const V = this.engine.config.vocabSize;
+    const limit = this.vocabLimit;
     let updateKl = 0, klToBase = 0, entropy = 0, n = 0;
-    const degenerate: GuardVerdict['degenerate'] = [];
     const beforeAll = await this.probeReplies(replaced);
-    const afterAll = await this.probeReplies(candidate);
+    // The candidate's greedy replies, drafted by the replaced version's: the scoring pass below shows
+    // how far the candidate would choose the same tokens, and only the rest is decoded.
+    const afterAll: Reply[] = [];
+    for (const [i, before] of beforeAll.entries()) {
+      // Scored on the replaced version's reply: what the user saw until now.
+      const c = await this.engine.logits(before.ids, candidate);
+      const r = await this.replacedRows(replaced, i, before.ids);
+      const base = replaced ? await this.baseLogitsOf(before.ids) : null;
+      let agreed = true;
+      const after: Reply = { ids: before.ids.slice(0, before.start), start: before.start, ended: false };
+      for (let row = before.start - 1; row < before.ids.length - 1; row++) {
+        const rc = c.subarray(row * V, (row + 1) * V), rr = r(row), rb = base ? base.subarray(row * V, (row + 1) * V) : rr;
+        const zc = logSumExp(rc), zr = logSumExp(rr), zb = rb === rr ? zr : logSumExp(rb);
+        for (let v = 0; v < V; v++) {
+          const lc = rc[v]! - zc;
+          const p = Math.exp(lc);
+          updateKl += p * (lc - (rr[v]! - zr));
+          klToBase += p * (lc - (rb[v]! - zb));
+          entropy -= p * lc;
+        }
+        n++;
+        if (agreed) {
+          const id = argmax(rc, limit);
+          after.ids.push(id);
+          after.ended = this.stopIds.includes(id);
+          agreed = id === before.ids[row + 1];
+        }
+      }
+      // Every token agreed: the candidate's reply is the replaced one, and c its logits on it.
+      if (agreed) this.keep(candidate, i, { ids: after.ids, from: before.start - 1, rows: c.slice((before.start - 1) * V, (before.ids.length - 1) * V) });
+      afterAll.push(after);
+    }
+    await this.decodeGreedy(candidate, afterAll);
+    this.replies.set(candidate, afterAll);
+    updateKl /= n;
+    klToBase /= n;
+    entropy /= n;
+    const degenerate: GuardVerdict['degenerate'] = [];
     for (const [i, before] of beforeAll.entries()) {
       const after = afterAll[i]!;
       const text = this.tokenizer.decode(after.ids.slice(after.start));
       const repeats = longestRepeat(after.ids.slice(after.start));
       if (repeats >= LOOP_REPEATS && repeats > longestRepeat(before.ids.slice(before.start))) degenerate.push({ probe: this.config.probes[i]!, reply: text, why: `repeats a phrase ${repeats} times` });
       else if (before.ended && !after.ended) degenerate.push({ probe: this.config.probes[i]!, reply: text, why: `no end within ${this.config.probeTokens} tokens` });
-      // Scored on the replaced version's reply: what the user saw until now.
-      const c = await this.engine.logits(before.ids, candidate);
-      const r = await this.engine.logits(before.ids, replaced);
-      const b = replaced ? await this.baseLogitsOf(before.ids) : r;
-      for (let row = before.start - 1; row < before.ids.length - 1; row++) {
-        const lc = logSoftmax(c.subarray(row * V, (row + 1) * V));
-        const lr = logSoftmax(r.subarray(row * V, (row + 1) * V));
-        const lb = logSoftmax(b.subarray(row * V, (row + 1) * V));
-        for (let v = 0; v < V; v++) {
-          const p = Math.exp(lc[v]!);
-          updateKl += p * (lc[v]! - lr[v]!);
-          klToBase += p * (lc[v]! - lb[v]!);
-          entropy -= p * lc[v]!;
-        }
-        n++;
-      }
     }
-    updateKl /= n;
-    klToBase /= n;
-    entropy /= n;
     const reasons = [];
     if (![updateKl, klToBase, entropy].every(Number.isFinite)) reasons.push(`non-finite measures on the probes (update KL ${updateKl}, KL to base ${klToBase}, entropy ${entropy})`);
     if (updateKl > this.config.maxUpdateKl) reasons.push(`update KL to the replaced version ${updateKl.toFixed(3)} > ${this.config.maxUpdateKl} nats/token on the probes`);
     if (degenerate.length > 0) reasons.push(`degenerate replies on ${degenerate.length} of ${this.config.probes.length} probes (${degenerate.map((d) => `${JSON.stringify(d.probe)}: ${d.why}`).join('; ')})`);
-    return { passed: reasons.length === 0, updateKl, klToBase, entropy, degenerate, reason: reasons.length ? reasons.join('; ') : null };
+    const passed = reasons.length === 0;
+    // Only the version that serves after this check can be replaced next.
+    if (passed && replaced) this.drop(replaced);
+    if (!passed) this.drop(candidate);
+    return { passed, updateKl, klToBase, entropy, degenerate, reason: passed ? null : reasons.join('; ') };
   }
 }
