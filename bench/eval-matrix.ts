@@ -21,7 +21,7 @@ const styles = (process.env.EVAL_STYLES ?? 'caps,oneline,name,signoff').split(',
 const teacher = process.env.EVAL_TEACHER ? { teacher: process.env.EVAL_TEACHER } : {};
 const t0 = performance.now();
 
-const { service, orchestrator } = await openServer(TOY_MODEL, { dataDir: join(tempDir(), 'data'), threads: 2, orchestrator: { batchSize: 1, maxWaitMs: 0 } });
+const { service, orchestrator } = await openServer(TOY_MODEL, { dataDir: join(tempDir(), 'data'), orchestrator: { batchSize: 1, maxWaitMs: 0 } });
 const app = await buildApp(service, { orchestrator });
 const url = await app.listen({ host: '127.0.0.1', port: 0 });
 const defaults = orchestrator.effectiveDefaults();
@@ -33,7 +33,7 @@ try {
     const runs: EvalSummary[] = [];
     const training = { ...CONFIGS[config], ...teacher };
     for (const seed of seeds) {
-      const s = await runEval({ url, styles, events: 8, every: 1, probes: 20, target: 0.95, seed, training, log: () => {} });
+      const s = await runEval({ url, styles, events: 8, every: 1, probes: 100, openProbes: 40, target: 0.95, seed, training, log: () => {} });
       runs.push(s);
       console.log(JSON.stringify({ config, training, seed, ...Object.fromEntries(styles.map((st) => [st, { before: s.styles[st]!.before, after: s.styles[st]!.after, events: s.styles[st]!.events }])), base_accuracy: s.base.accuracy, retention_delta: s.retention_delta, control_delta: s.control_delta, distinct2_ratio: s.distinct2_ratio, entropy_ratio: s.entropy_ratio, max_kl_to_base: s.max_kl_to_base, sequence: s.sequence, refused: s.refused, events_given: s.events_given, seconds: s.seconds }));
     }

@@ -49,7 +49,7 @@ commands:
                   --data <dir>    state directory (default: ./data)
   eval          teach a running server each style through /v1/feedback and measure it on held-out probes
                   --url <url> (http://127.0.0.1:8000)  --key <api key>  --styles caps,oneline,name,signoff
-                  --events <n> (8)  --every <k> (2)  --probes <n> (20)  --seed <n> (1)
+                  --events <n> (8)  --every <k> (2)  --probes <n> (20)  --open-probes <n> (2 × probes)  --seed <n> (1)
                   --rank <n>  --lr <x>  --train-steps <n>  --alpha <x>  --memory <n>  --teacher <mode>: sent
                                   only when given (default: the server's training defaults, what users get)
                   --all-events  --out <dir>  --json
@@ -195,6 +195,7 @@ async function main(argv: string[]): Promise<number> {
       events: { type: 'string', default: '8' },
       every: { type: 'string', default: '2' },
       probes: { type: 'string', default: '20' },
+      'open-probes': { type: 'string' },
       rank: { type: 'string' },
       lr: { type: 'string' },
       'train-steps': { type: 'string' },
@@ -255,6 +256,7 @@ async function main(argv: string[]): Promise<number> {
         every: Number(values.every),
         allEvents: values['all-events'],
         probes: Number(values.probes),
+        openProbes: values['open-probes'] === undefined ? undefined : Number(values['open-probes']),
         target: 0.95,
         seed: Number(values.seed),
         rank: values.rank === undefined ? undefined : Number(values.rank),

@@ -4,7 +4,7 @@ import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
-import { basename, join } from 'node:path';
+import { basename, dirname, join } from 'node:path';
 import * as tar from 'tar';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../src/api/app.js';
@@ -331,6 +331,24 @@ test('export a version as .tar.gz and import it as a new adapter', async () => {
   assert.equal(refused.status, 400);
   assert.match(((await refused.json()) as { error: { message: string } }).error.message, /non-finite/);
   assert.equal((await call('GET', '/v1/lora/bob/nan')).status, 404);
+  // A broken file is named, but not where the server keeps it.
+  const dataDir = dirname(orchestrator.registry.root);
+  const broken = [
+    repack('bad-header', (folder) => {
+      const file = join(folder, 'adapter_model.safetensors');
+      const bytes = readFileSync(file);
+      bytes.writeUInt32LE(7, 0); // a header length that is not JSON
+      writeFileSync(file, bytes);
+    }),
+    repack('bad-config', (folder) => writeFileSync(join(folder, 'adapter_config.json'), '{"r": 2,')),
+  ];
+  for (const [i, body] of broken.entries()) {
+    const r = await upload(body, `bob/broken-${i}`);
+    assert.equal(r.status, 400);
+    const message = ((await r.json()) as { error: { message: string } }).error.message;
+    assert.match(message, i === 0 ? /adapter_model\.safetensors/ : /adapter_config\.json/);
+    assert.ok(!message.includes(dataDir) && !message.includes(tmpdir()) && !message.includes(service.engine.modelDir), `no server path in: ${message}`);
+  }
   assert.deepEqual(readdirSync(orchestrator.registry.root).filter((n) => n.startsWith('.')), [], 'no import work folder stays');
   assert.equal(readdirSync(tmpdir()).filter((n) => n.startsWith('claas-import-')).length, tempBefore, 'nothing was unpacked in the temp folder');
 });

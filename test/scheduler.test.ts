@@ -15,7 +15,7 @@ test('concurrent generations are batched and match generating alone', async () =
   const alone = [];
   for (const p of prompts) alone.push((await new Scheduler(engine).generate(request(p))).tokens.map((t) => t.id));
 
-  const scheduler = new Scheduler(engine, { prefillChunk: 8 });
+  const scheduler = new Scheduler(engine, { prefillChunk: 64 });
   const together = await Promise.all(prompts.map((p) => scheduler.generate(request(p))));
   assert.deepEqual(together.map((r) => r.tokens.map((t) => t.id)), alone);
   assert.ok(together.every((r) => r.finishReason === 'length' && r.tokens.length === 10));
@@ -38,4 +38,29 @@ test('stop tokens, a false from onToken and an abort end a generation', async ()
   const ac = new AbortController();
   const aborted = scheduler.generate({ ...base, signal: ac.signal, onToken: (_t, i) => { if (i === 1) ac.abort(); } });
   assert.equal((await aborted).finishReason, 'abort');
+});
+
+test('rounds are fair between tenants: a tenant with many adapters and a long prompt does not slow another', async () => {
+  const engine = await Engine.open(writeRandomModel({ seed: 53 }), { backend: 'cpu', threads: 1 });
+  const scheduler = new Scheduler(engine, { prefillChunk: 16 });
+  const bobAdapters = Array.from({ length: 6 }, (_, i) => engine.createAdapter({ rank: 2, alpha: 4, seed: 10 + i }));
+  let bobTokens = 0;
+  let bobTokensWhenAliceDone = -1;
+  const request = (tenant: string, adapter: ReturnType<typeof engine.createAdapter> | null, promptIds: number[], maxTokens: number) => ({
+    promptIds, adapter, served: null, tenant, maxTokens, sampling: greedy, seed: 1, stopTokenIds: [] as number[],
+    onToken: () => { if (tenant === 'bob') bobTokens++; },
+  });
+  const bob = bobAdapters.map((a, i) => scheduler.generate(request('bob', a, Array.from({ length: i === 0 ? 400 : 4 }, (_, j) => (j * 5 + i) % 60), 40)));
+  const alice = scheduler.generate(request('alice', null, [1, 2, 3, 4], 10)).then((r) => {
+    bobTokensWhenAliceDone = bobTokens;
+    return r;
+  });
+  const [a] = await Promise.all([alice, ...bob]);
+  assert.equal(a.tokens.length, 10);
+  // One call per tenant per round: alice's 10 tokens took about as many of bob's calls (each one token
+  // of one of his adapters), not 6 per round.
+  assert.ok(bobTokensWhenAliceDone <= 12, `bob's tokens while alice got 10: ${bobTokensWhenAliceDone}`);
+  // And bob's replies are still the ones he gets alone.
+  const solo = await new Scheduler(engine).generate(request('bob', bobAdapters[0]!, Array.from({ length: 400 }, (_, j) => (j * 5) % 60), 40));
+  assert.deepEqual((await bob[0]!).tokens.map((t) => t.id), solo.tokens.map((t) => t.id));
 });

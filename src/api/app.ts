@@ -1,4 +1,6 @@
 // The Fastify app: built separately from listen() so tests drive it through inject or a socket.
+import { tmpdir } from 'node:os';
+import { dirname } from 'node:path';
 import Fastify, { type FastifyInstance, type FastifyServerOptions } from 'fastify';
 import swagger from '@fastify/swagger';
 import swaggerUi from '@fastify/swagger-ui';
@@ -52,7 +54,7 @@ export async function buildApp(service: InferenceService, options: AppOptions = 
     http: { requestTimeout, headersTimeout: requestTimeout, connectionsCheckingInterval: Math.max(50, Math.min(1000, Math.floor(requestTimeout / 3))) },
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
   });
-  registerErrorHandlers(app);
+  registerErrorHandlers(app, [service.engine.modelDir, tmpdir(), ...(options.orchestrator ? [dirname(options.orchestrator.registry.root)] : [])]);
   const keys = new KeyStore(service.store.db);
   registerAccess(app, { keys, requireKeys: options.requireKeys ?? false, rates: new RateLimiter({ ...options.rateLimits }) }, service, options.orchestrator);
   const counters: RequestCounters = { requests: new Map() };

@@ -1,4 +1,5 @@
 // Every error the API returns, in OpenAI's shape: {error: {message, type, param, code}}.
+import { basename } from 'node:path';
 import type { FastifyError, FastifyInstance } from 'fastify';
 import { BusyError, ClaasError, InputError, NotFoundError, AdapterError, ShapeError, UpstreamError } from '../errors.js';
 
@@ -38,9 +39,23 @@ export function toHttpError(err: unknown): { status: number; body: OpenAiError }
   return { status: 500, body: openAiError('The server had an error while processing your request.', 'server_error', null, code) };
 }
 
-export function registerErrorHandlers(app: FastifyInstance): void {
+/**
+ * A message with every path under one of `roots` cut to its last part: a client learns which file was
+ * wrong, not where the server keeps its data, model or temp files.
+ */
+export function withoutServerPaths(message: string, roots: readonly string[]): string {
+  let out = message;
+  for (const root of [...roots].filter((r) => r.length > 1).sort((a, b) => b.length - a.length)) {
+    const escaped = root.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    out = out.replace(new RegExp(`${escaped}(?:/[^\\s:'"]*)?`, 'g'), (path) => basename(path));
+  }
+  return out;
+}
+
+export function registerErrorHandlers(app: FastifyInstance, serverPaths: readonly string[] = []): void {
   app.setErrorHandler((err, request, reply) => {
     const { status, body } = toHttpError(err);
+    body.error.message = withoutServerPaths(body.error.message, serverPaths);
     if (err instanceof BusyError) void reply.header('retry-after', String(err.retryAfter));
     if (status >= 500) request.log.error({ err }, 'request failed');
     else request.log.info({ status, message: body.error.message }, 'request rejected');

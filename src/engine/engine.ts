@@ -1,6 +1,8 @@
 // The engine facade: open a model folder, create / load / save LoRA adapters, score sequences and run
-// SDPO steps. Every heavy call runs in the addon off the event loop; calls are serialized so an
-// adapter is never read while a step updates it.
+// SDPO steps. Every heavy call runs in the addon off the event loop, in one of two lanes: decoding for
+// the people waiting on replies, and everything else (training, scoring). On the CPU the lanes run at
+// once, so a training step does not stall decoding; calls within a lane run in order, and an adapter
+// is never read while a step updates it.
 import { availableParallelism } from 'node:os';
 import { basename, resolve } from 'node:path';
 import { fromNative, InputError, ShapeError } from '../errors.js';
@@ -203,8 +205,21 @@ function ids(name: string, values: ArrayLike<number>, vocab: number, allowEmpty 
   return out;
 }
 
+/**
+ * Which queue an engine call waits in: `interactive` (decoding replies) or `background` (training,
+ * scoring, saving). Only the CPU backend runs the two at once; a GPU backend has one queue.
+ */
+export type Lane = 'interactive' | 'background';
+
+/** The calls in flight that use one adapter: the last that writes it and the reads since. */
+interface AdapterUse {
+  write: Promise<unknown>;
+  reads: Set<Promise<unknown>>;
+}
+
 export class Engine {
-  private queue: Promise<unknown> = Promise.resolve();
+  private readonly tails: Record<Lane, Promise<unknown>> = { interactive: Promise.resolve(), background: Promise.resolve() };
+  private readonly uses = new WeakMap<NativeAdapter, AdapterUse>();
 
   private constructor(
     readonly modelDir: string,
@@ -243,9 +258,44 @@ export class Engine {
     }
   }
 
-  private run<T>(fn: () => Promise<T>): Promise<T> {
-    const next = this.queue.then(fn, fn);
-    this.queue = next.catch(() => undefined);
+  /** Whether the two lanes run at once: the CPU addon's calls share only read-only weights. */
+  get concurrentLanes(): boolean {
+    return this.backend === 'cpu';
+  }
+
+  private useOf(adapter: Adapter): AdapterUse {
+    let u = this.uses.get(adapter.native);
+    if (!u) this.uses.set(adapter.native, (u = { write: Promise.resolve(), reads: new Set() }));
+    return u;
+  }
+
+  /**
+   * Runs `fn` after the calls before it in its lane, after any call that writes an adapter it reads,
+   * and (when it writes one) after every call that uses that adapter.
+   */
+  private run<T>(fn: () => Promise<T>, lane: Lane = 'background', use: { reads?: readonly (Adapter | null)[]; writes?: readonly Adapter[] } = {}): Promise<T> {
+    const l: Lane = this.concurrentLanes ? lane : 'interactive';
+    const reads = (use.reads ?? []).filter((a): a is Adapter => a !== null);
+    const writes = use.writes ?? [];
+    const after: Promise<unknown>[] = [this.tails[l]];
+    for (const a of reads) after.push(this.useOf(a).write);
+    for (const a of writes) after.push(this.useOf(a).write, ...this.useOf(a).reads);
+    const next = Promise.all(after).then(fn);
+    const settled = next.then(
+      () => undefined,
+      () => undefined,
+    );
+    this.tails[l] = settled;
+    for (const a of reads) {
+      const u = this.useOf(a);
+      u.reads.add(settled);
+      void settled.then(() => u.reads.delete(settled));
+    }
+    for (const a of writes) {
+      const u = this.useOf(a);
+      u.write = settled;
+      u.reads.clear();
+    }
     return next.catch((err: unknown) => {
       throw fromNative(err);
     });
@@ -300,12 +350,16 @@ export class Engine {
   async cloneAdapter(adapter: Adapter, opts: { freshOptimizer?: boolean } = {}): Promise<Adapter> {
     this.checkAdapter(adapter);
     if (opts.freshOptimizer) {
-      return this.run(async () => {
-        const { params, ema } = adapter.state();
-        return this.restoreAdapter(adapter.shape, { params, ema, step: 0 });
-      });
+      return this.run(
+        async () => {
+          const { params, ema } = adapter.state();
+          return this.restoreAdapter(adapter.shape, { params, ema, step: 0 });
+        },
+        'background',
+        { reads: [adapter] },
+      );
     }
-    return this.run(async () => new Adapter(adapter.native.clone(), adapter.shape, adapter.slots));
+    return this.run(async () => new Adapter(adapter.native.clone(), adapter.shape, adapter.slots), 'background', { reads: [adapter] });
   }
 
   /** Loads a PEFT adapter folder (with optimizer and EMA state when saved by CLaaS). */
@@ -322,14 +376,14 @@ export class Engine {
       const s = adapter.native.state();
       // The base model's folder name, not the server's path: versions are exported.
       saveAdapterFiles(resolve(dir), adapter.shape, adapter.slots, { params: s.params, ema: s.ema, m: s.m, v: s.v, step: s.step }, basename(resolve(this.modelDir)));
-    });
+    }, 'background', { reads: [adapter] });
   }
 
   /** Logits [T, V] (row-major) of every position, with the adapter (or its EMA copy) or the base model. */
-  async logits(tokenIds: ArrayLike<number>, adapter: Adapter | null = null, options: { ema?: boolean } = {}): Promise<Float32Array> {
+  async logits(tokenIds: ArrayLike<number>, adapter: Adapter | null = null, options: { ema?: boolean; lane?: Lane } = {}): Promise<Float32Array> {
     this.checkAdapter(adapter);
     const input = ids('tokenIds', tokenIds, this.config.vocabSize);
-    return this.run(() => this.model.forward(input, adapter?.native ?? null, options.ema === true));
+    return this.run(() => this.model.forward(input, adapter?.native ?? null, options.ema === true), options.lane, { reads: [adapter] });
   }
 
   /** log p(ids[t] | ids[<t]) for t in [start, ids.length). */
@@ -337,7 +391,7 @@ export class Engine {
     this.checkAdapter(adapter);
     const input = ids('tokenIds', tokenIds, this.config.vocabSize);
     if (!Number.isInteger(start) || start < 1 || start >= input.length) throw new InputError(`start must be an integer in [1, ${input.length})`);
-    return this.run(() => this.model.tokenLogprobs(input, adapter?.native ?? null, start));
+    return this.run(() => this.model.tokenLogprobs(input, adapter?.native ?? null, start), 'background', { reads: [adapter] });
   }
 
   /** A new, empty sequence for generation; `seed` fixes its sampling. */
@@ -351,7 +405,7 @@ export class Engine {
    * adapter) and samples each sequence's next token. Log-probabilities are the model's own
    * (before temperature).
    */
-  async decode(entries: readonly DecodeEntry[], adapter: Adapter | null = null): Promise<SampledToken[]> {
+  async decode(entries: readonly DecodeEntry[], adapter: Adapter | null = null, options: { lane?: Lane } = {}): Promise<SampledToken[]> {
     this.checkAdapter(adapter);
     if (entries.length === 0) return [];
     const V = this.config.vocabSize;
@@ -369,7 +423,7 @@ export class Engine {
       if (s.vocabLimit !== undefined && !(Number.isInteger(s.vocabLimit) && s.vocabLimit >= 1)) throw new InputError('vocabLimit must be a positive integer');
       return { seq: e.sequence.native, ids: newIds, temperature: s.temperature, topP: s.topP, topK: s.topK, topLogprobs: s.topLogprobs, vocabLimit: s.vocabLimit ?? 0 };
     });
-    return this.run(() => this.model.decode(native, adapter?.native ?? null));
+    return this.run(() => this.model.decode(native, adapter?.native ?? null), options.lane ?? 'interactive', { reads: [adapter] });
   }
 
   /** One SDPO update of the adapter over a batch (docs/learning.md), in place. */
@@ -410,6 +464,6 @@ export class Engine {
       const t0 = performance.now();
       const r = await this.model.sdpoStep(adapter.native, samples, resolved.native);
       return { ...r, timings: { ...r.timings, totalMs: performance.now() - t0 }, options: resolved.options };
-    });
+    }, 'background', { writes: [adapter] });
   }
 }

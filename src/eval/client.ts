@@ -40,12 +40,13 @@ export class EvalClient {
     return models.data.find((m) => m.parent === null)!.id;
   }
 
-  async chat(model: string, prompt: string, opts: { temperature?: number; seed?: number; maxTokens?: number } = {}): Promise<ChatReply> {
+  /** A chat reply, greedy unless a temperature is given; `'served'` sends none (the model's own sampling settings). */
+  async chat(model: string, prompt: string, opts: { temperature?: number | 'served'; seed?: number; maxTokens?: number } = {}): Promise<ChatReply> {
     const r = await this.call<{ id: string; choices: { message: { content: string | null }; logprobs: { content: { top_logprobs: { logprob: number }[] }[] } | null }[] }>('POST', '/v1/chat/completions', {
       model,
       messages: [{ role: 'user', content: prompt }],
       max_tokens: opts.maxTokens ?? 48,
-      temperature: opts.temperature ?? 0,
+      temperature: opts.temperature === 'served' ? undefined : (opts.temperature ?? 0),
       seed: opts.seed,
       logprobs: true,
       top_logprobs: 20,

@@ -2,6 +2,9 @@
 // (a verifier per style, greedy replies to task probes), how much more likely is a compliant reply
 // than the default one, does it still solve the tasks, and is it still varied where variety is right
 // (sampled replies to open prompts — "say three random words": entropy and distinct word bigrams).
+// Open prompts are sampled twice: at the model's own sampling settings (its generation_config: what a
+// user gets), which decide whether a style holds in sampled replies, and at temperature 1, the model's
+// whole distribution, for its variety and for a stricter look at the style.
 import { STYLES, STYLE_NAMES, isDefault, render, type StyleName } from '../toy/styles.js';
 import { answered, type Task } from '../toy/tasks.js';
 import type { EvalClient } from './client.js';
@@ -9,8 +12,10 @@ import type { EvalClient } from './client.js';
 export interface Measurement {
   /** Fraction of task-probe replies (greedy) following each style. */
   adherence: Record<StyleName, number>;
-  /** Fraction of sampled open-prompt replies following each style. */
+  /** Fraction of open-prompt replies sampled at the served settings following each style. */
   sampledAdherence: Record<StyleName, number>;
+  /** The same at temperature 1 (no top-k or top-p). */
+  sampledAdherenceT1: Record<StyleName, number>;
   /** Fraction in the default style. */
   defaultRate: number;
   /** Fraction of task-probe replies that contain the task's answer. */
@@ -22,6 +27,9 @@ export interface Measurement {
   /** Mean log-prob margin (compliant minus default reply) for the style being learned, if asked. */
   margin: number | null;
   replies: string[];
+  /** Open-prompt replies sampled at the served settings. */
+  servedReplies: string[];
+  /** Open-prompt replies sampled at temperature 1. */
   openReplies: string[];
 }
 
@@ -36,6 +44,7 @@ export function distinct2(texts: string[]): number {
 
 /** Sampling seed of the i-th open probe: the same for every model measured, so their samples pair up. */
 const openSeed = (i: number) => 9000 + i;
+const servedSeed = (i: number) => 7000 + i;
 
 export async function measure(client: EvalClient, model: string, probes: Task[], open: Task[], marginStyle: StyleName | null, marginProbes = 4): Promise<Measurement> {
   const replies: string[] = [];
@@ -47,6 +56,8 @@ export async function measure(client: EvalClient, model: string, probes: Task[],
     openReplies.push(r.text);
     entropy += r.entropy / open.length;
   }
+  const servedReplies: string[] = [];
+  for (const [i, p] of open.entries()) servedReplies.push((await client.chat(model, p.prompt, { temperature: 'served', seed: servedSeed(i) })).text);
   const rate = (texts: string[]) => Object.fromEntries(STYLE_NAMES.map((s) => [s, texts.filter((r) => STYLES[s].verify(r)).length / Math.max(1, texts.length)])) as Record<StyleName, number>;
   let margin: number | null = null;
   if (marginStyle) {
@@ -60,13 +71,15 @@ export async function measure(client: EvalClient, model: string, probes: Task[],
   }
   return {
     adherence: rate(replies),
-    sampledAdherence: rate(openReplies),
+    sampledAdherence: rate(servedReplies),
+    sampledAdherenceT1: rate(openReplies),
     defaultRate: replies.filter(isDefault).length / replies.length,
     accuracy: probes.filter((p, i) => answered(p, replies[i]!)).length / probes.length,
     distinct2: distinct2(openReplies),
     entropy,
     margin,
     replies,
+    servedReplies,
     openReplies,
   };
 }

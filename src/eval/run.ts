@@ -17,7 +17,10 @@ export interface EvalOptions {
   events: number;
   /** Re-measure after every k events. */
   every: number;
+  /** Held-out task prompts (greedy replies: adherence and accuracy). */
   probes: number;
+  /** Held-out open prompts (sampled replies: adherence and variety); default 2 × probes. */
+  openProbes?: number;
   /** Adherence at which a style counts as learned. */
   target: number;
   seed: number;
@@ -42,7 +45,7 @@ export interface StyleResult {
   after: number;
   /** Events until adherence reached the target (null: not within the budget). */
   events: number | null;
-  curve: { events: number; adherence: number; sampledAdherence: number; margin: number | null; accuracy: number; distinct2: number; entropy: number }[];
+  curve: { events: number; adherence: number; sampledAdherence: number; sampledAdherenceT1: number; margin: number | null; accuracy: number; distinct2: number; entropy: number }[];
   guard: { klToBase: number; updateKl: number; promoted: boolean; reason: string | null }[];
 }
 
@@ -72,9 +75,10 @@ function guardOf(result: Record<string, unknown>): { klToBase: number; updateKl:
 }
 
 async function teach(client: EvalClient, adapter: string, style: StyleName, train: Task[], probes: Task[], open: Task[], o: EvalOptions, start: Measurement, untilLearned = false): Promise<StyleResult> {
-  const point = (events: number, m: Measurement) => ({ events, adherence: m.adherence[style], sampledAdherence: m.sampledAdherence[style], margin: m.margin, accuracy: m.accuracy, distinct2: m.distinct2, entropy: m.entropy });
-  // Learned: the greedy task replies and the sampled open replies both follow the style (a style the
-  // greedy reply shows while sampling still often misses it is half learned, and samples stray words).
+  const point = (events: number, m: Measurement) => ({ events, adherence: m.adherence[style], sampledAdherence: m.sampledAdherence[style], sampledAdherenceT1: m.sampledAdherenceT1[style], margin: m.margin, accuracy: m.accuracy, distinct2: m.distinct2, entropy: m.entropy });
+  // Learned: the greedy task replies and the open replies sampled as the server samples for users both
+  // follow the style (a style the greedy reply shows while sampling still often misses it is half
+  // learned, and samples stray words). Adherence at temperature 1 is reported beside it.
   const learned = (m: Measurement) => m.adherence[style] >= o.target && m.sampledAdherence[style] >= o.target;
   const curve: StyleResult['curve'] = [point(0, start)];
   const guard: StyleResult['guard'] = [];
@@ -90,7 +94,7 @@ async function teach(client: EvalClient, adapter: string, style: StyleName, trai
     if (e % o.every === 0 || e === o.events) {
       last = await measure(client, adapter, probes, open, style);
       curve.push(point(e, last));
-      o.log(`  ${style}: ${e} event(s): adherence ${last.adherence[style].toFixed(2)} (sampled ${last.sampledAdherence[style].toFixed(2)}), margin ${last.margin?.toFixed(2)}, accuracy ${last.accuracy.toFixed(2)}`);
+      o.log(`  ${style}: ${e} event(s): adherence ${last.adherence[style].toFixed(2)} (sampled ${last.sampledAdherence[style].toFixed(2)}, at temperature 1 ${last.sampledAdherenceT1[style].toFixed(2)}), margin ${last.margin?.toFixed(2)}, accuracy ${last.accuracy.toFixed(2)}`);
       if (reached === null && learned(last)) reached = e;
     }
   }
@@ -107,7 +111,7 @@ export async function runEval(o: EvalOptions): Promise<EvalSummary> {
   const tasks = taskSet(2000 + o.seed, 32, new Set(probes.map((p) => p.prompt)));
   const opens = openSet(4000 + o.seed, 32, 'train');
   const train = tasks.flatMap((t, i) => [t, opens[i]!]);
-  const open = openSet(3000 + o.seed, 2 * o.probes, 'probe');
+  const open = openSet(3000 + o.seed, o.openProbes ?? 2 * o.probes, 'probe');
   const baseline = await measure(client, base, probes, open, null);
   o.log(`base model ${base}: accuracy ${baseline.accuracy.toFixed(2)}, default style ${baseline.defaultRate.toFixed(2)}, adherence ${JSON.stringify(baseline.adherence)}`);
   const tag = `${o.seed}-${Date.now().toString(36)}`;

@@ -144,7 +144,7 @@ export class CollapseGuard {
     const seqs = new Map(open.map((i) => [i, this.engine.createSequence(0)]));
     let pending = open.map((i) => ({ i, ids: out[i]!.ids as ArrayLike<number> }));
     while (pending.length > 0) {
-      const tokens = await this.engine.decode(pending.map((p) => ({ sequence: seqs.get(p.i)!, ids: p.ids, sampling: greedy })), adapter);
+      const tokens = await this.engine.decode(pending.map((p) => ({ sequence: seqs.get(p.i)!, ids: p.ids, sampling: greedy })), adapter, { lane: 'background' });
       const next: typeof pending = [];
       for (const [k, p] of pending.entries()) {
         const r = out[p.i]!;

@@ -293,6 +293,7 @@ export class InferenceService {
         promptIds,
         adapter: served?.adapter ?? null,
         served: served ? { name: served.name, version: served.version, path: served.path } : null,
+        tenant: req.tenant ?? null,
         maxTokens,
         sampling,
         seed: baseSeed + index,

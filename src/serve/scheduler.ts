@@ -1,8 +1,10 @@
-// Continuous batching for the embedded engine: every active generation advances by one engine call
-// per round. New requests are prefilled (in chunks, so a long prompt does not stall the others) in
-// the same batched call that decodes one token for each running request; requests on different
-// adapters go in separate calls. Requests wait only for the current round, never for each other.
-import type { Adapter, Engine, SampledToken, Sequence } from '../engine/engine.js';
+// Continuous batching for the embedded engine: generations advance in rounds of batched engine calls.
+// New requests are prefilled in chunks, in the same call that decodes one token for each running
+// request, and a call takes at most one chunk of prompt tokens in all, so a long prompt does not stall
+// the others. Requests on different adapters go in separate calls. Rounds are fair between tenants:
+// each tenant gets one call per round, its adapters taking turns, so a tenant with many adapters or
+// long prompts slows its own replies, not another tenant's.
+import type { Adapter, DecodeEntry, Engine, SampledToken, Sequence } from '../engine/engine.js';
 import { InputError } from '../errors.js';
 import type { FinishReason, GenerationRequest, GenerationResult, GenerationStats, TokenGenerator } from './token-generator.js';
 
@@ -19,7 +21,7 @@ interface Active {
 }
 
 export interface SchedulerOptions {
-  /** Prompt tokens per sequence per round. */
+  /** Prompt tokens per engine call, over all the sequences it prefills. */
   prefillChunk?: number;
   /** Most sequences advanced in one engine call. */
   maxBatch?: number;
@@ -34,6 +36,8 @@ export class Scheduler implements TokenGenerator {
   private running = false;
   private readonly prefillChunk: number;
   private readonly maxBatch: number;
+  /** Per tenant, whose adapter's turn it is. */
+  private readonly turns = new Map<string, number>();
   /** Rounds run and tokens produced, for /metrics. */
   readonly stats: GenerationStats = { rounds: 0, generatedTokens: 0, promptTokens: 0, batchedSequences: 0 };
 
@@ -71,24 +75,43 @@ export class Scheduler implements TokenGenerator {
         for (const a of [...this.active]) {
           if (a.req.signal?.aborted) this.finish(a, 'abort');
         }
-        const groups = new Map<Adapter | null, Active[]>();
+        const tenants = new Map<string, Map<Adapter | null, Active[]>>();
         for (const a of this.active) {
+          const tenant = a.req.tenant ?? '';
+          const groups = tenants.get(tenant) ?? new Map<Adapter | null, Active[]>();
+          tenants.set(tenant, groups);
           const g = groups.get(a.req.adapter) ?? [];
           if (g.length < this.maxBatch) g.push(a);
           groups.set(a.req.adapter, g);
         }
-        for (const [adapter, group] of groups) await this.round(adapter, group);
+        for (const t of this.turns.keys()) if (!tenants.has(t)) this.turns.delete(t);
+        for (const [tenant, groups] of tenants) {
+          const turn = this.turns.get(tenant) ?? 0;
+          this.turns.set(tenant, turn + 1);
+          const [adapter, group] = [...groups][turn % groups.size]!;
+          await this.round(adapter, group);
+        }
       }
     } finally {
       this.running = false;
     }
   }
 
-  private async round(adapter: Adapter | null, group: Active[]): Promise<void> {
-    const entries = group.map((a) => {
-      const ids = a.pending.length > 0 ? a.pending.splice(0, this.prefillChunk) : [a.tokens.at(-1)!.id];
-      return { sequence: a.seq, ids, sampling: a.req.sampling };
-    });
+  private async round(adapter: Adapter | null, all: Active[]): Promise<void> {
+    // Every decoding sequence, and prefilling ones while the call's prompt budget lasts.
+    let budget = this.prefillChunk;
+    const group: Active[] = [];
+    const entries: DecodeEntry[] = [];
+    for (const a of all) {
+      let ids: number[];
+      if (a.pending.length === 0) ids = [a.tokens.at(-1)!.id];
+      else if (budget > 0) {
+        ids = a.pending.splice(0, budget);
+        budget -= ids.length;
+      } else continue;
+      group.push(a);
+      entries.push({ sequence: a.seq, ids, sampling: a.req.sampling });
+    }
     let results: SampledToken[];
     try {
       results = await this.engine.decode(entries, adapter);

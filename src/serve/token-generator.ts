@@ -15,6 +15,8 @@ export interface GenerationRequest {
   adapter: Adapter | null;
   /** The same adapter by name and version (remote backend). */
   served: ServedVersion | null;
+  /** The tenant that asked: the embedded scheduler shares its rounds fairly between tenants. */
+  tenant?: string | null;
   maxTokens: number;
   sampling: SamplingParams;
   seed: number;
