@@ -6,7 +6,7 @@ import { join } from 'node:path';
 import { ConfigError, InputError } from '../src/errors.js';
 import { readGenerationConfig } from '../src/model/generation-config.js';
 import { tempDir } from '../src/model/random-model.js';
-import { Tokenizer } from '../src/model/tokenizer.js';
+import { ASYNC_ENCODE_CHARS, Tokenizer } from '../src/model/tokenizer.js';
 import { TOY_ADDED_TOKENS, writeTokenizerFiles } from '../src/model/toy-tokenizer.js';
 
 function toyFolder(): { dir: string; vocab: number } {
@@ -170,4 +170,17 @@ test('generation config defaults, validation, and a missing file', () => {
 
   rmSync(path);
   assert.deepEqual(readGenerationConfig(dir), {});
+});
+
+test('a long text tokenizes on a worker thread: the same ids, and the event loop goes on meanwhile', async () => {
+  const tok = Tokenizer.fromDir(toyFolder().dir);
+  const long = Array.from({ length: 40_000 }, (_, i) => ['weather', 'Paris', 'é', '🙂', '<|im_end|>', '\n'][i % 6]).join(' ');
+  assert.ok(long.length > ASYNC_ENCODE_CHARS);
+  let ticks = 0;
+  const timer = setInterval(() => ticks++, 1);
+  const [asyncIds, shortIds] = await Promise.all([tok.encodeAsync(long, { addSpecialTokens: false }), tok.encodeAsync('short text')]);
+  clearInterval(timer);
+  assert.ok(ticks > 0, 'timers ran while the long text was tokenized');
+  assert.deepEqual(asyncIds, tok.encode(long, { addSpecialTokens: false }));
+  assert.deepEqual(shortIds, tok.encode('short text'));
 });

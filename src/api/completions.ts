@@ -44,7 +44,7 @@ export const completionRoutes = (service: InferenceService): FastifyPluginAsync 
         const asIds = body.return_tokens_as_token_ids === true;
         if (body.prompt_logprobs !== undefined && body.prompt_logprobs !== null) {
           // Before any work: the prompt's length as the engine will see it.
-          const n = typeof body.prompt === 'string' ? service.tokenizer.encode(body.prompt, { addSpecialTokens: false }).length : body.prompt.length;
+          const n = typeof body.prompt === 'string' ? (await service.tokenizer.encodeAsync(body.prompt, { addSpecialTokens: false })).length : body.prompt.length;
           checkPromptLogprobs(n, body.prompt_logprobs, service.engine.config.vocabSize);
         }
         const req = { ...samplingFromBody(body, body.max_tokens ?? 16), prompt: body.prompt, logprobs, id, signal, stopTokenIds: body.stop_token_ids ?? [], tenant: request.principal.tenant };

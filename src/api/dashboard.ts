@@ -8,7 +8,7 @@ import type { ChatMessage } from '../model/chat-template.js';
 import type { Orchestrator } from '../orchestrator/orchestrator.js';
 import type { InferenceService } from '../serve/inference.js';
 import { prepare } from '../store/db.js';
-import { teacherFeedback, teacherPrompt } from '../train/hindsight.js';
+import { teacherFeedback, teacherTexts } from '../train/hindsight.js';
 import { adapterJson } from './lora.js';
 import { errorSchema } from './schemas.js';
 
@@ -31,7 +31,7 @@ export const dashboardRoutes = (service: InferenceService, orchestrator: Orchest
           const reply = record ? (record.choices[it.choiceIndex]?.text ?? '') : (it.responseText ?? '');
           let teacher: string | null = null;
           try {
-            teacher = teacherPrompt(service.template, service.tokenizer, messages, teacherFeedback(memory, it.feedback), { enableThinking: record?.enableThinking ?? false }).teacherText;
+            teacher = teacherTexts(service.template, messages, teacherFeedback(memory, it.feedback), { enableThinking: record?.enableThinking ?? false }).teacherText;
           } catch {
             teacher = null;
           }

@@ -114,7 +114,7 @@ export const feedbackRoutes = (orchestrator: Orchestrator): FastifyPluginAsync =
         const given = request.headers['idempotency-key'] as string | undefined;
         // Keys are per tenant: another tenant's key names none of your jobs, and cannot claim yours.
         const key = given === undefined ? undefined : `${request.principal?.tenant ?? ''}\u0000${given}`;
-        const { ids, repeated } = orchestrator.submit(jobs, key);
+        const { ids, repeated } = await orchestrator.submit(jobs, key);
         const status = (id: string) => ({ job_id: id, status: orchestrator.jobs.get(id)!.status });
         return reply.status(repeated ? 200 : 202).send(batch ? { jobs: ids.map(status) } : status(ids[0]!));
       },

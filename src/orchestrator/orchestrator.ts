@@ -10,7 +10,7 @@ import type { ChatMessage } from '../model/chat-template.js';
 import type { InferenceService } from '../serve/inference.js';
 import type { VllmClient } from '../serve/vllm-client.js';
 import { checkFeedbackSize } from '../serve/work-bounds.js';
-import { teacherFeedback, teacherPrompt } from '../train/hindsight.js';
+import { teacherFeedback, teacherTexts } from '../train/hindsight.js';
 import { remoteTeacherTargets } from '../train/remote-teacher.js';
 import { versionDir } from './adapter-ids.js';
 import type { AdapterRegistry } from './adapters.js';
@@ -101,8 +101,13 @@ export class Orchestrator {
     return o;
   }
 
-  /** Validates and durably stores feedback; training happens later. */
-  submit(jobs: { adapterId: string; options: TrainingOptions; items: FeedbackItem[] }[], idempotencyKey?: string): { ids: string[]; repeated: boolean } {
+  /**
+   * Validates and durably stores feedback; training happens later. Items are sized first (long texts
+   * tokenize off the event loop); the checks that decide what is stored then run with no wait between
+   * them and the write.
+   */
+  async submit(jobs: { adapterId: string; options: TrainingOptions; items: FeedbackItem[] }[], idempotencyKey?: string): Promise<{ ids: string[]; repeated: boolean }> {
+    const sizes: Promise<void>[] = [];
     for (const [j, job] of jobs.entries()) {
       this.registry.get(job.adapterId);
       this.checkOptions(job.options);
@@ -113,9 +118,13 @@ export class Orchestrator {
           if (!(record.request as { messages?: unknown }).messages) throw new InputError(`completion ${it.completionId} is a text completion; feedback needs a chat completion`);
           if (!record.choices[it.choiceIndex]) throw new InputError(`completion ${it.completionId} has no choice ${it.choiceIndex}`);
         }
-        this.checkSize(it, `requests[${j}]`);
+        sizes.push(this.checkSize(it, `requests[${j}]`));
       }
     }
+    const settled = await Promise.allSettled(sizes);
+    const refused = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
+    if (refused) throw refused.reason;
+    for (const job of jobs) this.registry.get(job.adapterId);
     if (!(idempotencyKey && this.jobs.knownKey(idempotencyKey))) {
       const adding = new Map<string, number>();
       for (const job of jobs) adding.set(job.adapterId, (adding.get(job.adapterId) ?? 0) + 1);
@@ -135,10 +144,10 @@ export class Orchestrator {
    * What one item costs, bounded before it is stored (work-bounds.ts). An unbounded item once
    * stalled every tenant's chat, and again after each restart.
    */
-  private checkSize(item: FeedbackItem, where: string): void {
+  private async checkSize(item: FeedbackItem, where: string): Promise<void> {
     let s: SdpoSample;
     try {
-      s = this.sample(item, []);
+      s = await this.sample(item, []);
     } catch (err) {
       if (err instanceof NotFoundError || err instanceof InputError) throw err;
       throw new InputError(`${where}: the conversation cannot be rendered with the model's chat template (${err instanceof Error ? err.message : String(err)})`);
@@ -205,22 +214,23 @@ export class Orchestrator {
     return batch;
   }
 
-  private sample(item: FeedbackItem, memory: readonly string[]): SdpoSample {
+  private async sample(item: FeedbackItem, memory: readonly string[]): Promise<SdpoSample> {
     const { template, tokenizer } = this.service;
     const feedback = teacherFeedback(memory, item.feedback);
+    const encode = (text: string) => tokenizer.encodeAsync(text, { addSpecialTokens: false });
     if (item.completionId !== null) {
       const record = this.service.store.get(item.completionId);
       if (!record) throw new NotFoundError(`completion ${item.completionId} does not exist`);
       const request = record.request as { messages: ChatMessage[]; tools?: unknown[] };
       const choice = record.choices[item.choiceIndex]!;
-      const teacher = teacherPrompt(template, tokenizer, request.messages, feedback, { tools: request.tools, enableThinking: record.enableThinking });
-      return { promptIds: record.promptIds, teacherPromptIds: teacher.teacherIds, responseIds: choice.outputIds, oldLogprobs: choice.outputLogprobs };
+      const teacher = teacherTexts(template, request.messages, feedback, { tools: request.tools, enableThinking: record.enableThinking });
+      return { promptIds: record.promptIds, teacherPromptIds: await encode(teacher.teacherText), responseIds: choice.outputIds, oldLogprobs: choice.outputLogprobs };
     }
     const messages = item.messages as ChatMessage[];
-    const teacher = teacherPrompt(template, tokenizer, messages, feedback, { enableThinking: false });
+    const teacher = teacherTexts(template, messages, feedback, { enableThinking: false });
     const eos = tokenizer.eosTokenId;
-    const responseIds = [...tokenizer.encode(item.responseText ?? '', { addSpecialTokens: false }), ...(eos !== undefined ? [eos] : [])];
-    return { promptIds: tokenizer.encode(teacher.studentText, { addSpecialTokens: false }), teacherPromptIds: teacher.teacherIds, responseIds };
+    const [promptIds, teacherPromptIds, response] = await Promise.all([encode(teacher.studentText), encode(teacher.teacherText), encode(item.responseText ?? '')]);
+    return { promptIds, teacherPromptIds, responseIds: [...response, ...(eos !== undefined ? [eos] : [])] };
   }
 
   private async runBatch(adapterId: string, queued: JobRecord[]): Promise<void> {
@@ -234,7 +244,7 @@ export class Orchestrator {
       const said = batch.flatMap((j) => j.items.map((it) => it.feedback));
       const memory = remember > 0 ? this.jobs.learnedFeedback(adapterId, remember, said) : [];
       const t0 = performance.now();
-      const samples = done === undefined ? batch.flatMap((j) => j.items.map((it) => this.sample(it, memory))) : [];
+      const samples = done === undefined ? await Promise.all(batch.flatMap((j) => j.items.map((it) => this.sample(it, memory)))) : [];
       const phases: Record<string, number> = { samples: performance.now() - t0 };
       // The remote teacher scores while serving continues (vLLM cannot score once asleep).
       if (options.teacher === 'remote' && samples.length > 0) await this.scoreRemotely(adapterId, parent, samples, options.topK ?? 100);

@@ -236,14 +236,14 @@ export class InferenceService {
     const { adapter } = this.resolve(req.model);
     const enableThinking = req.enableThinking ?? this.enableThinking;
     const prompt = this.template.render(req.messages, { tools: req.tools, addGenerationPrompt: true, enableThinking });
-    const promptIds = this.tokenizer.encode(prompt, { addSpecialTokens: false });
+    const promptIds = await this.tokenizer.encodeAsync(prompt, { addSpecialTokens: false });
     return this.run(req, promptIds, adapter, (req.tools?.length ?? 0) > 0, sink, { messages: req.messages, tools: req.tools }, enableThinking);
   }
 
   async complete(req: CompletionRequest, sink?: DeltaSink): Promise<GenerationOutcome> {
     await this.awake();
     const { adapter } = this.resolve(req.model);
-    const promptIds = typeof req.prompt === 'string' ? this.tokenizer.encode(req.prompt, { addSpecialTokens: false }) : req.prompt;
+    const promptIds = typeof req.prompt === 'string' ? await this.tokenizer.encodeAsync(req.prompt, { addSpecialTokens: false }) : req.prompt;
     if (promptIds.length === 0) throw new InputError('prompt is empty');
     return this.run(req, promptIds, adapter, false, sink, { prompt: req.prompt }, false, true);
   }

@@ -36,14 +36,10 @@ export interface TeacherPrompt {
   teacherIds: number[];
 }
 
+type TeacherOptions = { tools?: unknown[]; enableThinking: boolean; previousAttempt?: string };
+
 /** Renders both contexts and checks that they end with the same assistant prefix. */
-export function teacherPrompt(
-  template: ChatTemplate,
-  tokenizer: Tokenizer,
-  messages: readonly ChatMessage[],
-  feedback: string,
-  options: { tools?: unknown[]; enableThinking: boolean; previousAttempt?: string },
-): TeacherPrompt {
+export function teacherTexts(template: ChatTemplate, messages: readonly ChatMessage[], feedback: string, options: TeacherOptions): Omit<TeacherPrompt, 'teacherIds'> {
   const render = (m: readonly ChatMessage[]) => template.render(m, { tools: options.tools as never, addGenerationPrompt: true, enableThinking: options.enableThinking });
   const studentText = render(messages);
   const teacherMsgs = hindsightMessages(messages, feedback, options.previousAttempt);
@@ -59,5 +55,11 @@ export function teacherPrompt(
   if (tail === null || !studentText.endsWith(tail) || !teacherText.endsWith(tail) || teacherText.length <= studentText.length) {
     throw new InputError('the chat template does not keep the assistant prefix identical for the teacher context');
   }
-  return { studentText, teacherText, teacherIds: tokenizer.encode(teacherText, { addSpecialTokens: false }) };
+  return { studentText, teacherText };
+}
+
+/** Both contexts, and the teacher's token ids. */
+export function teacherPrompt(template: ChatTemplate, tokenizer: Tokenizer, messages: readonly ChatMessage[], feedback: string, options: TeacherOptions): TeacherPrompt {
+  const texts = teacherTexts(template, messages, feedback, options);
+  return { ...texts, teacherIds: tokenizer.encode(texts.teacherText, { addSpecialTokens: false }) };
 }
