@@ -12,7 +12,7 @@ import type { CompletionStore } from '../store/completions.js';
 import { parseReply, ReplyStream, type ReplyDelta } from './reply-stream.js';
 import type { TokenGenerator } from './token-generator.js';
 import type { ParsedToolCall } from './tool-calls.js';
-import { checkPromptLogprobs } from './work-bounds.js';
+import { checkPromptLogprobs, checkPromptTokens } from './work-bounds.js';
 
 export interface SamplingRequest {
   model: string;
@@ -259,7 +259,7 @@ export class InferenceService {
     raw = false,
   ): Promise<GenerationOutcome> {
     const limit = this.engine.config.maxPositionEmbeddings;
-    if (promptIds.length > this.maxPromptTokens) throw new InputError(`the prompt has ${promptIds.length} tokens; this server accepts at most ${this.maxPromptTokens} (the model's context is ${limit})`);
+    checkPromptTokens(promptIds.length, this.maxPromptTokens, limit);
     const maxTokens = Math.min(req.maxTokens ?? this.defaultMaxTokens, this.maxTokensLimit, limit - promptIds.length);
     const temperature = req.temperature ?? this.defaults.temperature ?? 1;
     const sampling = {

@@ -1,7 +1,8 @@
 // What a request may make the server compute or write, derived from the model and the flags: checked
 // before the work starts, so that one request cannot hold the engine (and every tenant's chat) for
-// minutes, fill the process's memory or the disk. Chat and completions are bounded by the prompt
-// limit and max_tokens (InferenceService); feedback items, prompt_logprobs and imports here.
+// minutes, fill the process's memory or the disk: prompts of chat and completions, feedback items,
+// prompt_logprobs and imports. Texts over a few thousand characters are tokenized off the event loop
+// (Tokenizer.encodeAsync) before they are measured here.
 import { InputError } from '../errors.js';
 
 /** Top-k entries one prompt_logprobs answer may hold (about 60 bytes of JSON each). */
@@ -19,6 +20,11 @@ export function checkPromptLogprobs(promptTokens: number, k: number, vocabSize: 
   if (bytes > MAX_PROMPT_LOGITS_BYTES) {
     throw new InputError(`prompt_logprobs over ${promptTokens} prompt tokens needs ${Math.ceil(bytes / 1024 ** 2)} MiB of logits; at most ${MAX_PROMPT_LOGITS_BYTES / 1024 ** 2} MiB (at most ${Math.floor(MAX_PROMPT_LOGITS_BYTES / (vocabSize * 4))} prompt tokens with this model)`);
   }
+}
+
+/** A chat or completion prompt: within the server's prompt limit (the model's context by default). */
+export function checkPromptTokens(promptTokens: number, maxPromptTokens: number, context: number): void {
+  if (promptTokens > maxPromptTokens) throw new InputError(`the prompt has ${promptTokens} tokens; this server accepts at most ${maxPromptTokens} (the model's context is ${context})`);
 }
 
 /** A feedback item: its prompt within the server's prompt limit (as for chat), and the longer of the
