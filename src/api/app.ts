@@ -12,6 +12,8 @@ import { vllmAdminRoutes } from './vllm-admin.js';
 import { chatRoutes } from './chat.js';
 import { completionRoutes } from './completions.js';
 import { completionRecordRoutes } from './completion-records.js';
+import { compatLoraRoutes } from './compat-lora.js';
+import { scoreRoutes } from './score.js';
 import { registerErrorHandlers } from './errors.js';
 import { healthRoutes, type RequestCounters } from './health.js';
 import { modelRoutes } from './models.js';
@@ -74,8 +76,10 @@ export async function buildApp(service: InferenceService, options: AppOptions = 
   await app.register(modelRoutes(service, options.orchestrator));
   await app.register(healthRoutes(service, counters));
   await app.register(vllmAdminRoutes(service));
+  await app.register(scoreRoutes(service));
   if (options.orchestrator) {
     await app.register(loraRoutes(options.orchestrator.registry));
+    await app.register(compatLoraRoutes(options.orchestrator.registry));
     await app.register(feedbackRoutes(options.orchestrator));
     await app.register(dashboardRoutes(service, options.orchestrator));
   }
