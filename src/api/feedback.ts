@@ -1,8 +1,10 @@
 // POST /v1/feedback: one item or {"requests": [...]}; stored durably before the 202 with job ids.
+// A request in the original CLaaS's form (an `orchestration` object, or its training option names),
+// or with `Prefer: wait`, is answered when its update is done, in the original's shape.
 // GET /v1/feedback/jobs/:id: queued, running, done (version, metrics, guard) or failed (reason).
 import type { FastifyPluginAsync } from 'fastify';
 import { InputError, NotFoundError } from '../errors.js';
-import type { FeedbackItem, TrainingOptions } from '../orchestrator/feedback-jobs.js';
+import type { FeedbackItem, JobRecord, TrainingOptions } from '../orchestrator/feedback-jobs.js';
 import type { Orchestrator } from '../orchestrator/orchestrator.js';
 import { checkAdapterId } from '../orchestrator/adapter-ids.js';
 import { errorSchema } from './schemas.js';
@@ -27,7 +29,29 @@ interface ItemBody {
   tail?: boolean;
   sampled_token?: boolean;
   memory?: number;
-  training?: { learning_rate?: number; alpha?: number; top_k?: number; teacher?: 'base' | 'current' | 'ema' | 'remote'; steps?: number; beta?: number; tail?: boolean; sampled_token?: boolean; memory?: number };
+  is_clip?: number;
+  max_grad_norm?: number;
+  kl_reg_weight?: number;
+  teacher_top_k?: number;
+  training?: Training;
+}
+
+type Training = { learning_rate?: number; alpha?: number; top_k?: number; teacher?: 'base' | 'current' | 'ema' | 'remote'; steps?: number; beta?: number; tail?: boolean; sampled_token?: boolean; memory?: number } & OriginalTraining;
+
+/** The original CLaaS's training option names: mapped onto ours (top_k, beta) or passed to the step. */
+interface OriginalTraining {
+  is_clip?: number;
+  max_grad_norm?: number;
+  kl_reg_weight?: number;
+  teacher_top_k?: number;
+}
+const ORIGINAL_TRAINING = ['is_clip', 'max_grad_norm', 'kl_reg_weight', 'teacher_top_k'] as const;
+
+interface Orchestration {
+  sleep_before?: boolean;
+  wake_after?: boolean;
+  wake_on_failure?: boolean;
+  sleep_level?: number;
 }
 
 const trainingProps = {
@@ -40,6 +64,16 @@ const trainingProps = {
   tail: { type: 'boolean' },
   sampled_token: { type: 'boolean' },
   memory: { type: 'integer', minimum: 0, maximum: 32 },
+  is_clip: { type: 'number' },
+  max_grad_norm: { type: 'number' },
+  kl_reg_weight: { type: 'number' },
+  teacher_top_k: { type: 'integer' },
+} as const;
+
+const orchestrationSchema = {
+  type: 'object',
+  additionalProperties: false,
+  properties: { sleep_before: { type: 'boolean' }, wake_after: { type: 'boolean' }, wake_on_failure: { type: 'boolean' }, sleep_level: { type: 'integer', minimum: 1, maximum: 2 } },
 } as const;
 
 const itemSchema = {
@@ -60,6 +94,12 @@ const itemSchema = {
   },
 } as const;
 
+/** One of two names for an option: either, or both when they agree. */
+function either<T>(where: string, ours: [string, T | undefined], original: [string, T | undefined]): T | undefined {
+  if (ours[1] !== undefined && original[1] !== undefined && ours[1] !== original[1]) throw new InputError(`${where}: ${ours[0]} (${String(ours[1])}) and ${original[0]} (${String(original[1])}) disagree`);
+  return ours[1] ?? original[1];
+}
+
 function toJob(b: ItemBody, i: number): { adapterId: string; options: TrainingOptions; items: FeedbackItem[] } {
   const where = `requests[${i}]`;
   checkAdapterId(b.lora_id);
@@ -68,9 +108,22 @@ function toJob(b: ItemBody, i: number): { adapterId: string; options: TrainingOp
   const hasRaw = b.prompt !== undefined || b.messages !== undefined;
   if (hasCompletion === hasRaw) throw new InputError(`${where}: give either completion_id, or prompt (or messages) with response`);
   if (hasRaw && b.response === undefined) throw new InputError(`${where}: response is required with prompt or messages`);
-  const t = { ...b.training, ...Object.fromEntries(Object.entries({ learning_rate: b.learning_rate, alpha: b.alpha, top_k: b.top_k, teacher: b.teacher, steps: b.steps, beta: b.beta, tail: b.tail, sampled_token: b.sampled_token, memory: b.memory }).filter(([, v]) => v !== undefined)) };
+  const top = { learning_rate: b.learning_rate, alpha: b.alpha, top_k: b.top_k, teacher: b.teacher, steps: b.steps, beta: b.beta, tail: b.tail, sampled_token: b.sampled_token, memory: b.memory, is_clip: b.is_clip, max_grad_norm: b.max_grad_norm, kl_reg_weight: b.kl_reg_weight, teacher_top_k: b.teacher_top_k };
+  const t: Training = { ...b.training, ...Object.fromEntries(Object.entries(top).filter(([, v]) => v !== undefined)) };
   const options: TrainingOptions = Object.fromEntries(
-    Object.entries({ learningRate: t.learning_rate, alpha: t.alpha, topK: t.top_k, teacher: t.teacher, steps: t.steps, beta: t.beta, tail: t.tail, sampledToken: t.sampled_token, memory: t.memory }).filter(([, v]) => v !== undefined),
+    Object.entries({
+      learningRate: t.learning_rate,
+      alpha: t.alpha,
+      topK: either(where, ['top_k', t.top_k], ['teacher_top_k', t.teacher_top_k]),
+      teacher: t.teacher,
+      steps: t.steps,
+      beta: either(where, ['beta', t.beta], ['kl_reg_weight', t.kl_reg_weight]),
+      tail: t.tail,
+      sampledToken: t.sampled_token,
+      memory: t.memory,
+      isClip: t.is_clip,
+      maxGradNorm: t.max_grad_norm,
+    }).filter(([, v]) => v !== undefined),
   );
   return {
     adapterId: b.lora_id,
@@ -87,6 +140,43 @@ function toJob(b: ItemBody, i: number): { adapterId: string; options: TrainingOp
   };
 }
 
+/** Whether a body asks for the original CLaaS's synchronous answer. */
+function isOriginal(body: ItemBody | { requests: ItemBody[]; orchestration?: Orchestration }): boolean {
+  if ('orchestration' in body) return true;
+  const items = 'requests' in body ? body.requests : [body];
+  return items.some((it) => ORIGINAL_TRAINING.some((k) => it[k] !== undefined || it.training?.[k] !== undefined));
+}
+
+/**
+ * The original's orchestration flags say how to treat vLLM around the update. Embedded serving has
+ * nothing to put to sleep; with vLLM this server always frees it for the step (level 1) and wakes it
+ * after, so a request asking otherwise is refused rather than ignored.
+ */
+function checkOrchestration(o: Orchestration | undefined, sleeps: boolean): void {
+  if (!o || !sleeps) return;
+  if (o.sleep_before === false || o.wake_after === false || o.wake_on_failure === false) throw new InputError('orchestration: this server always puts vLLM to sleep for an update and wakes it after (also after a failure)');
+  if (o.sleep_level !== undefined && o.sleep_level !== 1) throw new InputError('orchestration.sleep_level: this server sleeps vLLM at level 1');
+}
+
+/** A finished job in the original CLaaS's feedback answer. */
+function originalAnswer(job: JobRecord, sleeps: boolean, totalMs: number) {
+  const result = (job.result ?? {}) as { phases_ms?: Record<string, number>; timings?: Record<string, number> };
+  const phases = result.phases_ms ?? {};
+  const ms = (x: number | undefined) => Math.round(x ?? 0);
+  return {
+    status: job.status === 'done' ? 'ok' : 'failed',
+    request_id: job.id,
+    lora_id: job.adapterId,
+    distill_result: job.status === 'done' ? { lora_id: job.adapterId, metadata: job.result } : null,
+    vllm: { slept: sleeps && job.status === 'done', woke: sleeps && job.status === 'done' },
+    // This server keeps the record in its database; this is where to read it.
+    feedback_log_path: `/v1/feedback/jobs/${job.id}`,
+    timing_ms: { sleep: ms(phases.sleep), distill: ms(phases.step), save: ms(phases.save), wake: ms(phases.wake), logprobs: ms(phases.samples), total: ms(totalMs) },
+    batch_size: job.items.length,
+    ...(job.error ? { error: job.error } : {}),
+  };
+}
+
 export const feedbackRoutes = (orchestrator: Orchestrator): FastifyPluginAsync =>
   async (app) => {
     app.post<{ Body: ItemBody | { requests: ItemBody[] } }>(
@@ -99,10 +189,10 @@ export const feedbackRoutes = (orchestrator: Orchestrator): FastifyPluginAsync =
           body: {
             type: 'object',
             if: { required: ['requests'] },
-            then: { required: ['requests'], additionalProperties: false, properties: { requests: { type: 'array', minItems: 1, maxItems: MAX_BATCH, items: itemSchema } } },
+            then: { required: ['requests'], additionalProperties: false, properties: { requests: { type: 'array', minItems: 1, maxItems: MAX_BATCH, items: itemSchema }, orchestration: orchestrationSchema } },
             else: itemSchema,
           },
-          headers: { type: 'object', properties: { 'idempotency-key': { type: 'string', minLength: 1, maxLength: 200 } } },
+          headers: { type: 'object', properties: { 'idempotency-key': { type: 'string', minLength: 1, maxLength: 200 }, prefer: { type: 'string', maxLength: 200 } } },
           response: { '4xx': errorSchema },
         },
       },
@@ -110,11 +200,36 @@ export const feedbackRoutes = (orchestrator: Orchestrator): FastifyPluginAsync =
         const body = request.body;
         const batch = 'requests' in body;
         const items = batch ? body.requests : [body as ItemBody];
-        const jobs = items.map(toJob);
+        const wait = isOriginal(body) || /(^|[,;\s])wait\b/i.test(String(request.headers.prefer ?? ''));
+        let jobs = items.map(toJob);
+        // A reply this server gave, named by its text: train on the ids it sampled, not a re-tokenization.
+        for (const job of jobs) {
+          const it = job.items[0]!;
+          const prompt = it.messages?.length === 1 ? (it.messages[0] as { content?: unknown }).content : undefined;
+          if (it.responseText === null || typeof prompt !== 'string') continue;
+          const stored = orchestrator.storedReply(job.adapterId, prompt, it.responseText, request.principal?.tenant ?? null);
+          if (stored) job.items[0] = { ...it, ...stored, messages: null, responseText: null };
+        }
+        if (wait) {
+          // One update over all the items, as the original trains a request's batch in one step.
+          const first = jobs[0]!;
+          const same = JSON.stringify(first.options);
+          for (const [i, job] of jobs.entries()) {
+            if (job.adapterId !== first.adapterId) throw new InputError(`requests[${i}]: every item of a request answered when its update is done must name one lora_id (${first.adapterId}), got ${job.adapterId}`);
+            if (JSON.stringify(job.options) !== same) throw new InputError(`requests[${i}]: every item of a request answered when its update is done must share one training config`);
+          }
+          checkOrchestration(batch ? (body as { orchestration?: Orchestration }).orchestration : undefined, orchestrator.sleepsServing);
+          jobs = [{ ...first, items: jobs.flatMap((j) => j.items) }];
+        }
         const given = request.headers['idempotency-key'] as string | undefined;
         // Keys are per tenant: another tenant's key names none of your jobs, and cannot claim yours.
         const key = given === undefined ? undefined : `${request.principal?.tenant ?? ''}\u0000${given}`;
-        const { ids, repeated } = await orchestrator.submit(jobs, key);
+        const t0 = performance.now();
+        const { ids, repeated } = await orchestrator.submit(jobs, key, { now: wait });
+        if (wait) {
+          const [job] = await orchestrator.settled(ids);
+          return reply.status(200).send(originalAnswer(job!, orchestrator.sleepsServing, performance.now() - t0));
+        }
         const status = (id: string) => ({ job_id: id, status: orchestrator.jobs.get(id)!.status });
         return reply.status(repeated ? 200 : 202).send(batch ? { jobs: ids.map(status) } : status(ids[0]!));
       },

@@ -31,6 +31,10 @@ export interface TrainingOptions {
   tail?: boolean;
   /** Sampled-token divergence instead of the top-K distribution. */
   sampledToken?: boolean;
+  /** Cap of the importance weight (the original CLaaS's `is_clip`). */
+  isClip?: number;
+  /** Gradient-norm clip (the original CLaaS's `max_grad_norm`). */
+  maxGradNorm?: number;
   /**
    * How many earlier feedback texts of this adapter (the most recent distinct ones whose update was
    * served) the teacher also sees, before this feedback: without them, a teacher conditioned on the

@@ -54,6 +54,9 @@ export class Orchestrator {
   readonly lock = new ModeLock();
   private readonly timers = new Map<string, NodeJS.Timeout>();
   private readonly busy = new Set<string>();
+  /** Adapters with a submission whose client waits for the update: their batch runs without waiting to fill. */
+  private readonly urgent = new Set<string>();
+  private readonly waiters = new Map<string, (() => void)[]>();
   private closed = false;
   private readonly inFlight = new Set<Promise<void>>();
 
@@ -97,6 +100,8 @@ export class Orchestrator {
     if (o.topK !== undefined && !(Number.isInteger(o.topK) && o.topK >= 1 && o.topK <= b.maxTopK)) throw new InputError(`top_k must be an integer in [1, ${b.maxTopK}]`);
     if (o.alpha !== undefined && !(o.alpha >= 0 && o.alpha <= 1)) throw new InputError('alpha must be in [0, 1]');
     if (o.beta !== undefined && !(o.beta >= 0 && o.beta <= 100)) throw new InputError('beta must be in [0, 100]');
+    if (o.isClip !== undefined && !(o.isClip >= 1 && o.isClip <= 20)) throw new InputError('is_clip must be in [1, 20]');
+    if (o.maxGradNorm !== undefined && !(o.maxGradNorm > 0 && o.maxGradNorm <= 1e6)) throw new InputError('max_grad_norm must be in (0, 1e6]');
     if ((o.teacher ?? this.config.defaults.teacher) === 'remote' && !this.config.remoteTeacher) throw new InputError('teacher "remote" needs a teacher server (claas serve --teacher-url, or --vllm-url)');
     return o;
   }
@@ -106,7 +111,7 @@ export class Orchestrator {
    * tokenize off the event loop); the checks that decide what is stored then run with no wait between
    * them and the write.
    */
-  async submit(jobs: { adapterId: string; options: TrainingOptions; items: FeedbackItem[] }[], idempotencyKey?: string): Promise<{ ids: string[]; repeated: boolean }> {
+  async submit(jobs: { adapterId: string; options: TrainingOptions; items: FeedbackItem[] }[], idempotencyKey?: string, opts: { now?: boolean } = {}): Promise<{ ids: string[]; repeated: boolean }> {
     const sizes: Promise<void>[] = [];
     for (const [j, job] of jobs.entries()) {
       this.registry.get(job.adapterId);
@@ -136,8 +141,41 @@ export class Orchestrator {
       }
     }
     const out = this.jobs.submit(jobs, idempotencyKey);
+    // A client waiting for its update does not wait for the batch to fill as well.
+    if (opts.now) for (const job of jobs) this.urgent.add(job.adapterId);
     for (const job of jobs) this.schedule(job.adapterId);
     return out;
+  }
+
+  /** Whether an update puts serving to sleep around its step (vLLM) rather than training beside it. */
+  get sleepsServing(): boolean {
+    return this.backend !== EMBEDDED_UPDATES;
+  }
+
+  /** The stored reply of `adapterId` with this last user message and text (CompletionStore.findReply). */
+  storedReply(adapterId: string, prompt: string, response: string, tenant: string | null): { completionId: string; choiceIndex: number } | null {
+    return this.service.store.findReply(adapterId, prompt, response, tenant);
+  }
+
+  /** Resolves once every job in `ids` is done or failed. */
+  async settled(ids: readonly string[]): Promise<JobRecord[]> {
+    for (const id of ids) {
+      const finished = () => ['done', 'failed'].includes(this.jobs.get(id)?.status ?? 'done');
+      if (finished()) continue;
+      await new Promise<void>((resolve) => {
+        const list = this.waiters.get(id) ?? [];
+        list.push(resolve);
+        this.waiters.set(id, list);
+      });
+    }
+    return ids.map((id) => this.jobs.get(id)!);
+  }
+
+  private notify(ids: readonly string[]): void {
+    for (const id of ids) {
+      for (const resolve of this.waiters.get(id) ?? []) resolve();
+      this.waiters.delete(id);
+    }
   }
 
   /**
@@ -179,7 +217,8 @@ export class Orchestrator {
     if (queued.length === 0) return;
     const items = queued.reduce((n, j) => n + j.items.length, 0);
     const waited = Date.now() - queued[0]!.createdAt;
-    if (items >= this.config.batchSize || waited >= this.config.maxWaitMs) {
+    const urgent = this.urgent.delete(adapterId);
+    if (items >= this.config.batchSize || waited >= this.config.maxWaitMs || urgent) {
       clearTimeout(this.timers.get(adapterId));
       this.timers.delete(adapterId);
       const run = this.runBatch(adapterId, queued).finally(() => {
@@ -250,13 +289,19 @@ export class Orchestrator {
       if (options.teacher === 'remote' && samples.length > 0) await this.scoreRemotely(adapterId, parent, samples, options.topK ?? 100);
       let step: Awaited<ReturnType<Orchestrator['train']>> | undefined;
       await this.lock.runUpdate(
-        () => this.backend.drain(),
+        async () => {
+          const t = performance.now();
+          await this.backend.drain();
+          phases.sleep = performance.now() - t;
+        },
         async () => {
           step = await this.train(adapterId, parent, done, samples, options, batch[0]!.id, phases);
         },
         async () => {
           try {
+            const w = performance.now();
             await this.backend.wake();
+            phases.wake = performance.now() - w;
             const t = performance.now();
             if (step?.passed) {
               const next = { name: adapterId, version: versionDir(step.version), path: this.registry.dir(adapterId, step.version) };
@@ -275,6 +320,8 @@ export class Orchestrator {
       this.jobs.finish(ids, 'done', { ...step!.result, ...(memory.length > 0 ? { memory } : {}), phases_ms: phasesMs }, null);
     } catch (err) {
       this.jobs.finish(ids, 'failed', null, err instanceof Error ? err.message : String(err));
+    } finally {
+      this.notify(ids);
     }
   }
 

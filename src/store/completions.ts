@@ -30,6 +30,9 @@ const f32 = (a: readonly number[]) => Buffer.from(Float32Array.from(a).buffer);
 const fromI32 = (b: Buffer) => Array.from(new Int32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength)));
 const fromF32 = (b: Buffer) => Array.from(new Float32Array(b.buffer.slice(b.byteOffset, b.byteOffset + b.byteLength)));
 
+/** How many of an adapter's newest records a text lookup searches. */
+const REPLY_SEARCH = 1000;
+
 export class CompletionStore {
   private readonly insertCompletion;
   private readonly insertChoice;
@@ -52,6 +55,29 @@ export class CompletionStore {
     this.deleteOne = prepare(db, 'DELETE FROM completions WHERE id = ?');
     this.deleteTenant = prepare(db, 'DELETE FROM completions WHERE tenant = ?');
     this.deleteBefore = prepare(db, 'DELETE FROM completions WHERE created_at < ?');
+    this.selectReply = prepare(
+      db,
+      `SELECT c.id, c.tenant, c.request_json, ch.idx FROM completion_choices ch JOIN completions c ON c.id = ch.completion_id
+       WHERE c.id IN (SELECT id FROM completions WHERE adapter = ? ORDER BY created_at DESC LIMIT ${REPLY_SEARCH}) AND ch.text = ?
+       ORDER BY c.created_at DESC`,
+    );
+  }
+
+  private readonly selectReply;
+
+  /**
+   * The newest stored chat reply of `adapter` (among its latest records) whose text is `response` and
+   * whose last user message was `prompt`, asked under `tenant` (any tenant when null): feedback given
+   * as text then trains on the exact sampled ids and log-probs.
+   */
+  findReply(adapter: string, prompt: string, response: string, tenant: string | null): { completionId: string; choiceIndex: number } | null {
+    for (const row of this.selectReply.all(adapter, response) as { id: string; tenant: string | null; request_json: string; idx: number }[]) {
+      if (tenant !== null && row.tenant !== tenant) continue;
+      const messages = (JSON.parse(row.request_json) as { messages?: { role?: string; content?: unknown }[] }).messages;
+      const lastUser = messages?.filter((m) => m.role === 'user').at(-1);
+      if (lastUser?.content === prompt) return { completionId: row.id, choiceIndex: row.idx };
+    }
+    return null;
   }
 
   private readonly deleteOne;

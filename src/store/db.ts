@@ -116,6 +116,8 @@ const MIGRATIONS: string[] = [
      summary_json TEXT NOT NULL
    );`,
   `ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;`,
+  // Feedback given as prompt + response text finds the stored reply of that adapter.
+  `CREATE INDEX completions_by_adapter ON completions(adapter, created_at);`,
 ];
 
 /** Opens (creating when needed) the database at `file`, or in memory for ':memory:'. */
