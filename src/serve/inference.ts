@@ -102,7 +102,8 @@ export class InferenceService {
   readonly created = Math.floor(Date.now() / 1000);
   private readonly adapters = new Map<string, ServedAdapter>();
   readonly stopTokenIds: number[];
-  private readonly enableThinking: boolean;
+  /** Whether chat renders with thinking on when a request does not say. */
+  readonly enableThinking: boolean;
   readonly defaultMaxTokens: number;
   readonly maxTokensLimit: number;
   readonly maxPromptTokens: number;
@@ -144,7 +145,7 @@ export class InferenceService {
   }
 
   /** Waits while asleep, and while the backend is updating (so the request gets the new version). */
-  private async awake(): Promise<void> {
+  async awake(): Promise<void> {
     while (this.sleeping) await this.sleeping.woken;
     await this.generator.ready();
   }
