@@ -144,14 +144,26 @@ test('bad requests get 4xx errors in OpenAI shape', async () => {
     [JSON.stringify({ model, messages: 'hello' }), 400, /messages/],
     [JSON.stringify({ model, messages: [{ role: 'robot', content: 'x' }] }), 400, /role/],
     [JSON.stringify({ model, messages, pad: 'x'.repeat(300 * 1024) }), 413, /too large/],
+    // Nothing is accepted and then ignored: an unknown field, or a value the server would not honour.
+    [JSON.stringify({ model, messages, response_format: { type: 'json_object' } }), 400, /unexpected property "response_format"/],
+    [JSON.stringify({ model, messages: [{ role: 'user', content: 'x', mood: 'happy' }] }), 400, /unexpected property "mood"/],
+    [JSON.stringify({ model, messages, presence_penalty: 0.5 }), 400, /presence_penalty is not supported/],
+    [JSON.stringify({ model, messages, frequency_penalty: -1 }), 400, /frequency_penalty is not supported/],
+    [JSON.stringify({ model, messages, tool_choice: 'required' }), 400, /tool_choice/],
+    [JSON.stringify({ model, prompt: 'x', best_of: 2 }) + '\u0000completions', 400, /unexpected property "best_of"/],
   ];
-  for (const [body, status, message] of cases) {
-    const r = await post(body);
-    assert.equal(r.status, status, `${body.slice(0, 60)} -> ${JSON.stringify(r.body)}`);
+  for (const [raw, status, message] of cases) {
+    const [body, path] = raw.split('\u0000');
+    const r = await post(body!, path ? `/v1/${path}` : undefined);
+    assert.equal(r.status, status, `${raw.slice(0, 60)} -> ${JSON.stringify(r.body)}`);
     assert.match(r.body.error.message, message);
     assert.equal(typeof r.body.error.type, 'string');
     assert.ok('param' in r.body.error && 'code' in r.body.error);
   }
+  // The values that change nothing are accepted; the end-user id is kept with the record.
+  const ok = await fetch(`${base}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model, messages, max_tokens: 2, presence_penalty: 0, frequency_penalty: null, tool_choice: 'auto', user: 'end-user-7' }) });
+  assert.equal(ok.status, 200);
+  assert.equal((service.store.get(((await ok.json()) as { id: string }).id)!.request as { user?: string }).user, 'end-user-7');
   const unknown = await fetch(`${base}/v1/nothing`);
   assert.equal(unknown.status, 404);
   assert.equal(((await unknown.json()) as { error: { code: string } }).error.code, 'not_found');

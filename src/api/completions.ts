@@ -12,6 +12,7 @@ interface CompletionBody extends SamplingBody {
   prompt_logprobs?: number | null;
   return_tokens_as_token_ids?: boolean;
   stop_token_ids?: number[] | null;
+  skip_special_tokens?: boolean;
 }
 
 /** OpenAI's legacy logprobs; with vLLM's return_tokens_as_token_ids, tokens read "token_id:N". */
@@ -47,7 +48,7 @@ export const completionRoutes = (service: InferenceService): FastifyPluginAsync 
           const n = typeof body.prompt === 'string' ? (await service.tokenizer.encodeAsync(body.prompt, { addSpecialTokens: false })).length : body.prompt.length;
           checkPromptLogprobs(n, body.prompt_logprobs, service.engine.config.vocabSize);
         }
-        const req = { ...samplingFromBody(body, body.max_tokens ?? 16), prompt: body.prompt, logprobs, id, signal, stopTokenIds: body.stop_token_ids ?? [], tenant: request.principal.tenant };
+        const req = { ...samplingFromBody(body, body.max_tokens ?? 16), prompt: body.prompt, logprobs, id, signal, stopTokenIds: body.stop_token_ids ?? [], keepSpecialTokens: body.skip_special_tokens === false, tenant: request.principal.tenant };
         if (!body.stream) {
           const out = await service.complete(req);
           // vLLM's prompt_logprobs: [null, {token_id: {logprob, rank, decoded_token}}, ...] for the prompt.

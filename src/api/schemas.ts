@@ -1,4 +1,5 @@
-// JSON schemas shared by the OpenAI-compatible routes. Unknown fields are allowed (clients send many).
+// JSON schemas shared by the OpenAI-compatible routes. An unknown field is a 400 naming it: every field
+// accepted here changes what the server does (or is refused when it asks for what the server cannot do).
 export const errorSchema = {
   type: 'object',
   properties: {
@@ -22,14 +23,17 @@ export const samplingProperties = {
   stop: {
     anyOf: [{ type: 'string', minLength: 1 }, { type: 'array', items: { type: 'string', minLength: 1 }, maxItems: 8 }, { type: 'null' }],
   },
+  // Accepted so clients that always send them work; any value but 0 is refused (samplingFromBody).
   presence_penalty: { type: ['number', 'null'], minimum: -2, maximum: 2 },
   frequency_penalty: { type: ['number', 'null'], minimum: -2, maximum: 2 },
-  user: { type: 'string' },
+  // Kept with the reply's record.
+  user: { type: 'string', maxLength: 256 },
 } as const;
 
 export const chatBodySchema = {
   type: 'object',
   required: ['model', 'messages'],
+  additionalProperties: false,
   properties: {
     ...samplingProperties,
     messages: {
@@ -38,8 +42,10 @@ export const chatBodySchema = {
       items: {
         type: 'object',
         required: ['role'],
+        additionalProperties: false,
         properties: {
           role: { type: 'string', enum: ['system', 'developer', 'user', 'assistant', 'tool'] },
+          reasoning_content: { type: ['string', 'null'] },
           content: { anyOf: [{ type: 'string' }, { type: 'array' }, { type: 'null' }] },
           name: { type: 'string' },
           tool_calls: { type: 'array' },
@@ -61,7 +67,8 @@ export const chatBodySchema = {
         },
       },
     },
-    tool_choice: {},
+    // 'required' and a named function would need constrained decoding, which the server does not do.
+    tool_choice: { anyOf: [{ type: 'string', enum: ['none', 'auto'] }, { type: 'null' }] },
     chat_template_kwargs: { type: ['object', 'null'], properties: { enable_thinking: { type: 'boolean' } } },
   },
 } as const;
@@ -69,6 +76,7 @@ export const chatBodySchema = {
 export const completionBodySchema = {
   type: 'object',
   required: ['model', 'prompt'],
+  additionalProperties: false,
   properties: {
     ...samplingProperties,
     prompt: { anyOf: [{ type: 'string', minLength: 1 }, { type: 'array', minItems: 1, items: { type: 'integer', minimum: 0 } }] },

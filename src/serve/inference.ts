@@ -31,6 +31,10 @@ export interface SamplingRequest {
   id?: string;
   /** Token ids that end a choice besides the model's own end tokens. */
   stopTokenIds?: number[];
+  /** Keep special tokens in the text (text completions; default: drop them). */
+  keepSpecialTokens?: boolean;
+  /** The client's end-user id, kept with the record. */
+  user?: string;
   /** The tenant of the API key that asked, stored with the record. */
   tenant?: string | null;
 }
@@ -274,7 +278,7 @@ export class InferenceService {
     const maxStop = Math.max(0, ...req.stop.map((s) => s.length));
 
     const choice = async (index: number): Promise<{ result: ChoiceResult; ids: number[]; logprobs: number[] }> => {
-      const decoder = this.tokenizer.createStreamDecoder({ skipSpecialTokens: true });
+      const decoder = this.tokenizer.createStreamDecoder({ skipSpecialTokens: req.keepSpecialTokens !== true });
       const stream = raw ? undefined : new ReplyStream(tools);
       let text = '';
       let shown = 0; // characters of `text` passed on (the rest may still turn into a stop sequence)
@@ -349,7 +353,7 @@ export class InferenceService {
       adapter: served?.name ?? null,
       adapterVersion: served?.version ?? null,
       tenant: req.tenant ?? null,
-      request: { ...recordRequest, model: req.model, n: req.n, max_tokens: req.maxTokens, temperature, top_p: sampling.topP, seed: req.seed, stop: req.stop },
+      request: { ...recordRequest, model: req.model, n: req.n, max_tokens: req.maxTokens, temperature, top_p: sampling.topP, seed: req.seed, stop: req.stop, ...(req.user !== undefined ? { user: req.user } : {}) },
       promptIds,
       enableThinking,
       choices: choices.map((c) => ({ index: c.result.index, outputIds: c.ids, outputLogprobs: c.logprobs, text: c.result.text, finishReason: c.result.finishReason })),
