@@ -1,7 +1,123 @@
 // The original CLaaS service's adapter and health routes, on top of this server's own (see README,
-// "Coming from CLaaS").
-import type { FastifyPluginAsync } from 'fastify';
+// "Coming from CLaaS"): GET /v1/health, DELETE /v1/lora?lora_id=, GET /v1/lora/export?lora_id= (a
+// ZIP of the PEFT folder), and /v1/lora/{id} with the id's "/" percent-encoded ("ana%2Fassistant"),
+// as the original's clients build their addresses.
+import { open, readdir, type FileHandle } from 'node:fs/promises';
+import { join } from 'node:path';
+import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import { NotFoundError } from '../errors.js';
 import type { AdapterRegistry } from '../orchestrator/adapters.js';
+import { mayUseAdapter } from './access.js';
+import { openAiError } from './errors.js';
+import { adapterJson, deleteAdapter, exportQuery, rollback, rollbackBody, sendExport } from './lora.js';
+import { errorSchema } from './schemas.js';
+import { zipStream, type ZipEntry } from './zip.js';
 
-export const compatLoraRoutes = (_registry: AdapterRegistry): FastifyPluginAsync =>
-  async () => {};
+const noQuery = { type: 'object', additionalProperties: false, properties: {} } as const;
+const oneId = { type: 'object', required: ['id'], additionalProperties: false, properties: { id: { type: 'string', minLength: 1, maxLength: 129 } } } as const;
+const byLoraId = (extra: Record<string, unknown> = {}) =>
+  ({ type: 'object', required: ['lora_id'], additionalProperties: false, properties: { lora_id: { type: 'string', minLength: 1, maxLength: 129 }, ...extra } }) as const;
+
+const healthSchema = {
+  type: 'object',
+  required: ['status', 'worker'],
+  additionalProperties: false,
+  properties: {
+    status: { type: 'string', enum: ['healthy', 'degraded'] },
+    worker: { type: ['object', 'null'], required: ['status', 'error'], additionalProperties: false, properties: { status: { type: 'string' }, error: { type: ['string', 'null'] } } },
+  },
+} as const;
+
+/**
+ * The adapter a /v1/lora/{id}... address names. "/v1/lora/ana/export" was, and stays, the adapter
+ * "ana/export"; only an id that holds its own "/" is an encoded one.
+ */
+function addressedId(request: FastifyRequest): string {
+  const id = (request.params as { id: string }).id;
+  return id.includes('/') || !request.routeOptions.url?.endsWith('/export') ? id : `${id}/export`;
+}
+
+/**
+ * Ownership of the single-parameter addresses: access.ts checks a `tenant` parameter, which these
+ * have not. Others' adapters read as missing, as there.
+ */
+async function ownAddressedAdapter(request: FastifyRequest, reply: FastifyReply) {
+  const p = request.principal;
+  if (p?.admin) return;
+  const id = addressedId(request);
+  if (!p || !mayUseAdapter(p, id)) return reply.status(404).send(openAiError(`adapter ${id} does not exist`, 'invalid_request_error', null, 'not_found'));
+}
+
+/** The version folder's files, opened now: a deletion while the archive streams cannot cut it short. */
+async function openVersionFiles(dir: string, id: string): Promise<ZipEntry[]> {
+  let names: string[];
+  try {
+    names = (await readdir(dir, { withFileTypes: true })).filter((e) => e.isFile()).map((e) => e.name).sort();
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(`adapter ${id} does not exist`);
+    throw err;
+  }
+  const handles: FileHandle[] = [];
+  try {
+    const entries: ZipEntry[] = [];
+    for (const name of names) {
+      const handle = await open(join(dir, name), 'r');
+      handles.push(handle);
+      entries.push({ name, modified: (await handle.stat()).mtime, data: handle.createReadStream() });
+    }
+    return entries;
+  } catch (err) {
+    await Promise.allSettled(handles.map((h) => h.close()));
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(`adapter ${id} does not exist`);
+    throw err;
+  }
+}
+
+export const compatLoraRoutes = (registry: AdapterRegistry): FastifyPluginAsync =>
+  async (app) => {
+    // Public like /healthz, and as bare: no model, adapter or path.
+    app.get('/v1/health', { config: { access: 'public' }, schema: { response: { 200: healthSchema } } }, async () => ({
+      // These routes exist only beside the training loop (app.ts), so its presence is a given.
+      status: 'healthy',
+      worker: { status: 'running', error: null },
+    }));
+
+    // Idempotent, as in the original: deleting what is not there answers deleted: false. access.ts
+    // refuses another tenant's lora_id (403) before this runs, whether it exists or not.
+    app.delete<{ Querystring: { lora_id: string } }>('/v1/lora', { schema: { querystring: byLoraId(), response: { '4xx': errorSchema } } }, async (request) => {
+      try {
+        await registry.delete(request.query.lora_id);
+        return { deleted: true };
+      } catch (err) {
+        if (err instanceof NotFoundError) return { deleted: false };
+        throw err;
+      }
+    });
+
+    app.get<{ Querystring: { lora_id: string; version?: string } }>(
+      '/v1/lora/export',
+      { schema: { querystring: byLoraId(exportQuery.properties), response: { '4xx': errorSchema } } },
+      async (request, reply) => {
+        const id = request.query.lora_id;
+        const info = registry.get(id);
+        const version = request.query.version === undefined ? info.currentVersion : Number(request.query.version);
+        if (!info.versions.some((v) => v.version === version)) throw new NotFoundError(`adapter ${id} has no version ${version}`);
+        const entries = await openVersionFiles(registry.dir(id, version), id);
+        // The original's file name: the id with "/" as "__".
+        return reply.type('application/zip').header('content-disposition', `attachment; filename="${id.replace('/', '__')}.zip"`).send(zipStream(entries));
+      },
+    );
+
+    const owned = { preHandler: ownAddressedAdapter };
+    app.get('/v1/lora/:id', { ...owned, schema: { params: oneId, querystring: noQuery, response: { '4xx': errorSchema } } }, async (request) => adapterJson(registry.get(addressedId(request))));
+    app.delete('/v1/lora/:id', { ...owned, schema: { params: oneId, querystring: noQuery, response: { '4xx': errorSchema } } }, async (request) => deleteAdapter(registry, addressedId(request)));
+    app.get<{ Querystring: { version?: string } }>('/v1/lora/:id/export', { ...owned, schema: { params: oneId, querystring: exportQuery, response: { '4xx': errorSchema } } }, async (request, reply) => {
+      const id = addressedId(request);
+      // "/v1/lora/ana/export" is a request for the adapter "ana/export" itself, not an export.
+      if (!(request.params as { id: string }).id.includes('/')) return adapterJson(registry.get(id));
+      return sendExport(registry, id, request.query.version, reply);
+    });
+    app.post<{ Body: { version: number } }>('/v1/lora/:id/rollback', { ...owned, schema: { params: oneId, querystring: noQuery, body: rollbackBody, response: { '4xx': errorSchema } } }, async (request) =>
+      rollback(registry, addressedId(request), request.body.version),
+    );
+  };

@@ -82,6 +82,11 @@ export class AdapterRegistry {
     };
   }
 
+  /** The name the base model is served under (what a new adapter's base_model must name). */
+  get baseModel(): string {
+    return this.service.modelName;
+  }
+
   dir(id: string, version: number): string {
     return join(this.root, ...checkAdapterId(id).split('/'), versionDir(version));
   }
