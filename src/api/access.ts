@@ -18,12 +18,40 @@ export interface Principal {
 
 export type Access = 'public' | 'user' | 'admin';
 
+/**
+ * What a user route's request names that must be the caller's, checked once the request is validated.
+ * Each route declares its own (config.owns); the server refuses to start with a user route that
+ * declares nothing, so a new route cannot go unchecked because it names its ids differently.
+ * - `model`: body.model is the base model or one of the caller's adapters (404 otherwise);
+ * - `lora_id`: body.lora_id, query.lora_id and every requests[].lora_id are the caller's (403);
+ * - `completion_id`: body.completion_id and every requests[].completion_id name the caller's records (404);
+ * - `adapter`: the adapter in the path, `:tenant/:name` or one `:id` ("tenant/name", percent-encoded) (404);
+ * - `tenant`: the path's `:tenant` is the caller's (404);
+ * - `job`: the path's `:id` is one of the caller's feedback jobs (404);
+ * - `record`: the path's `:id` is one of the caller's completion records (404);
+ * - `own-data`: the route names no one's ids: it lists, or writes, only the caller's own.
+ */
+export type Owned = 'model' | 'lora_id' | 'completion_id' | 'adapter' | 'tenant' | 'job' | 'record' | 'own-data';
+
+/** A registered route and what it declared. */
+export interface RouteDeclaration {
+  method: string;
+  url: string;
+  access: Access;
+  owns: readonly Owned[];
+}
+
 declare module 'fastify' {
   interface FastifyRequest {
     principal: Principal;
   }
+  interface FastifyInstance {
+    /** Every route with its access and ownership, as registered. */
+    routeDeclarations: RouteDeclaration[];
+  }
   interface FastifyContextConfig {
     access?: Access;
+    owns?: readonly Owned[];
     /** Which rate limit the route counts against. */
     rate?: 'chat' | 'feedback';
   }
@@ -59,13 +87,26 @@ function deny(reply: FastifyReply, status: number, message: string, code: string
   return reply.status(status).send(openAiError(message, status === 429 ? 'rate_limit_error' : 'invalid_request_error', null, code));
 }
 
+/** A route's access: /docs (the OpenAPI pages) is public, anything undeclared is for users. */
+function accessOf(url: string | undefined, config: { access?: Access } | undefined): Access {
+  return url === undefined || url === '/docs' || url.startsWith('/docs/') ? 'public' : (config?.access ?? 'user');
+}
+
 export function registerAccess(app: FastifyInstance, opts: AccessOptions, service: InferenceService, orchestrator?: Orchestrator): void {
   app.decorateRequest('principal', null as unknown as Principal);
+  const declared: RouteDeclaration[] = [];
+  app.decorate('routeDeclarations', declared);
+  app.addHook('onRoute', (route) => {
+    const config = route.config as { access?: Access; owns?: readonly Owned[] } | undefined;
+    const access = accessOf(route.url, config);
+    const owns = config?.owns ?? [];
+    if (access === 'user' && owns.length === 0) throw new Error(`route ${String(route.method)} ${route.url} is for users but declares nothing it owns (config.owns), nor access 'public' or 'admin'`);
+    for (const method of [route.method].flat()) declared.push({ method, url: route.url, access, owns });
+  });
 
   app.addHook('onRequest', async (request, reply) => {
     const config = request.routeOptions.config as { access?: Access; rate?: string } | undefined;
-    const url = request.routeOptions.url;
-    const access = url === undefined || url.startsWith('/docs') ? 'public' : (config?.access ?? 'user');
+    const access = accessOf(request.routeOptions.url, config);
     if (access === 'public') {
       request.principal = ANONYMOUS;
       return;
@@ -89,48 +130,67 @@ export function registerAccess(app: FastifyInstance, opts: AccessOptions, servic
     }
   });
 
-  // Ownership, once the body is parsed and validated. Others' resources read as missing (404), so a
-  // key cannot learn what other tenants have; creating under another tenant is refused (403).
+  // Ownership, once the body is parsed and validated, as each route declared it. Others' resources
+  // read as missing (404), so a key cannot learn what other tenants have; creating under another
+  // tenant is refused (403).
   app.addHook('preHandler', async (request, reply) => {
     const p = request.principal;
     if (!p || p.admin) return;
+    const owns = (request.routeOptions.config as { owns?: readonly Owned[] } | undefined)?.owns ?? [];
     const body = (request.body ?? {}) as Record<string, unknown>;
     const params = (request.params ?? {}) as Record<string, unknown>;
     const query = (request.query ?? {}) as Record<string, unknown>;
     const mine = (id: string) => mayUseAdapter(p, id);
-    const model = body.model;
-    if (typeof model === 'string' && model !== service.modelName && !mine(model)) {
-      return reply.status(404).send(openAiError(`The model \`${model}\` does not exist.`, 'invalid_request_error', 'model', 'model_not_found'));
-    }
-    if (typeof params.tenant === 'string' && params.tenant !== p.tenant) {
-      return reply.status(404).send(openAiError(`adapter ${params.tenant}/${String(params.name ?? '')} does not exist`, 'invalid_request_error', null, 'not_found'));
-    }
+    const missing = (message: string, param: string | null = null) => reply.status(404).send(openAiError(message, 'invalid_request_error', param, param === 'model' ? 'model_not_found' : 'not_found'));
     const items = Array.isArray(body.requests) ? (body.requests as unknown[]) : [body];
-    for (const it of [...items, query] as Record<string, unknown>[]) {
-      // Fail closed: an id this check cannot read is refused, never waved through.
-      if (it === null || typeof it !== 'object') {
-        if (it === body || it === query) continue;
-        return reply.status(400).send(openAiError('each item must be a JSON object', 'invalid_request_error', null, 'invalid_body'));
+    for (const owned of owns) {
+      switch (owned) {
+        case 'model': {
+          const model = body.model;
+          if (typeof model !== 'string') return reply.status(400).send(openAiError('model must be a string', 'invalid_request_error', 'model', 'invalid_body'));
+          if (model !== service.modelName && !mine(model)) return missing(`The model \`${model}\` does not exist.`, 'model');
+          break;
+        }
+        case 'lora_id':
+        case 'completion_id':
+          for (const it of owned === 'lora_id' ? [...items, query] : items) {
+            // Fail closed: an id this check cannot read is refused, never waved through.
+            if (it === null || typeof it !== 'object') return reply.status(400).send(openAiError('each item must be a JSON object', 'invalid_request_error', null, 'invalid_body'));
+            const v = (it as Record<string, unknown>)[owned];
+            if (v === undefined) continue;
+            if (typeof v !== 'string') return reply.status(400).send(openAiError(`${owned} must be a string`, 'invalid_request_error', owned, 'invalid_body'));
+            if (owned === 'lora_id' && !mine(v)) {
+              return reply.status(403).send(openAiError(`This key belongs to tenant "${p.tenant}": lora_id must be "${p.tenant}/<name>" (got ${JSON.stringify(v)}).`, 'invalid_request_error', 'lora_id', 'forbidden'));
+            }
+            if (owned === 'completion_id') {
+              const record = service.store.get(v);
+              if (record && record.tenant !== p.tenant) return missing(`completion ${v} does not exist`);
+            }
+          }
+          break;
+        case 'adapter': {
+          // "/v1/lora/ana/export" names the adapter "ana/export": the tenant is what precedes any "/".
+          const id = typeof params.tenant === 'string' ? `${params.tenant}/${String(params.name ?? '')}` : String(params.id ?? '');
+          const tenant = id.split('/')[0]!;
+          if (tenant !== p.tenant) return missing(`adapter ${id} does not exist`);
+          break;
+        }
+        case 'tenant':
+          if (params.tenant !== p.tenant) return missing(`tenant ${String(params.tenant)} does not exist`);
+          break;
+        case 'job': {
+          const job = orchestrator?.jobs.get(String(params.id));
+          if (job && !mine(job.adapterId)) return missing(`job ${String(params.id)} does not exist`);
+          break;
+        }
+        case 'record': {
+          const record = service.store.get(String(params.id));
+          if (record && record.tenant !== p.tenant) return missing(`completion ${String(params.id)} does not exist`);
+          break;
+        }
+        case 'own-data':
+          break;
       }
-      for (const field of ['lora_id', 'completion_id'] as const) {
-        if (it[field] !== undefined && typeof it[field] !== 'string') return reply.status(400).send(openAiError(`${field} must be a string`, 'invalid_request_error', field, 'invalid_body'));
-      }
-      if (typeof it.lora_id === 'string' && !mine(it.lora_id)) {
-        return reply.status(403).send(openAiError(`This key belongs to tenant "${p.tenant}": lora_id must be "${p.tenant}/<name>" (got ${JSON.stringify(it.lora_id)}).`, 'invalid_request_error', 'lora_id', 'forbidden'));
-      }
-      if (typeof it.completion_id === 'string') {
-        const record = service.store.get(it.completion_id);
-        if (record && record.tenant !== p.tenant) return reply.status(404).send(openAiError(`completion ${it.completion_id} does not exist`, 'invalid_request_error', null, 'not_found'));
-      }
-    }
-    const url = request.routeOptions.url;
-    if (url === '/v1/feedback/jobs/:id' && orchestrator) {
-      const job = orchestrator.jobs.get(String(params.id));
-      if (job && !mine(job.adapterId)) return reply.status(404).send(openAiError(`job ${String(params.id)} does not exist`, 'invalid_request_error', null, 'not_found'));
-    }
-    if (url === '/v1/completions/:id' && typeof params.id === 'string') {
-      const record = service.store.get(params.id);
-      if (record && record.tenant !== p.tenant) return reply.status(404).send(openAiError(`completion ${params.id} does not exist`, 'invalid_request_error', null, 'not_found'));
     }
   });
 }

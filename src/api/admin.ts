@@ -44,7 +44,7 @@ export const adminRoutes = (keys: KeyStore, store: CompletionStore, jobs: Feedba
     );
     app.delete<{ Params: { id: string } }>(
       '/v1/completions/:id',
-      { schema: { params: { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 200 } } }, response: { '4xx': errorSchema } } },
+      { config: { owns: ['record'] }, schema: { params: { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 200 } } }, response: { '4xx': errorSchema } } },
       async (request) => {
         if (!store.delete(request.params.id)) throw new NotFoundError(`completion ${request.params.id} does not exist`);
         return { id: request.params.id, deleted: true };
@@ -52,7 +52,7 @@ export const adminRoutes = (keys: KeyStore, store: CompletionStore, jobs: Feedba
     );
     app.delete<{ Params: { tenant: string } }>(
       '/v1/tenants/:tenant/data',
-      { schema: { params: { type: 'object', properties: { tenant: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' } } }, response: { '4xx': errorSchema } } },
+      { config: { owns: ['tenant'] }, schema: { params: { type: 'object', properties: { tenant: { type: 'string', pattern: '^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$' } } }, response: { '4xx': errorSchema } } },
       async (request) => {
         const tenant = request.params.tenant;
         const completions = store.deleteByTenant(tenant);

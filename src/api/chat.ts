@@ -42,7 +42,7 @@ export const chatRoutes = (service: InferenceService): FastifyPluginAsync =>
   async (app) => {
     app.post<{ Body: ChatBody }>(
       '/v1/chat/completions',
-      { config: { rate: 'chat' }, schema: { body: chatBodySchema, response: { '4xx': errorSchema } } },
+      { config: { rate: 'chat', owns: ['model'] }, schema: { body: chatBodySchema, response: { '4xx': errorSchema } } },
       async (request, reply) => {
         const body = request.body;
         const wantLogprobs = body.logprobs === true;

@@ -4,11 +4,9 @@
 // as the original's clients build their addresses.
 import { open, readdir, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { FastifyPluginAsync, FastifyReply, FastifyRequest } from 'fastify';
+import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { NotFoundError } from '../errors.js';
 import type { AdapterRegistry } from '../orchestrator/adapters.js';
-import { mayUseAdapter } from './access.js';
-import { openAiError } from './errors.js';
 import { adapterJson, deleteAdapter, exportQuery, rollback, rollbackBody, sendExport } from './lora.js';
 import { errorSchema } from './schemas.js';
 import { zipStream, type ZipEntry } from './zip.js';
@@ -35,17 +33,6 @@ const healthSchema = {
 function addressedId(request: FastifyRequest): string {
   const id = (request.params as { id: string }).id;
   return id.includes('/') || !request.routeOptions.url?.endsWith('/export') ? id : `${id}/export`;
-}
-
-/**
- * Ownership of the single-parameter addresses: access.ts checks a `tenant` parameter, which these
- * have not. Others' adapters read as missing, as there.
- */
-async function ownAddressedAdapter(request: FastifyRequest, reply: FastifyReply) {
-  const p = request.principal;
-  if (p?.admin) return;
-  const id = addressedId(request);
-  if (!p || !mayUseAdapter(p, id)) return reply.status(404).send(openAiError(`adapter ${id} does not exist`, 'invalid_request_error', null, 'not_found'));
 }
 
 /** The version folder's files, opened now: a deletion while the archive streams cannot cut it short. */
@@ -84,7 +71,7 @@ export const compatLoraRoutes = (registry: AdapterRegistry): FastifyPluginAsync 
 
     // Idempotent, as in the original: deleting what is not there answers deleted: false. access.ts
     // refuses another tenant's lora_id (403) before this runs, whether it exists or not.
-    app.delete<{ Querystring: { lora_id: string } }>('/v1/lora', { schema: { querystring: byLoraId(), response: { '4xx': errorSchema } } }, async (request) => {
+    app.delete<{ Querystring: { lora_id: string } }>('/v1/lora', { config: { owns: ['lora_id'] }, schema: { querystring: byLoraId(), response: { '4xx': errorSchema } } }, async (request) => {
       try {
         await registry.delete(request.query.lora_id);
         return { deleted: true };
@@ -96,7 +83,7 @@ export const compatLoraRoutes = (registry: AdapterRegistry): FastifyPluginAsync 
 
     app.get<{ Querystring: { lora_id: string; version?: string } }>(
       '/v1/lora/export',
-      { schema: { querystring: byLoraId(exportQuery.properties), response: { '4xx': errorSchema } } },
+      { config: { owns: ['lora_id'] }, schema: { querystring: byLoraId(exportQuery.properties), response: { '4xx': errorSchema } } },
       async (request, reply) => {
         const id = request.query.lora_id;
         const info = registry.get(id);
@@ -108,7 +95,7 @@ export const compatLoraRoutes = (registry: AdapterRegistry): FastifyPluginAsync 
       },
     );
 
-    const owned = { preHandler: ownAddressedAdapter };
+    const owned = { config: { owns: ['adapter'] as const } };
     app.get('/v1/lora/:id', { ...owned, schema: { params: oneId, querystring: noQuery, response: { '4xx': errorSchema } } }, async (request) => adapterJson(registry.get(addressedId(request))));
     app.delete('/v1/lora/:id', { ...owned, schema: { params: oneId, querystring: noQuery, response: { '4xx': errorSchema } } }, async (request) => deleteAdapter(registry, addressedId(request)));
     app.get<{ Querystring: { version?: string } }>('/v1/lora/:id/export', { ...owned, schema: { params: oneId, querystring: exportQuery, response: { '4xx': errorSchema } } }, async (request, reply) => {

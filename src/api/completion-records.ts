@@ -10,7 +10,7 @@ export const completionRecordRoutes = (store: CompletionStore): FastifyPluginAsy
   async (app) => {
     app.get<{ Params: { id: string } }>(
       '/v1/completions/:id',
-      { schema: { params: { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 200 } } }, response: { '4xx': errorSchema } } },
+      { config: { owns: ['record'] }, schema: { params: { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 200 } } }, response: { '4xx': errorSchema } } },
       async (request) => {
         const r = store.get(request.params.id);
         if (!r) throw new NotFoundError(`completion ${request.params.id} does not exist`);

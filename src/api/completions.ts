@@ -36,7 +36,7 @@ export const completionRoutes = (service: InferenceService): FastifyPluginAsync 
   async (app) => {
     app.post<{ Body: CompletionBody }>(
       '/v1/completions',
-      { config: { rate: 'chat' }, schema: { body: completionBodySchema, response: { '4xx': errorSchema } } },
+      { config: { rate: 'chat', owns: ['model'] }, schema: { body: completionBodySchema, response: { '4xx': errorSchema } } },
       async (request, reply) => {
         const body = request.body;
         const logprobs = body.logprobs ?? undefined;

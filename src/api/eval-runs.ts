@@ -21,6 +21,7 @@ export const evalRunRoutes = (db: Db): FastifyPluginAsync =>
       '/v1/eval/runs',
       {
         bodyLimit: 1024 * 1024,
+        config: { owns: ['own-data'] },
         schema: {
           body: {
             type: 'object',
@@ -45,7 +46,7 @@ export const evalRunRoutes = (db: Db): FastifyPluginAsync =>
         return reply.status(201).send({ id });
       },
     );
-    app.get('/v1/eval/runs', { schema: { response: { '4xx': errorSchema } } }, async (request) => ({
+    app.get('/v1/eval/runs', { config: { owns: ['own-data'] }, schema: { response: { '4xx': errorSchema } } }, async (request) => ({
       data: ((request.principal.admin ? all.all(MAX_RUNS) : mine.all(request.principal.tenant, MAX_RUNS)) as { id: string; created_at: number; tenant: string | null; summary_json: string }[])
         .map((r) => ({ id: r.id, created_at: r.created_at, tenant: r.tenant, summary: JSON.parse(r.summary_json) as unknown })),
     }));

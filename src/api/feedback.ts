@@ -182,7 +182,7 @@ export const feedbackRoutes = (orchestrator: Orchestrator): FastifyPluginAsync =
     app.post<{ Body: ItemBody | { requests: ItemBody[] } }>(
       '/v1/feedback',
       {
-        config: { rate: 'feedback' },
+        config: { rate: 'feedback', owns: ['lora_id', 'completion_id'] },
         schema: {
           // The shape is decided first (a body with `requests` is a batch, and nothing else), then
           // validated strictly: no branch can accept a body another branch refused.
@@ -234,7 +234,7 @@ export const feedbackRoutes = (orchestrator: Orchestrator): FastifyPluginAsync =
         return reply.status(repeated ? 200 : 202).send(batch ? { jobs: ids.map(status) } : status(ids[0]!));
       },
     );
-    app.get<{ Params: { id: string } }>('/v1/feedback/jobs/:id', { schema: { params: { type: 'object', properties: { id: { type: 'string' } } }, response: { '4xx': errorSchema } } }, async (request) => {
+    app.get<{ Params: { id: string } }>('/v1/feedback/jobs/:id', { config: { owns: ['job'] }, schema: { params: { type: 'object', properties: { id: { type: 'string' } } }, response: { '4xx': errorSchema } } }, async (request) => {
       const job = orchestrator.jobs.get(request.params.id);
       if (!job) throw new NotFoundError(`job ${request.params.id} does not exist`);
       return {

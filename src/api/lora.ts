@@ -67,6 +67,7 @@ export const loraRoutes = (registry: AdapterRegistry): FastifyPluginAsync =>
     app.post<{ Body: InitBody }>(
       '/v1/lora/init',
       {
+        config: { owns: ['lora_id'] },
         schema: {
           body: {
             type: 'object',
@@ -105,7 +106,7 @@ export const loraRoutes = (registry: AdapterRegistry): FastifyPluginAsync =>
     );
     app.get<{ Querystring: { prefix?: string } }>(
       '/v1/lora',
-      { schema: { querystring: { type: 'object', additionalProperties: false, properties: { prefix: { type: 'string', maxLength: 129 } } }, response: { '4xx': errorSchema } } },
+      { config: { owns: ['own-data'] }, schema: { querystring: { type: 'object', additionalProperties: false, properties: { prefix: { type: 'string', maxLength: 129 } } }, response: { '4xx': errorSchema } } },
       async (request) => {
         const prefix = request.query.prefix ?? '';
         const visible = registry.list().filter((a) => mayUseAdapter(request.principal, a.id) && a.id.startsWith(prefix));
@@ -113,15 +114,15 @@ export const loraRoutes = (registry: AdapterRegistry): FastifyPluginAsync =>
         return { data: visible.map(adapterJson), loras: visible.map((a) => a.id) };
       },
     );
-    app.get<{ Params: { tenant: string; name: string } }>('/v1/lora/:tenant/:name', { schema: { params: idParams, response: { '4xx': errorSchema } } }, async (request) =>
+    app.get<{ Params: { tenant: string; name: string } }>('/v1/lora/:tenant/:name', { config: { owns: ['adapter'] }, schema: { params: idParams, response: { '4xx': errorSchema } } }, async (request) =>
       adapterJson(registry.get(`${request.params.tenant}/${request.params.name}`)),
     );
-    app.delete<{ Params: { tenant: string; name: string } }>('/v1/lora/:tenant/:name', { schema: { params: idParams, response: { '4xx': errorSchema } } }, async (request) =>
+    app.delete<{ Params: { tenant: string; name: string } }>('/v1/lora/:tenant/:name', { config: { owns: ['adapter'] }, schema: { params: idParams, response: { '4xx': errorSchema } } }, async (request) =>
       deleteAdapter(registry, `${request.params.tenant}/${request.params.name}`),
     );
     app.get<{ Params: { tenant: string; name: string }; Querystring: { version?: string } }>(
       '/v1/lora/:tenant/:name/export',
-      { schema: { params: idParams, querystring: exportQuery, response: { '4xx': errorSchema } } },
+      { config: { owns: ['adapter'] }, schema: { params: idParams, querystring: exportQuery, response: { '4xx': errorSchema } } },
       async (request, reply) => sendExport(registry, `${request.params.tenant}/${request.params.name}`, request.query.version, reply),
     );
     // Import takes the archive as the raw body (application/gzip or application/octet-stream).
@@ -132,7 +133,7 @@ export const loraRoutes = (registry: AdapterRegistry): FastifyPluginAsync =>
       scope.post<{ Querystring: { lora_id: string }; Body: Buffer }>(
         '/v1/lora/import',
         // Counted against the key's feedback rate: an import is training-sized work.
-        { bodyLimit: 1024 * 1024 * 1024, config: { rate: 'feedback' }, schema: { querystring: { type: 'object', required: ['lora_id'], additionalProperties: false, properties: { lora_id: { type: 'string' } } }, response: { '4xx': errorSchema } } },
+        { bodyLimit: 1024 * 1024 * 1024, config: { rate: 'feedback', owns: ['lora_id'] }, schema: { querystring: { type: 'object', required: ['lora_id'], additionalProperties: false, properties: { lora_id: { type: 'string' } } }, response: { '4xx': errorSchema } } },
         async (request, reply) => {
           if (!Buffer.isBuffer(request.body)) return reply.status(415).send({ error: { message: 'send the .tar.gz as the body with content-type application/gzip', type: 'invalid_request_error', param: null, code: null } });
           return reply.status(201).send(adapterJson(await registry.importArchive(request.query.lora_id, request.body)));
@@ -141,7 +142,7 @@ export const loraRoutes = (registry: AdapterRegistry): FastifyPluginAsync =>
     });
     app.post<{ Params: { tenant: string; name: string }; Body: { version: number } }>(
       '/v1/lora/:tenant/:name/rollback',
-      { schema: { params: idParams, body: rollbackBody, response: { '4xx': errorSchema } } },
+      { config: { owns: ['adapter'] }, schema: { params: idParams, body: rollbackBody, response: { '4xx': errorSchema } } },
       async (request) => rollback(registry, `${request.params.tenant}/${request.params.name}`, request.body.version),
     );
   };

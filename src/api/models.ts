@@ -43,13 +43,13 @@ export const modelRoutes = (service: InferenceService, orchestrator?: Orchestrat
         .listModels()
         .filter((m) => m.parent === null || mayUseAdapter(p, m.id))
         .map((m) => (m.parent === null && orchestrator ? { ...m, training: orchestrator.effectiveDefaults() } : m));
-    app.get('/v1/models', { schema: { response: { 200: { type: 'object', properties: { object: { type: 'string' }, data: { type: 'array', items: modelSchema } } } } } }, async (request) => ({
+    app.get('/v1/models', { config: { owns: ['own-data'] }, schema: { response: { 200: { type: 'object', properties: { object: { type: 'string' }, data: { type: 'array', items: modelSchema } } } } } }, async (request) => ({
       object: 'list',
       data: visible(request.principal).map((m) => ({ ...m, object: 'model' })),
     }));
     app.get<{ Params: { '*': string } }>(
       '/v1/models/*',
-      { schema: { params: { type: 'object', properties: { '*': { type: 'string' } } }, response: { 200: modelSchema, '4xx': errorSchema } } },
+      { config: { owns: ['own-data'] }, schema: { params: { type: 'object', properties: { '*': { type: 'string' } } }, response: { 200: modelSchema, '4xx': errorSchema } } },
       async (request) => {
         const m = visible(request.principal).find((x) => x.id === request.params['*']);
         if (!m) throw new NotFoundError(`The model \`${request.params['*']}\` does not exist.`);

@@ -30,7 +30,7 @@ export const scoreRoutes = (service: InferenceService): FastifyPluginAsync =>
   async (app) => {
     app.post<{ Body: ScoreBody }>(
       '/v1/score',
-      { config: { rate: 'chat' }, schema: { body: scoreBodySchema, response: { '4xx': errorSchema } } },
+      { config: { rate: 'chat', owns: ['model'] }, schema: { body: scoreBodySchema, response: { '4xx': errorSchema } } },
       async (request) => {
         const body = request.body;
         // Same wait as chat (sleep, an adapter update in progress), so the score comes from the version
