@@ -17,13 +17,13 @@ export const dashboardRoutes = (service: InferenceService, orchestrator: Orchest
     const recentJobs = prepare(service.store.db, 'SELECT id FROM jobs ORDER BY created_at DESC, rowid DESC LIMIT ?').pluck();
     const evalRuns = prepare(service.store.db, 'SELECT id, created_at, summary_json FROM eval_runs ORDER BY created_at DESC LIMIT 20');
 
-    app.get('/v1/dashboard', { config: { access: 'admin' }, schema: { querystring: { type: 'object', properties: { key: { type: 'string' } } } } }, async (_request, reply) =>
+    app.get('/v1/dashboard', { config: { access: 'admin' }, schema: { querystring: { type: 'object', additionalProperties: false, properties: { key: { type: 'string' } } } } }, async (_request, reply) =>
       reply.type('text/html; charset=utf-8').header('cache-control', 'no-store').header('referrer-policy', 'no-referrer').send(DASHBOARD_HTML),
     );
 
     app.get<{ Querystring: { jobs?: string } }>(
       '/v1/dashboard/data',
-      { config: { access: 'admin' }, schema: { querystring: { type: 'object', properties: { jobs: { type: 'string', pattern: '^[1-9][0-9]{0,2}$' } } }, response: { '4xx': errorSchema } } },
+      { config: { access: 'admin' }, schema: { querystring: { type: 'object', additionalProperties: false, properties: { jobs: { type: 'string', pattern: '^[1-9][0-9]{0,2}$' } } }, response: { '4xx': errorSchema } } },
       async (request) => {
         const sample = (it: { completionId: string | null; choiceIndex: number; messages: unknown[] | null; responseText: string | null; feedback: string }, memory: string[]) => {
           const record = it.completionId ? service.store.get(it.completionId) : undefined;

@@ -12,7 +12,7 @@ export const vllmAdminRoutes = (service: InferenceService): FastifyPluginAsync =
   async (app) => {
     app.post<{ Body: { lora_name: string; lora_path: string } }>(
       '/v1/load_lora_adapter',
-      { config: { access: 'admin' }, schema: { body: { type: 'object', required: ['lora_name', 'lora_path'], properties: { lora_name: { type: 'string', minLength: 1, maxLength: 200 }, lora_path: { type: 'string', minLength: 1 } } }, response: { '4xx': errorSchema } } },
+      { config: { access: 'admin' }, schema: { body: { type: 'object', required: ['lora_name', 'lora_path'], additionalProperties: false, properties: { lora_name: { type: 'string', minLength: 1, maxLength: 200 }, lora_path: { type: 'string', minLength: 1 } } }, response: { '4xx': errorSchema } } },
       async (request, reply) => {
         const { lora_name: name, lora_path: path } = request.body;
         if (name === service.modelName || service.servedAdapter(name)) throw new InputError(`The lora adapter '${name}' has already been loaded.`);
@@ -24,7 +24,7 @@ export const vllmAdminRoutes = (service: InferenceService): FastifyPluginAsync =
     );
     app.post<{ Body: { lora_name: string } }>(
       '/v1/unload_lora_adapter',
-      { config: { access: 'admin' }, schema: { body: { type: 'object', required: ['lora_name'], properties: { lora_name: { type: 'string', minLength: 1 } } }, response: { '4xx': errorSchema } } },
+      { config: { access: 'admin' }, schema: { body: { type: 'object', required: ['lora_name'], additionalProperties: false, properties: { lora_name: { type: 'string', minLength: 1 } } }, response: { '4xx': errorSchema } } },
       async (request, reply) => {
         if (!service.removeAdapter(request.body.lora_name)) throw new NotFoundError(`The lora adapter '${request.body.lora_name}' cannot be found.`);
         return reply.type('text/plain').send(`Success: LoRA adapter '${request.body.lora_name}' removed successfully.`);
@@ -32,7 +32,7 @@ export const vllmAdminRoutes = (service: InferenceService): FastifyPluginAsync =
     );
     app.post<{ Querystring: { level?: string } }>(
       '/sleep',
-      { config: { access: 'admin' }, schema: { querystring: { type: 'object', properties: { level: { type: 'string', enum: ['1', '2'] } } } } },
+      { config: { access: 'admin' }, schema: { querystring: { type: 'object', additionalProperties: false, properties: { level: { type: 'string', enum: ['1', '2'] } } } } },
       async (request, reply) => {
         service.sleep(Number(request.query.level ?? '1'));
         return reply.status(200).send();
