@@ -155,6 +155,18 @@ test("every user route declares what it owns, and bob reaches none of alice's th
   assert.ok(walked > 40, `requests walked: ${walked}`);
 });
 
+test('a query parameter no route takes is a 400 naming it; a percent-encoded model id reads as the plain one', async () => {
+  for (const path of ['/v1/models?bogus=1', `/v1/completions/${alice.record}?fields=all`, `/v1/feedback/jobs/${alice.job}?verbose=1`, '/v1/eval/runs?limit=5']) {
+    const r = await call('GET', path, 'alice');
+    assert.equal(r.status, 400, `${path}: ${r.text.slice(0, 200)}`);
+    assert.match(r.text, /unexpected property/);
+  }
+  const plain = await call('GET', '/v1/models/alice/mine', 'alice');
+  const encoded = await call('GET', '/v1/models/alice%2Fmine', 'alice');
+  assert.equal(plain.status, 200);
+  assert.deepEqual(JSON.parse(encoded.text), JSON.parse(plain.text));
+});
+
 test('the server refuses to start with a user route that declares nothing it owns', async () => {
   const bare = Fastify();
   registerAccess(bare, { keys: new KeyStore(service.store.db), requireKeys: false, rates: new RateLimiter({}) }, service, orchestrator);

@@ -101,6 +101,8 @@ export function registerAccess(app: FastifyInstance, opts: AccessOptions, servic
     const access = accessOf(route.url, config);
     const owns = config?.owns ?? [];
     if (access === 'user' && owns.length === 0) throw new Error(`route ${String(route.method)} ${route.url} is for users but declares nothing it owns (config.owns), nor access 'public' or 'admin'`);
+    // A route that takes no query parameters says so: a misspelt one is a 400 naming it, not ignored.
+    if (access !== 'public' && route.schema?.querystring === undefined) route.schema = { ...route.schema, querystring: { type: 'object', additionalProperties: false, properties: {} } };
     for (const method of [route.method].flat()) declared.push({ method, url: route.url, access, owns });
   });
 
