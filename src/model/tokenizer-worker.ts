@@ -13,7 +13,9 @@ const { tokenizerJson, config } = workerData as { tokenizerJson: Record<string, 
 const hf = new HfTokenizer(tokenizerJson, config);
 parentPort!.on('message', (job: Job) => {
   try {
-    parentPort!.postMessage({ id: job.id, ids: Int32Array.from(hf.encode(job.text, { add_special_tokens: job.addSpecialTokens }).ids) });
+    const ids = Int32Array.from(hf.encode(job.text, { add_special_tokens: job.addSpecialTokens }).ids);
+    // Moved, not copied: the event loop on the other side should spend nothing on a long answer.
+    parentPort!.postMessage({ id: job.id, ids }, [ids.buffer]);
   } catch (err) {
     parentPort!.postMessage({ id: job.id, error: err instanceof Error ? err.message : String(err) });
   }

@@ -155,7 +155,12 @@ export class Tokenizer {
       this.waiting.delete(m.id);
       if (this.waiting.size === 0) worker.unref();
       if (!w) return;
-      if (m.ids) w.resolve(Array.from(m.ids));
+      if (m.ids) {
+        // A plain loop: Array.from over a typed array is several times slower on long prompts.
+        const out = new Array<number>(m.ids.length);
+        for (let i = 0; i < out.length; i++) out[i] = m.ids[i]!;
+        w.resolve(out);
+      }
       else w.reject(new InputError(`the text could not be tokenized: ${m.error ?? 'unknown error'}`));
     });
     // A worker that dies fails what it held; the next long text starts another.
