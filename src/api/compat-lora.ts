@@ -2,7 +2,7 @@
 // "Coming from CLaaS"): GET /v1/health, DELETE /v1/lora?lora_id=, GET /v1/lora/export?lora_id= (a
 // ZIP of the PEFT folder), and /v1/lora/{id} with the id's "/" percent-encoded ("ana%2Fassistant"),
 // as the original's clients build their addresses.
-import { open, readdir, type FileHandle } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { join } from 'node:path';
 import type { FastifyPluginAsync, FastifyRequest } from 'fastify';
 import { NotFoundError } from '../errors.js';
@@ -11,7 +11,6 @@ import { adapterJson, deleteAdapter, exportQuery, rollback, rollbackBody, sendEx
 import { errorSchema } from './schemas.js';
 import { zipStream, type ZipEntry } from './zip.js';
 
-const noQuery = { type: 'object', additionalProperties: false, properties: {} } as const;
 const oneId = { type: 'object', required: ['id'], additionalProperties: false, properties: { id: { type: 'string', minLength: 1, maxLength: 129 } } } as const;
 const byLoraId = (extra: Record<string, unknown> = {}) =>
   ({ type: 'object', required: ['lora_id'], additionalProperties: false, properties: { lora_id: { type: 'string', minLength: 1, maxLength: 129 }, ...extra } }) as const;
@@ -35,15 +34,8 @@ function addressedId(request: FastifyRequest): string {
   return id.includes('/') || !request.routeOptions.url?.endsWith('/export') ? id : `${id}/export`;
 }
 
-/** The version folder's files, opened now: a deletion while the archive streams cannot cut it short. */
-async function openVersionFiles(dir: string, id: string): Promise<ZipEntry[]> {
-  let names: string[];
-  try {
-    names = (await readdir(dir, { withFileTypes: true })).filter((e) => e.isFile()).map((e) => e.name).sort();
-  } catch (err) {
-    if ((err as NodeJS.ErrnoException).code === 'ENOENT') throw new NotFoundError(`adapter ${id} does not exist`);
-    throw err;
-  }
+/** A version's files, opened now: a deletion while the archive streams cannot cut it short. */
+async function openVersionFiles(dir: string, names: readonly string[], id: string): Promise<ZipEntry[]> {
   const handles: FileHandle[] = [];
   try {
     const entries: ZipEntry[] = [];
@@ -86,25 +78,23 @@ export const compatLoraRoutes = (registry: AdapterRegistry): FastifyPluginAsync 
       { config: { owns: ['lora_id'] }, schema: { querystring: byLoraId(exportQuery.properties), response: { '4xx': errorSchema } } },
       async (request, reply) => {
         const id = request.query.lora_id;
-        const info = registry.get(id);
-        const version = request.query.version === undefined ? info.currentVersion : Number(request.query.version);
-        if (!info.versions.some((v) => v.version === version)) throw new NotFoundError(`adapter ${id} has no version ${version}`);
-        const entries = await openVersionFiles(registry.dir(id, version), id);
+        const { dir, files } = registry.versionFiles(id, request.query.version === undefined ? undefined : Number(request.query.version));
+        const entries = await openVersionFiles(dir, files, id);
         // The original's file name: the id with "/" as "__".
         return reply.type('application/zip').header('content-disposition', `attachment; filename="${id.replace('/', '__')}.zip"`).send(zipStream(entries));
       },
     );
 
     const owned = { config: { owns: ['adapter'] as const } };
-    app.get('/v1/lora/:id', { ...owned, schema: { params: oneId, querystring: noQuery, response: { '4xx': errorSchema } } }, async (request) => adapterJson(registry.get(addressedId(request))));
-    app.delete('/v1/lora/:id', { ...owned, schema: { params: oneId, querystring: noQuery, response: { '4xx': errorSchema } } }, async (request) => deleteAdapter(registry, addressedId(request)));
+    app.get('/v1/lora/:id', { ...owned, schema: { params: oneId, response: { '4xx': errorSchema } } }, async (request) => adapterJson(registry.get(addressedId(request))));
+    app.delete('/v1/lora/:id', { ...owned, schema: { params: oneId, response: { '4xx': errorSchema } } }, async (request) => deleteAdapter(registry, addressedId(request)));
     app.get<{ Querystring: { version?: string } }>('/v1/lora/:id/export', { ...owned, schema: { params: oneId, querystring: exportQuery, response: { '4xx': errorSchema } } }, async (request, reply) => {
       const id = addressedId(request);
       // "/v1/lora/ana/export" is a request for the adapter "ana/export" itself, not an export.
       if (!(request.params as { id: string }).id.includes('/')) return adapterJson(registry.get(id));
       return sendExport(registry, id, request.query.version, reply);
     });
-    app.post<{ Body: { version: number } }>('/v1/lora/:id/rollback', { ...owned, schema: { params: oneId, querystring: noQuery, body: rollbackBody, response: { '4xx': errorSchema } } }, async (request) =>
+    app.post<{ Body: { version: number } }>('/v1/lora/:id/rollback', { ...owned, schema: { params: oneId, body: rollbackBody, response: { '4xx': errorSchema } } }, async (request) =>
       rollback(registry, addressedId(request), request.body.version),
     );
   };

@@ -160,7 +160,7 @@ function checkOrchestration(o: Orchestration | undefined, sleeps: boolean): void
 
 /** A finished job in the original CLaaS's feedback answer. */
 function originalAnswer(job: JobRecord, sleeps: boolean, totalMs: number) {
-  const result = (job.result ?? {}) as { phases_ms?: Record<string, number>; timings?: Record<string, number> };
+  const result = (job.result ?? {}) as { phases_ms?: Record<string, number> };
   const phases = result.phases_ms ?? {};
   const ms = (x: number | undefined) => Math.round(x ?? 0);
   return {

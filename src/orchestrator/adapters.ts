@@ -182,12 +182,17 @@ export class AdapterRegistry {
   }
 
   /** A version's PEFT folder as a .tar.gz stream (the files at the top level). */
-  exportVersion(id: string, version?: number): { stream: Readable; filename: string } {
+  /** A version's folder and the PEFT files in it (the current version when none is named). */
+  versionFiles(id: string, version?: number): { version: number; dir: string; files: string[] } {
     const info = this.get(id);
     const v = version ?? info.currentVersion;
     if (!info.versions.some((x) => x.version === v)) throw new NotFoundError(`adapter ${id} has no version ${v}`);
     const dir = this.dir(id, v);
-    const files = [ADAPTER_CONFIG, ADAPTER_WEIGHTS, OPTIMIZER_STATE, EMA_WEIGHTS].filter((f) => existsSync(join(dir, f)));
+    return { version: v, dir, files: [ADAPTER_CONFIG, ADAPTER_WEIGHTS, OPTIMIZER_STATE, EMA_WEIGHTS].filter((f) => existsSync(join(dir, f))) };
+  }
+
+  exportVersion(id: string, version?: number): { stream: Readable; filename: string } {
+    const { version: v, dir, files } = this.versionFiles(id, version);
     return { stream: tar.c({ gzip: true, cwd: dir, portable: true }, files) as unknown as Readable, filename: `${id.replace('/', '-')}-${versionDir(v)}.tar.gz` };
   }
 

@@ -187,10 +187,7 @@ export class CollapseGuard {
   private keep(candidate: Adapter, i: number, kept: KeptRows): void {
     if (this.keptBytes + kept.rows.byteLength > KEPT_LOGITS_BYTES) return;
     let entry = this.ownLogits.get(candidate);
-    if (!entry) {
-      this.ownLogits.set(candidate, (entry = { bytes: 0, probes: new Map() }));
-      this.release.register(candidate, 0, candidate);
-    }
+    if (!entry) this.ownLogits.set(candidate, (entry = { bytes: 0, probes: new Map() }));
     entry.probes.set(i, kept);
     entry.bytes += kept.rows.byteLength;
     this.keptBytes += kept.rows.byteLength;
