@@ -1,11 +1,7 @@
-// The CUDA addon (build/Release/claas_cuda.node, built when a CUDA toolkit was found): loading it,
+// The CUDA addon (claas_cuda.node: prebuilt in the npm package, or built when a CUDA toolkit was found): loading it,
 // probing for a usable device, and its op-level entry points for the parity tests. It exposes the
 // same NativeModel interface as the CPU addon, so the engine runs on either.
-import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
-import { fileURLToPath } from 'node:url';
-import { dirname, join } from 'node:path';
-import type { NativeAddon, NativeConfig, NativeModel } from './native.js';
+import { loadAddonFile, type NativeAddon, type NativeConfig, type NativeModel } from './native.js';
 
 export interface CudaDeviceStatus {
   available: boolean;
@@ -43,30 +39,13 @@ export interface CudaModelOptions {
 
 let loaded: { addon: CudaAddon } | { reason: string } | undefined;
 
-function packageRoot(): string {
-  let dir = dirname(fileURLToPath(import.meta.url));
-  while (!existsSync(join(dir, 'package.json'))) {
-    const up = dirname(dir);
-    if (up === dir) throw new Error('cannot locate the claas package root');
-    dir = up;
-  }
-  return dir;
-}
-
 /** The CUDA addon, or why it could not be loaded (not built, or failed to load). */
 export function loadCudaAddon(): { addon: CudaAddon } | { reason: string } {
   if (loaded) return loaded;
-  const root = packageRoot();
-  const file = [join(root, 'build', 'Release', 'claas_cuda.node'), join(root, 'build', 'Debug', 'claas_cuda.node')].find((f) => existsSync(f));
-  if (!file) {
-    loaded = { reason: 'this build has no CUDA backend (no CUDA toolkit was found when the addon was compiled)' };
-  } else {
-    try {
-      loaded = { addon: createRequire(import.meta.url)(file) as CudaAddon };
-    } catch (err) {
-      loaded = { reason: `the CUDA addon failed to load: ${(err as Error).message}` };
-    }
-  }
+  const r = loadAddonFile<CudaAddon>('claas_cuda.node');
+  if ('addon' in r) loaded = { addon: r.addon };
+  else if (r.errors.length === 0) loaded = { reason: 'this build has no CUDA backend (no CUDA toolkit was found when the addon was compiled)' };
+  else loaded = { reason: `the CUDA addon failed to load: ${r.errors.join('; ')}` };
   return loaded;
 }
 

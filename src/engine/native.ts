@@ -1,6 +1,6 @@
 // Loads the compiled addon and types its exports exactly. Explains what to install when it is missing.
 import { createRequire } from 'node:module';
-import { existsSync } from 'node:fs';
+import { existsSync, statSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { dirname, join } from 'node:path';
 import type { WeightSpec } from '../model/weights.js';
@@ -197,7 +197,8 @@ export interface NativeAddon {
 
 let cached: NativeAddon | undefined;
 
-function packageRoot(): string {
+/** The folder holding package.json above this file (dist/src/engine → the package root). */
+export function packageRoot(): string {
   let dir = dirname(fileURLToPath(import.meta.url));
   while (!existsSync(join(dir, 'package.json'))) {
     const up = dirname(dir);
@@ -207,18 +208,55 @@ function packageRoot(): string {
   return dir;
 }
 
+/**
+ * Where an addon file (claas.node, claas_cuda.node) may be, in the order to try: the prebuilt one
+ * shipped in the npm package (prebuilds/<platform>-<arch>/), then a local cmake-js build. A local
+ * build newer than the prebuilt one goes first: that is a source build made after the package was
+ * installed (the install step's fallback when the prebuilt one would not load) or a developer's
+ * rebuild in a clone where `npm pack` left prebuilds/ behind, and either way it is the code meant.
+ */
+export function addonCandidates(file: string): string[] {
+  const root = packageRoot();
+  const prebuilt = join(root, 'prebuilds', `${process.platform}-${process.arch}`, file);
+  const release = join(root, 'build', 'Release', file);
+  const debug = join(root, 'build', 'Debug', file);
+  const existing = [prebuilt, release, debug].filter((f) => existsSync(f));
+  if (existing.includes(prebuilt) && existing.includes(release) && statSync(release).mtimeMs > statSync(prebuilt).mtimeMs) {
+    return [release, prebuilt, ...existing.filter((f) => f === debug)];
+  }
+  return existing;
+}
+
+/**
+ * Loads the first candidate that loads; `errors` says why each one tried did not (a prebuilt binary
+ * needs a glibc at least as new as the build machine's, for instance).
+ */
+export function loadAddonFile<T>(file: string): { addon: T; file: string } | { errors: string[] } {
+  const errors: string[] = [];
+  for (const f of addonCandidates(file)) {
+    try {
+      return { addon: createRequire(import.meta.url)(f) as T, file: f };
+    } catch (err) {
+      const first = (err as Error).message.split('\n')[0]!;
+      errors.push(first.includes(f) ? first : `${f}: ${first}`);
+    }
+  }
+  return { errors };
+}
+
 /** The addon, loaded once. */
 export function nativeAddon(): NativeAddon {
   if (cached) return cached;
-  const root = packageRoot();
-  const candidates = [join(root, 'build', 'Release', 'claas.node'), join(root, 'build', 'Debug', 'claas.node')];
-  const file = candidates.find((f) => existsSync(f));
-  if (!file) {
+  const r = loadAddonFile<NativeAddon>('claas.node');
+  if ('errors' in r) {
     throw new Error(
-      'The claas native engine is not built. Install the build dependencies ' +
-        '(Debian/Ubuntu: apt-get install cmake g++ libopenblas-dev) and run `npm run build:native`.',
+      r.errors.length === 0
+        ? `The claas native engine is not built (neither prebuilds/${process.platform}-${process.arch}/claas.node nor build/Release/claas.node exists). ` +
+            'Install the build dependencies (Debian/Ubuntu: apt-get install cmake g++ libopenblas-dev) and run `npm run build:native`.'
+        : `The claas native engine failed to load: ${r.errors.join('; ')}. Rebuild it from source: CLAAS_BUILD_FROM_SOURCE=1 npm rebuild claas ` +
+            '(in a clone: npm run build:native), with cmake, g++ and libopenblas-dev installed.',
     );
   }
-  cached = createRequire(import.meta.url)(file) as NativeAddon;
+  cached = r.addon;
   return cached;
 }

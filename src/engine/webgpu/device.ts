@@ -7,6 +7,7 @@
 import { readFileSync, existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
+import { webgpuLoadFailure } from './probe.js';
 
 type HostArray = Float32Array | Int32Array | Uint32Array;
 
@@ -109,7 +110,7 @@ export class Gpu {
     try {
       mod = (await import('webgpu')) as unknown as typeof mod;
     } catch (e) {
-      throw new Error(`no WebGPU adapter: cannot load Dawn (the webgpu package): ${(e as Error).message}`);
+      throw new Error(`no WebGPU adapter: ${webgpuLoadFailure(e)}`);
     }
     Object.assign(globalThis, mod.globals);
     const gpu = mod.create([]);

@@ -6,13 +6,25 @@ import { fileURLToPath } from 'node:url';
 
 export type WebGpuProbe = { ok: true; name: string; software: boolean } | { ok: false; reason: string };
 
+/**
+ * Why `import('webgpu')` failed, in words: the package is an optional dependency (132 MB of Dawn),
+ * so "not installed" is an expected state with a one-line remedy, not a crash to decode.
+ */
+export function webgpuLoadFailure(e: unknown): string {
+  const err = e as NodeJS.ErrnoException;
+  if (err?.code === 'ERR_MODULE_NOT_FOUND' && /'webgpu'/.test(err.message)) {
+    return 'the optional webgpu package (Dawn) is not installed; install it with `npm install webgpu` (it was left out by --omit=optional or a failed optional install)';
+  }
+  return `the webgpu package (Dawn) cannot be loaded: ${err?.message ?? String(e)}`;
+}
+
 /** Requests an adapter in this process (without opening a device). */
 export async function probeAdapter(): Promise<WebGpuProbe> {
   let mod: { create(options: string[]): GPU; globals: object };
   try {
     mod = (await import('webgpu')) as unknown as typeof mod;
   } catch (e) {
-    return { ok: false, reason: `the webgpu package (Dawn) cannot be loaded: ${(e as Error).message}` };
+    return { ok: false, reason: webgpuLoadFailure(e) };
   }
   Object.assign(globalThis, mod.globals);
   try {
