@@ -59,6 +59,7 @@ commands:
                   --allow <ids>   senders who may train, comma-separated: id, channel:id, or *
                   --batch-size <n> (4)  --flush-ms <n> (60000)  --reply-wait-ms <n> (60000)
                   --context-window <n> (32768)  --max-tokens <n> (8192)  --small-prompt
+                  --telegram      turn on the Telegram channel (the bot token: TELEGRAM_BOT_TOKEN)
                   --plugin-path <dir> (this package's plugins/openclaw)  --state-file <file>
                   --out <file>    write it there (default: print it)
   demo          learn from one piece of feedback on a model and show the metrics of each SDPO step
@@ -211,6 +212,7 @@ async function main(argv: string[]): Promise<number> {
       'plugin-path': { type: 'string' },
       'state-file': { type: 'string' },
       'small-prompt': { type: 'boolean', default: false },
+      telegram: { type: 'boolean', default: false },
     },
     allowPositionals: true,
   }));
@@ -297,6 +299,7 @@ async function main(argv: string[]): Promise<number> {
         pluginPath: values['plugin-path'],
         stateFile: values['state-file'],
         smallPrompt: values['small-prompt']!,
+        telegram: values.telegram!,
       });
       const text = `${JSON.stringify(config, null, 2)}\n`;
       if (values.out) {

@@ -23,6 +23,11 @@ export interface OpenClawConfigOptions {
   stateFile?: string;
   /** Keep OpenClaw's system prompt small: no workspace bootstrap files, minimal tools, no memory plugin. */
   smallPrompt: boolean;
+  /**
+   * Turn on OpenClaw's Telegram channel. The bot token stays out of the file: OpenClaw reads
+   * TELEGRAM_BOT_TOKEN from its environment for the default account.
+   */
+  telegram?: boolean;
 }
 
 export const PLUGIN_ID = 'claas-feedback';
@@ -87,6 +92,8 @@ export function openClawConfig(o: OpenClawConfigOptions): Record<string, unknown
     // Each direct-message sender gets their own conversation, so /feedback names their own last reply.
     session: { dmScope: 'per-channel-peer' },
     ...(o.smallPrompt ? { tools: { profile: 'minimal' } } : {}),
+    // New Telegram senders get a pairing code that the owner approves (openclaw pairing approve).
+    ...(o.telegram ? { channels: { telegram: { enabled: true, dmPolicy: 'pairing' } } } : {}),
     plugins: {
       load: { paths: [pluginPath] },
       ...(o.smallPrompt ? { slots: { memory: 'none' } } : {}),

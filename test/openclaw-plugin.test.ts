@@ -273,6 +273,10 @@ test('claas openclaw-config: provider, model, plugin entry; bad options are refu
   const small = openClawConfig({ ...base, smallPrompt: true, key: 'sk-1' }) as any;
   assert.deepEqual([small.agents.defaults.skipBootstrap, small.tools.profile, small.plugins.slots.memory], [true, 'minimal', 'none']);
   assert.equal(small.plugins.entries[PLUGIN_ID].config.apiKey, 'sk-1');
+  assert.equal(c.channels, undefined, 'no channel unless asked for');
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  const telegram = openClawConfig({ ...base, telegram: true }) as any;
+  assert.deepEqual(telegram.channels, { telegram: { enabled: true, dmPolicy: 'pairing' } }, 'Telegram on; the bot token stays in TELEGRAM_BOT_TOKEN, out of the file');
   assert.throws(() => openClawConfig({ ...base, adapter: 'assistant' }), /--adapter must be an adapter id "tenant\/name"/);
   assert.throws(() => openClawConfig({ ...base, contextWindow: 8192 }), /--context-window must be an integer in \[16000/);
   assert.throws(() => openClawConfig({ ...base, url: 'localhost:8000' }), /--url must be the server's http\(s\) URL/);
