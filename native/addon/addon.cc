@@ -35,7 +35,9 @@ class AdapterWrap : public Napi::ObjectWrap<AdapterWrap> {
     Napi::Function f = DefineClass(env, "NativeAdapter",
                                    {InstanceMethod("layout", &AdapterWrap::Layout),
                                     InstanceMethod("state", &AdapterWrap::State),
-                                    InstanceMethod("clone", &AdapterWrap::Clone)});
+                                    InstanceMethod("clone", &AdapterWrap::Clone),
+                                    InstanceMethod("dispose", &AdapterWrap::Dispose),
+                                    InstanceAccessor("bytes", &AdapterWrap::Bytes, nullptr)});
     ctor = Napi::Persistent(f);
     ctor.SuppressDestruct();
   }
@@ -44,17 +46,39 @@ class AdapterWrap : public Napi::ObjectWrap<AdapterWrap> {
     AdapterWrap* w = Unwrap(o);
     w->adapter = std::move(a);
     w->model = std::move(model);
+    w->reported.set(env, static_cast<int64_t>(bytes_of(*w->adapter)));
     return o;
   }
   explicit AdapterWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AdapterWrap>(info) {}
+  void Finalize(Napi::Env env) override { reported.set(env, 0); }
+
+  static size_t bytes_of(const Adapter& a) {
+    return (a.params.size() + a.grads.size() + a.m.size() + a.v.size() + a.ema.size()) * sizeof(float);
+  }
+  // The adapter, or E_DISPOSED once dispose() has dropped it.
+  const std::shared_ptr<Adapter>& live() const {
+    if (!adapter) fail("E_DISPOSED", "the adapter was disposed");
+    return adapter;
+  }
 
   std::shared_ptr<Adapter> adapter;
   std::shared_ptr<Model> model;
+  ReportedBytes reported;
 
  private:
+  // Drops this wrapper's reference: a call already running holds its own until it ends.
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    adapter.reset();
+    reported.set(info.Env(), 0);
+    return info.Env().Undefined();
+  }
+  Napi::Value Bytes(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(reported.get())); }
   Napi::Value Layout(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    const LoraLayout& L = adapter->layout;
+    return guarded(env, [&]() -> Napi::Value { return LayoutOf(env, *live()); });
+  }
+  Napi::Value LayoutOf(Napi::Env env, const Adapter& a) {
+    const LoraLayout& L = a.layout;
     Napi::Array entries = Napi::Array::New(env);
     uint32_t n = 0;
     for (int l = 0; l < L.layers; ++l) {
@@ -80,17 +104,20 @@ class AdapterWrap : public Napi::ObjectWrap<AdapterWrap> {
   }
   Napi::Value State(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    Napi::Object o = Napi::Object::New(env);
-    o.Set("params", to_js(env, adapter->params));
-    o.Set("ema", to_js(env, adapter->ema));
-    o.Set("m", to_js(env, adapter->m));
-    o.Set("v", to_js(env, adapter->v));
-    o.Set("grads", to_js(env, adapter->grads));
-    o.Set("step", static_cast<double>(adapter->step));
-    return o;
+    return guarded(env, [&]() -> Napi::Value {
+      const Adapter& a = *live();
+      Napi::Object o = Napi::Object::New(env);
+      o.Set("params", to_js(env, a.params));
+      o.Set("ema", to_js(env, a.ema));
+      o.Set("m", to_js(env, a.m));
+      o.Set("v", to_js(env, a.v));
+      o.Set("grads", to_js(env, a.grads));
+      o.Set("step", static_cast<double>(a.step));
+      return o;
+    });
   }
   Napi::Value Clone(const Napi::CallbackInfo& info) {
-    return Wrap(info.Env(), std::make_shared<Adapter>(*adapter), model);
+    return guarded(info.Env(), [&]() -> Napi::Value { return Wrap(info.Env(), std::make_shared<Adapter>(*live()), model); });
   }
 };
 Napi::FunctionReference AdapterWrap::ctor;
@@ -100,16 +127,28 @@ class SequenceWrap : public Napi::ObjectWrap<SequenceWrap> {
  public:
   static Napi::FunctionReference ctor;
   static void Register(Napi::Env env) {
-    Napi::Function f = DefineClass(env, "NativeSequence", {InstanceAccessor("length", &SequenceWrap::Length, nullptr)});
+    Napi::Function f = DefineClass(env, "NativeSequence",
+                                   {InstanceAccessor("length", &SequenceWrap::Length, nullptr),
+                                    InstanceAccessor("bytes", &SequenceWrap::Bytes, nullptr),
+                                    InstanceMethod("dispose", &SequenceWrap::Dispose)});
     ctor = Napi::Persistent(f);
     ctor.SuppressDestruct();
   }
   explicit SequenceWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SequenceWrap>(info) {}
+  void Finalize(Napi::Env env) override { reported.set(env, 0); }
   std::shared_ptr<Sequence> seq;
   std::shared_ptr<Model> model;
+  // The KV cache's bytes as last reported (updated after each decode, on the main thread).
+  ReportedBytes reported;
 
  private:
-  Napi::Value Length(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), seq->cache.length); }
+  Napi::Value Length(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), seq ? seq->cache.length : 0); }
+  Napi::Value Bytes(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), static_cast<double>(reported.get())); }
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    seq.reset();
+    reported.set(info.Env(), 0);
+    return info.Env().Undefined();
+  }
 };
 Napi::FunctionReference SequenceWrap::ctor;
 
@@ -124,22 +163,37 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                                     InstanceMethod("tokenLogprobs", &ModelWrap::TokenLogprobs),
                                     InstanceMethod("sdpoStep", &ModelWrap::SdpoStep),
                                     InstanceMethod("createSequence", &ModelWrap::CreateSequence),
-                                    InstanceMethod("decode", &ModelWrap::Decode)});
+                                    InstanceMethod("decode", &ModelWrap::Decode),
+                                    InstanceMethod("dispose", &ModelWrap::Dispose)});
     ctor = Napi::Persistent(f);
     ctor.SuppressDestruct();
   }
   explicit ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {}
+  void Finalize(Napi::Env env) override { reported.set(env, 0); }
   std::shared_ptr<Model> model;
+  ReportedBytes reported;
 
  private:
+  // The model, or E_DISPOSED once dispose() has dropped it.
+  const std::shared_ptr<Model>& live() const {
+    if (!model) fail("E_DISPOSED", "the model was disposed");
+    return model;
+  }
+  // Drops this wrapper's reference to the weights: adapters, sequences and calls still running
+  // hold their own until they go.
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    model.reset();
+    reported.set(info.Env(), 0);
+    return info.Env().Undefined();
+  }
   std::shared_ptr<Adapter> adapter_arg(const Napi::Value& v) {
     if (v.IsNull() || v.IsUndefined()) return nullptr;
     if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(AdapterWrap::ctor.Value())) {
       fail("E_INPUT", "adapter must be a NativeAdapter or null");
     }
     AdapterWrap* w = AdapterWrap::Unwrap(v.As<Napi::Object>());
-    if (w->model != model) fail("E_INPUT", "adapter belongs to another model");
-    return w->adapter;
+    if (w->model != live()) fail("E_INPUT", "adapter belongs to another model");
+    return w->live();
   }
 
   // createAdapter({rank, alpha, targets: boolean[7], seed} | {..., params, ema?, m?, v?, step?})
@@ -156,12 +210,12 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       bool target[kModuleCount];
       for (uint32_t m = 0; m < kModuleCount; ++m) target[m] = tv.As<Napi::Array>().Get(m).ToBoolean().Value();
       auto a = std::make_shared<Adapter>();
-      a->layout = make_lora_layout(model->cfg, rank, static_cast<float>(alpha), target);
+      a->layout = make_lora_layout(live()->cfg, rank, static_cast<float>(alpha), target);
       const size_t n = a->layout.total;
       if (o.Has("params") && !o.Get("params").IsUndefined()) {
         a->params = get_floats(o.Get("params"), n, "params");
       } else {
-        init_lora(*a, model->cfg, static_cast<uint64_t>(get_num(o, "seed")));
+        init_lora(*a, live()->cfg, static_cast<uint64_t>(get_num(o, "seed")));
       }
       const auto optional = [&](const char* key, std::vector<float> fallback) {
         return o.Has(key) && !o.Get(key).IsUndefined() ? get_floats(o.Get(key), n, key) : fallback;
@@ -171,7 +225,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       a->v = optional("v", std::vector<float>(n, 0.0f));
       a->grads.assign(n, 0.0f);
       a->step = o.Has("step") && !o.Get("step").IsUndefined() ? static_cast<int64_t>(get_num(o, "step")) : 0;
-      return AdapterWrap::Wrap(env, a, model);
+      return AdapterWrap::Wrap(env, a, live());
     });
   }
 
@@ -179,12 +233,12 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value Forward(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return guarded(env, [&]() -> Napi::Value {
-      auto ids = std::make_shared<std::vector<int32_t>>(get_ids(info[0], model->cfg.vocab, "ids"));
+      auto ids = std::make_shared<std::vector<int32_t>>(get_ids(info[0], live()->cfg.vocab, "ids"));
       if (ids->empty()) fail("E_INPUT", "ids must not be empty");
       auto adapter = adapter_arg(info[1]);
       const bool useEma = info[2].ToBoolean().Value();
       auto out = std::make_shared<std::vector<float>>();
-      auto m = model;
+      auto m = live();
       return run_async(
           env,
           [m, ids, adapter, useEma, out]() {
@@ -205,13 +259,13 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value TokenLogprobs(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return guarded(env, [&]() -> Napi::Value {
-      auto ids = std::make_shared<std::vector<int32_t>>(get_ids(info[0], model->cfg.vocab, "ids"));
+      auto ids = std::make_shared<std::vector<int32_t>>(get_ids(info[0], live()->cfg.vocab, "ids"));
       auto adapter = adapter_arg(info[1]);
       const int start = info[2].ToNumber().Int32Value();
       const int T = static_cast<int>(ids->size());
       if (start < 1 || start >= T) fail("E_INPUT", "start must be in [1, ids.length)");
       auto out = std::make_shared<std::vector<float>>();
-      auto m = model;
+      auto m = live();
       return run_async(
           env,
           [m, ids, adapter, start, T, out]() {
@@ -241,52 +295,65 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       Napi::Object o = SequenceWrap::ctor.New({});
       SequenceWrap* w = SequenceWrap::Unwrap(o);
       w->seq = seq;
-      w->model = model;
+      w->model = live();
       return o;
     });
   }
 
-  // decode([{seq, ids: Int32Array, temperature, topP, topK, topLogprobs}], adapter|null)
+  // decode([{seq, adapter|null, ids: Int32Array, temperature, topP, topK, topLogprobs}])
   //   -> Promise<[{id, logprob, topIds: Int32Array, topLogprobs: Float32Array}]>
   Napi::Value Decode(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return guarded(env, [&]() -> Napi::Value {
       if (!info[0].IsArray()) fail("E_INPUT", "decode expects an array of entries");
       Napi::Array arr = info[0].As<Napi::Array>();
-      auto adapter = adapter_arg(info[1]);
       auto entries = std::make_shared<std::vector<DecodeEntry>>();
-      auto keep = std::make_shared<std::vector<std::shared_ptr<Sequence>>>();
+      // What the call keeps alive until it ends, whatever is disposed meanwhile.
+      auto seqs = std::make_shared<std::vector<std::shared_ptr<Sequence>>>();
+      auto adapters = std::make_shared<std::vector<std::shared_ptr<Adapter>>>();
+      std::vector<SequenceWrap*> wraps;
+      std::vector<Napi::ObjectReference> held;
       for (uint32_t i = 0; i < arr.Length(); ++i) {
         Napi::Object e = arr.Get(i).As<Napi::Object>();
         Napi::Value sv = e.Get("seq");
         if (!sv.IsObject() || !sv.As<Napi::Object>().InstanceOf(SequenceWrap::ctor.Value())) fail("E_INPUT", "entry.seq must be a NativeSequence");
         SequenceWrap* sw = SequenceWrap::Unwrap(sv.As<Napi::Object>());
-        if (sw->model != model) fail("E_INPUT", "sequence belongs to another model");
-        for (const auto& k : *keep) {
+        if (sw->model != live()) fail("E_INPUT", "sequence belongs to another model");
+        if (!sw->seq) fail("E_DISPOSED", "the sequence was disposed");
+        for (const auto& k : *seqs) {
           if (k == sw->seq) fail("E_INPUT", "a sequence appears twice in one decode call");
         }
         DecodeEntry d;
         d.seq = sw->seq.get();
-        d.ids = get_ids(e.Get("ids"), model->cfg.vocab, "ids");
+        auto adapter = adapter_arg(e.Get("adapter"));
+        if (adapter) d.lora = LoraView{&adapter->layout, adapter->params.data()};
+        d.ids = get_ids(e.Get("ids"), live()->cfg.vocab, "ids");
         if (d.ids.empty()) fail("E_INPUT", "entry.ids is empty");
         d.sampling.temperature = static_cast<float>(get_num(e, "temperature"));
         d.sampling.topP = static_cast<float>(get_num(e, "topP"));
         d.sampling.topK = get_int(e, "topK");
         d.sampling.topLogprobs = get_int(e, "topLogprobs");
         if (e.Has("vocabLimit")) d.sampling.vocabLimit = get_int(e, "vocabLimit");
-        keep->push_back(sw->seq);
+        seqs->push_back(sw->seq);
+        adapters->push_back(std::move(adapter));
         entries->push_back(std::move(d));
+        wraps.push_back(sw);
+        held.push_back(Napi::Persistent(sv.As<Napi::Object>()));
       }
-      auto m = model;
+      auto m = live();
+      // The wrappers stay referenced until the call ends, so their cache sizes can be reported then.
+      auto refs = std::make_shared<std::vector<Napi::ObjectReference>>(std::move(held));
       return run_async(
           env,
-          [m, adapter, entries, keep]() {
+          [m, entries, seqs, adapters]() {
             set_threads(m->threads);
-            LoraView view;
-            if (adapter) view = LoraView{&adapter->layout, adapter->params.data()};
-            decode_step(*m, view, *entries);
+            decode_step(*m, *entries);
           },
-          [entries](Napi::Env e) -> Napi::Value {
+          [entries, seqs, refs, wraps](Napi::Env e) -> Napi::Value {
+            for (size_t i = 0; i < wraps.size(); ++i) {
+              if (wraps[i]->seq == (*seqs)[i]) wraps[i]->reported.set(e, static_cast<int64_t>((*seqs)[i]->cache.bytes()));
+            }
+            refs->clear();
             Napi::Array out = Napi::Array::New(e, entries->size());
             for (uint32_t i = 0; i < entries->size(); ++i) {
               const cpu::SampledToken& t = (*entries)[i].out;
@@ -313,7 +380,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       if (!info[1].IsArray()) fail("E_INPUT", "samples must be an array");
       Napi::Array arr = info[1].As<Napi::Array>();
       if (arr.Length() == 0) fail("E_INPUT", "the batch is empty");
-      const int V = model->cfg.vocab;
+      const int V = live()->cfg.vocab;
       auto batch = std::make_shared<std::vector<SdpoSample>>();
       for (uint32_t i = 0; i < arr.Length(); ++i) {
         Napi::Object so = arr.Get(i).As<Napi::Object>();
@@ -356,7 +423,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       opt.emaRate = static_cast<float>(get_num(o, "emaRate"));
       opt.steps = get_int(o, "steps");
       auto result = std::make_shared<SdpoStepResult>();
-      auto m = model;
+      auto m = live();
       return run_async(
           env, [m, adapter, batch, opt, result]() {
             set_threads(m->threads);
@@ -498,7 +565,9 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
         },
         [model](Napi::Env e) -> Napi::Value {
           Napi::Object o = ModelWrap::ctor.New({});
-          ModelWrap::Unwrap(o)->model = model;
+          ModelWrap* w = ModelWrap::Unwrap(o);
+          w->model = model;
+          w->reported.set(e, static_cast<int64_t>(model->store.bytes()));
           return o;
         });
   });

@@ -120,6 +120,20 @@ inline std::vector<float> get_floats(const Napi::Value& v, size_t expected, cons
   return std::vector<float>(a.Data(), a.Data() + a.ElementLength());
 }
 
+// Native bytes an object keeps alive, reported to V8 (napi_adjust_external_memory) so that garbage
+// collection weighs them: a small wrapper holding a large adapter or KV cache is not a small object.
+class ReportedBytes {
+ public:
+  void set(Napi::Env env, int64_t bytes) {
+    if (bytes != bytes_) Napi::MemoryManagement::AdjustExternalMemory(env, bytes - bytes_);
+    bytes_ = bytes;
+  }
+  int64_t get() const { return bytes_; }
+
+ private:
+  int64_t bytes_ = 0;
+};
+
 inline Napi::Float32Array to_js(Napi::Env env, const std::vector<float>& v) {
   Napi::Float32Array a = Napi::Float32Array::New(env, v.size());
   std::copy(v.begin(), v.end(), a.Data());

@@ -1,9 +1,11 @@
 // Batched forward over KV-cached sequences: the projections and MLP run once over the new rows of
-// every sequence; attention runs per sequence against its cache.
+// every sequence, the LoRA branches once per adapter over its rows; attention runs per sequence
+// against its cache.
 #include "engine/generate.h"
 
 #include <omp.h>
 
+#include <algorithm>
 #include <cstring>
 
 #include "cpu/ops.h"
@@ -26,20 +28,35 @@ void KvCache::ensure(const ModelConfig& cfg, int needed) {
   capacity = cap;
 }
 
-void decode_step(const Model& model, const LoraView& lora, std::vector<DecodeEntry>& entries) {
+void decode_step(const Model& model, std::vector<DecodeEntry>& entries) {
   omp_set_num_threads(model.threads);
   const ModelConfig& c = model.cfg;
   const int H = c.hidden, N = c.heads, M = c.kvHeads, D = c.headDim, V = c.vocab;
   const size_t kvRow = static_cast<size_t>(M) * D;
+  // Entries grouped by adapter, in order of each adapter's first appearance (stable within a group).
+  std::vector<size_t> order;
+  std::vector<const float*> seen;
+  for (const DecodeEntry& e : entries) {
+    if (std::find(seen.begin(), seen.end(), e.lora.params) == seen.end()) seen.push_back(e.lora.params);
+  }
+  for (const float* p : seen) {
+    for (size_t b = 0; b < entries.size(); ++b) {
+      if (entries[b].lora.params == p) order.push_back(b);
+    }
+  }
   std::vector<int> rowStart(entries.size());
   std::vector<int32_t> ids, positions;
-  for (size_t b = 0; b < entries.size(); ++b) {
+  LoraSegments segments;
+  for (const size_t b : order) {
     DecodeEntry& e = entries[b];
     if (e.ids.empty()) throw EngineError("E_INPUT", "a decode entry has no new tokens");
-    rowStart[b] = static_cast<int>(ids.size());
-    for (size_t i = 0; i < e.ids.size(); ++i) positions.push_back(e.seq->cache.length + static_cast<int>(i));
+    const int row0 = static_cast<int>(ids.size()), n = static_cast<int>(e.ids.size());
+    rowStart[b] = row0;
+    if (segments.empty() || segments.back().view.params != e.lora.params) segments.push_back(LoraSegment{row0, 0, e.lora});
+    segments.back().rows += n;
+    for (int i = 0; i < n; ++i) positions.push_back(e.seq->cache.length + i);
     ids.insert(ids.end(), e.ids.begin(), e.ids.end());
-    e.seq->cache.ensure(c, e.seq->cache.length + static_cast<int>(e.ids.size()));
+    e.seq->cache.ensure(c, e.seq->cache.length + n);
   }
   const int T = static_cast<int>(ids.size());
   std::vector<float> cos(static_cast<size_t>(T) * D / 2), sin(cos.size());
@@ -63,7 +80,7 @@ void decode_step(const Model& model, const LoraView& lora, std::vector<DecodeEnt
         cpu::attention(acts.attn.data() + qOff, lse.data(), acts.q.data() + qOff, kl, vl, n, N, M, D, kv.length);
       }
     };
-    layer_forward(model, lora, l, x.data(), T, cos.data(), sin.data(), a, attend);
+    layer_forward(model, segments, l, x.data(), T, cos.data(), sin.data(), a, attend);
   }
 
   // Only the last new row of each sequence is scored.

@@ -72,16 +72,21 @@ void init_lora(Adapter& adapter, const ModelConfig& cfg, uint64_t seed) {
 
 namespace {
 
-// Projection m of layer l with its LoRA branch (when the view targets it).
-void project(const Model& model, const LoraView& lora, int l, int m, float* y, float* u, const float* x, int T) {
+// Projection m of layer l: the base weights over all T rows, then each segment's LoRA branch over
+// its rows (u of segment s at uOff[s]).
+void project(const Model& model, const LoraSegments& lora, int l, int m, float* y, float* u, const float* x, int T) {
   const ModelConfig& c = model.cfg;
   const LayerWeights& w = model.layers[l];
   const int I = c.moduleIn(m), O = c.moduleOut(m);
   cpu::linear(y, x, w.W[m], m <= kO ? w.b[m] : nullptr, T, I, O);
-  if (lora.params && lora.layout->target[m]) {
+  size_t uOff = 0;
+  for (const LoraSegment& s : lora) {
+    if (!s.view.params || !s.view.layout->target[m]) continue;
+    const LoraLayout& L = *s.view.layout;
     const size_t i = static_cast<size_t>(l) * kModuleCount + m;
-    cpu::lora(y, u, x, lora.params + lora.layout->offA[i], lora.params + lora.layout->offB[i], T, I, O,
-              lora.layout->rank, lora.layout->scale);
+    cpu::lora(y + static_cast<size_t>(s.row0) * O, u + uOff, x + static_cast<size_t>(s.row0) * I, s.view.params + L.offA[i],
+              s.view.params + L.offB[i], s.rows, I, O, L.rank, L.scale);
+    uOff += static_cast<size_t>(s.rows) * L.rank;
   }
 }
 
@@ -107,7 +112,7 @@ void sized(std::vector<float>& v, size_t n) {
 
 }  // namespace
 
-void layer_forward(const Model& model, const LoraView& lora, int l, float* x_TH, int T, const float* cos_TD2,
+void layer_forward(const Model& model, const LoraSegments& lora, int l, float* x_TH, int T, const float* cos_TD2,
                    const float* sin_TD2, LayerActs& a, const AttendFn& attend) {
   const ModelConfig& c = model.cfg;
   const int H = c.hidden, N = c.heads, M = c.kvHeads, D = c.headDim, F = c.intermediate;
@@ -117,9 +122,12 @@ void layer_forward(const Model& model, const LoraView& lora, int l, float* x_TH,
   sized(a.xn1, TH);
   sized(a.rstd1, T);
   cpu::rmsnorm(a.xn1.data(), a.rstd1.data(), a.x.data(), w.inNorm, T, H, c.rmsEps);
-  const int R = lora.params ? lora.layout->rank : 0;
   for (int m = 0; m < kModuleCount; ++m) {
-    sized(a.loraU[m], lora.params && lora.layout->target[m] ? static_cast<size_t>(T) * R : 0);
+    size_t n = 0;
+    for (const LoraSegment& s : lora) {
+      if (s.view.params && s.view.layout->target[m]) n += static_cast<size_t>(s.rows) * s.view.layout->rank;
+    }
+    sized(a.loraU[m], n);
   }
   sized(a.q, static_cast<size_t>(T) * N * D);
   sized(a.k, static_cast<size_t>(T) * M * D);
@@ -174,8 +182,10 @@ void forward(const Model& model, const LoraView& lora, const int32_t* ids, int T
     sized(a.lse, static_cast<size_t>(N) * T);
     cpu::attention(a.attn.data(), a.lse.data(), a.q.data(), a.k.data(), a.v.data(), T, N, M, D);
   };
+  // Training and scoring: one adapter (or none) over every row, so u is laid out [T, R] for the backward.
+  const LoraSegments all{LoraSegment{0, T, lora}};
   for (int l = 0; l < c.layers; ++l) {
-    layer_forward(model, lora, l, x.data(), T, acts.cos.data(), acts.sin.data(), acts.layers[keep ? l : 0], attend);
+    layer_forward(model, all, l, x.data(), T, acts.cos.data(), acts.sin.data(), acts.layers[keep ? l : 0], attend);
   }
   acts.xLast = std::move(x);
   sized(acts.rstdF, T);

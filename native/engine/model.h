@@ -74,9 +74,21 @@ struct LoraView {
   const float* params = nullptr;
 };
 
+// Rows [row0, row0 + rows) of a batch and the LoRA weights they use. A batch is any number of such
+// segments: the base projections run once over every row, the LoRA branch once per segment (rows
+// of different adapters, or of the base model, in one pass). Rows outside every segment, or in a
+// segment whose view is empty, get the base model.
+struct LoraSegment {
+  int row0 = 0;
+  int rows = 0;
+  LoraView view;
+};
+using LoraSegments = std::vector<LoraSegment>;
+
 // Activations of one layer that the backward needs.
 struct LayerActs {
   std::vector<float> x, xn1, rstd1, qRaw, kRaw, rstdQ, rstdK, q, k, v, attn, lse, h1, xn2, rstd2, g, u, act;
+  // u = x A^T of each segment, one after another (segment s at sum over earlier segments of rows * rank).
   std::vector<float> loraU[kModuleCount];
 };
 
@@ -90,7 +102,7 @@ struct Activations {
 using AttendFn = std::function<void(LayerActs& a)>;
 
 // One decoder layer on the residual stream x_TH in place; a keeps what a backward would need.
-void layer_forward(const Model& model, const LoraView& lora, int l, float* x_TH, int T, const float* cos_TD2,
+void layer_forward(const Model& model, const LoraSegments& lora, int l, float* x_TH, int T, const float* cos_TD2,
                    const float* sin_TD2, LayerActs& a, const AttendFn& attend);
 
 // Runs the decoder on ids[0..T); leaves the final normalized hidden states in acts.xf [T, H].

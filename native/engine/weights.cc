@@ -99,6 +99,7 @@ const float* WeightStore::load(const TensorSource& src) {
     }
   }
   owned_.push_back(std::move(out));
+  ownedBytes_ += src.count * sizeof(float);
   return owned_.back().get();
 }
 

@@ -38,11 +38,14 @@ class WeightStore {
  public:
   // Returns fp32 data for the tensor; throws EngineError("E_WEIGHTS") if it lies outside its file.
   const float* load(const TensorSource& src);
+  // Bytes of converted copies (mapped fp32 tensors are read in place and belong to the page cache).
+  size_t bytes() const { return ownedBytes_; }
 
  private:
   MappedFile& file(const std::string& path);
   std::vector<std::unique_ptr<MappedFile>> files_;
   std::vector<std::unique_ptr<float[]>> owned_;
+  size_t ownedBytes_ = 0;
 };
 
 float half_to_float(uint16_t h);

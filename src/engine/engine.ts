@@ -139,16 +139,29 @@ export interface SamplingParams {
 }
 
 /** A generation in progress: its KV cache and sampling RNG live in the engine. */
-export class Sequence {
+export class Sequence implements Disposable {
   constructor(readonly native: NativeSequence) {}
   /** Tokens in the cache. */
   get length(): number {
     return this.native.length;
   }
+  /** Bytes its KV cache holds. */
+  get bytes(): number {
+    return this.native.bytes;
+  }
+  /** Frees the KV cache now (a decode already running keeps it until it ends). Idempotent. */
+  dispose(): void {
+    this.native.dispose();
+  }
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
 }
 
 export interface DecodeEntry {
   sequence: Sequence;
+  /** The adapter this sequence decodes with (null: the base model); when absent, the call's adapter. */
+  adapter?: Adapter | null;
   /** New tokens: the prompt (or a chunk of it) first, then each sampled token. */
   ids: ArrayLike<number>;
   sampling: SamplingParams;
@@ -157,12 +170,36 @@ export interface DecodeEntry {
 export type SampledToken = NativeSampled;
 
 /** A LoRA adapter resident in the engine, with its optimizer state and EMA copy. */
-export class Adapter {
+export class Adapter implements Disposable {
+  private released = false;
+
   constructor(
     readonly native: NativeAdapter,
     readonly shape: LoraShape,
     readonly slots: readonly LoraTensorSlot[],
   ) {}
+
+  /** Bytes it holds in the engine (weights, EMA, AdamW moments, gradients); 0 once disposed. */
+  get bytes(): number {
+    return this.native.bytes;
+  }
+
+  get disposed(): boolean {
+    return this.released;
+  }
+
+  /**
+   * Frees its memory now: a call already running keeps it until it ends, and any later use fails
+   * (E_DISPOSED). Idempotent.
+   */
+  dispose(): void {
+    this.released = true;
+    this.native.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
+  }
 
   get rank(): number {
     return this.shape.rank;
@@ -217,7 +254,7 @@ interface AdapterUse {
   reads: Set<Promise<unknown>>;
 }
 
-export class Engine {
+export class Engine implements Disposable {
   private readonly tails: Record<Lane, Promise<unknown>> = { interactive: Promise.resolve(), background: Promise.resolve() };
   private readonly uses = new WeakMap<NativeAdapter, AdapterUse>();
 
@@ -256,6 +293,18 @@ export class Engine {
     } catch (err) {
       throw fromNative(err);
     }
+  }
+
+  /**
+   * Frees the weights (and, on the GPU, the device). Adapters and sequences of this engine are
+   * unusable afterwards; calls already running finish first on the CPU and CUDA engines.
+   */
+  dispose(): void {
+    this.model.dispose();
+  }
+
+  [Symbol.dispose](): void {
+    this.dispose();
   }
 
   /** Whether the two lanes run at once: the CPU addon's calls share only read-only weights. */
@@ -401,16 +450,21 @@ export class Engine {
   }
 
   /**
-   * Appends each entry's new tokens to its sequence in one batched pass (all entries share the
-   * adapter) and samples each sequence's next token. Log-probabilities are the model's own
-   * (before temperature).
+   * Appends each entry's new tokens to its sequence in one batched pass and samples each sequence's
+   * next token. Entries may use different adapters (`entry.adapter`, else the call's `adapter`): the
+   * base model runs once over every row and each adapter's LoRA branch over its own rows.
+   * Log-probabilities are the model's own (before temperature).
    */
   async decode(entries: readonly DecodeEntry[], adapter: Adapter | null = null, options: { lane?: Lane } = {}): Promise<SampledToken[]> {
     this.checkAdapter(adapter);
     if (entries.length === 0) return [];
     const V = this.config.vocabSize;
+    const used = new Set<Adapter>();
     const native = entries.map((e, i) => {
       if (!(e.sequence instanceof Sequence)) throw new InputError(`entries[${i}].sequence must be a Sequence`);
+      const own = e.adapter === undefined ? adapter : e.adapter;
+      if (own !== null && !(own instanceof Adapter)) throw new InputError(`entries[${i}].adapter must be an Adapter of this engine or null`);
+      if (own) used.add(own);
       const s = e.sampling;
       if (!(s.temperature >= 0 && s.temperature <= 100)) throw new InputError(`temperature must be in [0, 100] (got ${String(s.temperature)})`);
       if (!(s.topP > 0 && s.topP <= 1)) throw new InputError(`topP must be in (0, 1] (got ${String(s.topP)})`);
@@ -421,9 +475,9 @@ export class Engine {
         throw new InputError(`sequence would exceed the model's ${this.config.maxPositionEmbeddings} positions`);
       }
       if (s.vocabLimit !== undefined && !(Number.isInteger(s.vocabLimit) && s.vocabLimit >= 1)) throw new InputError('vocabLimit must be a positive integer');
-      return { seq: e.sequence.native, ids: newIds, temperature: s.temperature, topP: s.topP, topK: s.topK, topLogprobs: s.topLogprobs, vocabLimit: s.vocabLimit ?? 0 };
+      return { seq: e.sequence.native, adapter: own?.native ?? null, ids: newIds, temperature: s.temperature, topP: s.topP, topK: s.topK, topLogprobs: s.topLogprobs, vocabLimit: s.vocabLimit ?? 0 };
     });
-    return this.run(() => this.model.decode(native, adapter?.native ?? null), options.lane ?? 'interactive', { reads: [adapter] });
+    return this.run(() => this.model.decode(native), options.lane ?? 'interactive', { reads: [...used] });
   }
 
   /** One SDPO update of the adapter over a batch (docs/learning.md), in place. */

@@ -42,6 +42,13 @@ export interface NativeAdapter {
   layout(): { rank: number; alpha: number; total: number; entries: NativeLayoutEntry[] };
   state(): NativeAdapterState;
   clone(): NativeAdapter;
+  /** Bytes the adapter holds (weights, EMA, AdamW moments, gradients). */
+  readonly bytes: number;
+  /**
+   * Frees the adapter's memory now (a call already running keeps it until it ends); any later use
+   * fails with E_DISPOSED. Idempotent.
+   */
+  dispose(): void;
 }
 
 export interface NativeSample {
@@ -89,10 +96,20 @@ export interface NativeStepResult {
 /** A sequence's KV cache and sampling RNG. */
 export interface NativeSequence {
   readonly length: number;
+  /** Bytes its KV cache holds. */
+  readonly bytes: number;
+  /** Frees the KV cache now; any later use fails with E_DISPOSED. Idempotent. */
+  dispose(): void;
 }
 
 export interface NativeDecodeEntry {
   seq: NativeSequence;
+  /**
+   * The adapter this row decodes with (null: the base model). One decode call mixes rows of any
+   * adapters: the base projections run once over all rows, the LoRA branch once per adapter over
+   * its rows (a segmented product).
+   */
+  adapter: NativeAdapter | null;
   ids: Int32Array;
   temperature: number;
   topP: number;
@@ -124,7 +141,9 @@ export interface NativeModel {
   tokenLogprobs(ids: Int32Array, adapter: NativeAdapter | null, start: number): Promise<Float32Array>;
   sdpoStep(adapter: NativeAdapter, samples: NativeSample[], options: NativeStepOptions): Promise<NativeStepResult>;
   createSequence(seed: number): NativeSequence;
-  decode(entries: NativeDecodeEntry[], adapter: NativeAdapter | null): Promise<NativeSampled[]>;
+  decode(entries: NativeDecodeEntry[]): Promise<NativeSampled[]>;
+  /** Frees the weights and everything else the model holds; later calls fail with E_DISPOSED. */
+  dispose(): void;
 }
 
 /** Options of one SDPO loss row (cpu/sdpo_loss.h SdpoLossOptions). */
