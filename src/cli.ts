@@ -39,6 +39,9 @@ commands:
                   --max-prompt-tokens <n> (the model's context)  --max-tokens <n> (8192): per request
                   --request-timeout-s <n> (30): a request (headers and body) must arrive within it
                                   (408 and the connection closed otherwise; replies are not limited)
+                  --adapter-memory <size>  most memory resident adapters hold (e.g. 512MiB, 2GiB; a
+                                  bare number is MiB; default: no bound); the least recently used
+                                  are freed and loaded again from their version folder when asked for
                   --guard-max-kl <x> (1.0): collapse guard's bound on one update's KL to the
                                   version it replaces, nats per token on the probes (0 turns the guard off)
                   Without API keys the server listens on loopback only; beyond it, keys are required.
@@ -187,6 +190,7 @@ async function main(argv: string[]): Promise<number> {
       'request-timeout-s': { type: 'string', default: '30' },
       'max-tokens': { type: 'string', default: '8192' },
       'guard-max-kl': { type: 'string' },
+      'adapter-memory': { type: 'string' },
       tenant: { type: 'string' },
       role: { type: 'string', default: 'user' },
       name: { type: 'string' },
@@ -241,6 +245,7 @@ async function main(argv: string[]): Promise<number> {
         maxTokens: Number(values['max-tokens']),
         requestTimeoutS: Number(values['request-timeout-s']),
         guardMaxKl: values['guard-max-kl'] === undefined ? undefined : Number(values['guard-max-kl']),
+        adapterMemory: values['adapter-memory'],
       });
       return 0;
     case 'keys':

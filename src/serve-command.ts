@@ -42,6 +42,21 @@ export interface ServeOptions {
   maxTokens: number;
   /** Collapse guard's bound on one update's KL to the version it replaces (0: guard off). */
   guardMaxKl?: number;
+  /** Most bytes resident adapters hold, as given (512MiB, 2GiB; a bare number is MiB). */
+  adapterMemory?: string;
+}
+
+const SIZE_UNITS: Record<string, number> = { b: 1, kb: 1e3, kib: 2 ** 10, mb: 1e6, mib: 2 ** 20, gb: 1e9, gib: 2 ** 30 };
+
+/** Bytes in a size such as 512MiB, 1.5GB or 300 (MiB); null when it is not one. */
+export function parseSize(text: string): number | null {
+  const m = /^\s*(\d+(?:\.\d+)?)\s*([a-z]*)\s*$/i.exec(text);
+  if (!m) return null;
+  const unit = m[2]!.toLowerCase() || 'mib';
+  const scale = SIZE_UNITS[unit];
+  if (scale === undefined) return null;
+  const bytes = Math.floor(Number(m[1]) * scale);
+  return bytes > 0 ? bytes : null;
 }
 
 function isLoopback(host: string): boolean {
@@ -92,6 +107,8 @@ export async function serve(opts: ServeOptions): Promise<void> {
   if (opts.guardMaxKl !== undefined && (!Number.isFinite(opts.guardMaxKl) || opts.guardMaxKl < 0)) throw new ClaasError('E_USAGE', `--guard-max-kl must be a number >= 0 (got ${opts.guardMaxKl})`);
   if (opts.webgpuWeights !== undefined && !(WEIGHT_STORAGE_REQUESTS as readonly string[]).includes(opts.webgpuWeights)) throw new ClaasError('E_USAGE', `--webgpu-weights must be one of ${WEIGHT_STORAGE_REQUESTS.join(', ')} (got ${opts.webgpuWeights})`);
   if (opts.backend !== undefined && !(BACKEND_REQUESTS as readonly string[]).includes(opts.backend)) throw new ClaasError('E_USAGE', `--backend must be one of ${BACKEND_REQUESTS.join(', ')} (got ${opts.backend})`);
+  const adapterMemoryBytes = opts.adapterMemory === undefined ? undefined : parseSize(opts.adapterMemory);
+  if (adapterMemoryBytes === null) throw new ClaasError('E_USAGE', `--adapter-memory must be a size such as 512MiB or 2GiB (got ${opts.adapterMemory})`);
   const requestTimeoutS = opts.requestTimeoutS ?? 30;
   if (!Number.isFinite(requestTimeoutS) || requestTimeoutS <= 0 || requestTimeoutS > 3600) throw new ClaasError('E_USAGE', `--request-timeout-s must be a number in (0, 3600] (got ${opts.requestTimeoutS})`);
   if (!Number.isInteger(opts.maxQueuedJobs) || opts.maxQueuedJobs < 1) throw new ClaasError('E_USAGE', `--max-queued-jobs must be a positive integer (got ${opts.maxQueuedJobs})`);
@@ -117,6 +134,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     backend: (opts.backend ?? 'auto') as BackendRequest,
     webgpuWeights: opts.webgpuWeights as WeightStorageRequest | undefined,
     maxPromptTokens: opts.maxPromptTokens,
+    adapterMemoryBytes,
     guard: opts.guardMaxKl === undefined ? {} : opts.guardMaxKl === 0 ? { enabled: false } : { maxUpdateKl: opts.guardMaxKl },
     maxTokensLimit: opts.maxTokens,
     vllm: opts.vllmUrl ? { url: opts.vllmUrl, apiKey: process.env.VLLM_API_KEY } : undefined,
@@ -134,6 +152,8 @@ export async function serve(opts: ServeOptions): Promise<void> {
   console.log(describeChoice(e.backendChoice));
   const d = orchestrator.effectiveDefaults();
   console.log(`training defaults (${profile.source}${opts.teacher || opts.batchSize !== undefined || opts.batchWaitMs !== undefined ? ', with the flags given' : ''}): lr ${d.learning_rate}, alpha ${d.alpha}, ${d.steps} step(s), top-K ${d.top_k}, teacher ${d.teacher}, memory ${d.memory}; new adapters rank ${d.lora.rank}, alpha ${d.lora.alpha}; feedback batches of ${d.feedback_batch.size} or ${d.feedback_batch.wait_ms} ms`);
+  const r = service.adapters.stats();
+  console.log(`adapters: ${r.adapters} served, loaded on first use; resident memory ${r.budgetBytes === null ? 'unbounded (--adapter-memory bounds it)' : `bounded to ${(r.budgetBytes / 2 ** 20).toFixed(1)} MiB, least recently used freed first`}`);
   const g = orchestrator.guardConfig;
   console.log(g.enabled ? `collapse guard: ${g.probes.length} probes, update KL to the replaced version <= ${g.maxUpdateKl} nats/token, no looping or endless replies` : 'collapse guard: off');
   if (service.generator instanceof VllmGenerator) console.log(`serving through vLLM at ${service.generator.client.baseUrl} (base model "${service.generator.baseModel}"); training here`);

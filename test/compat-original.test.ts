@@ -202,8 +202,10 @@ test('a percent-encoded id works in GET, rollback, export and DELETE paths', asy
 
   // A second version with other weights, to roll forward to.
   const registry = orchestrator.registry;
-  const current = registry.current(id).adapter;
+  const lease = await registry.lease(id);
+  const current = lease.adapter;
   const s = current.state();
+  lease.release();
   const params = s.params.map((x, i) => x + 0.01 * ((i % 5) - 2));
   const next = service.engine.restoreAdapter(current.shape, { params, ema: params.slice(), m: new Float32Array(params.length), v: new Float32Array(params.length).fill(1e-6), step: 3 });
   assert.equal(await registry.addVersion(id, next, { parent: 1, status: 'candidate' }), 2);

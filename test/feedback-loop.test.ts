@@ -85,7 +85,7 @@ test('chat -> feedback -> new version serves the next chat -> rollback', async (
   assert.equal(service.store.get(next.body.id)!.adapterVersion, 'v0002');
   // The update moved the model: the reply's log-probability under v2 differs from v1's.
   const before = service.store.get(chat.body.id)!.choices[0]!.outputLogprobs;
-  const v2 = await service.engine.logprobs([...service.store.get(chat.body.id)!.promptIds, ...service.store.get(chat.body.id)!.choices[0]!.outputIds], service.servedAdapter(id)!, service.store.get(chat.body.id)!.promptIds.length);
+  const v2 = await service.engine.logprobs([...service.store.get(chat.body.id)!.promptIds, ...service.store.get(chat.body.id)!.choices[0]!.outputIds], (await service.lease(id))!.adapter, service.store.get(chat.body.id)!.promptIds.length);
   assert.ok(Array.from(v2).some((lp, i) => Math.abs(lp - before[i]!) > 1e-4));
 
   const rolled = await call('POST', `/v1/lora/${id}/rollback`, { version: 1 });
@@ -281,7 +281,7 @@ test('export a version as .tar.gz and import it as a new adapter', async () => {
   assert.equal(imported.status, 201, await imported.clone().text());
   const ids = [3, 14, 15, 92, 65];
   const v2 = await service.engine.loadAdapter(join(orchestrator.registry.root, 'ana', 'style', 'v0002'));
-  assert.deepEqual(await service.engine.logits(ids, service.servedAdapter('bob/copy')!), await service.engine.logits(ids, v2));
+  assert.deepEqual(await service.engine.logits(ids, (await service.lease('bob/copy'))!.adapter), await service.engine.logits(ids, v2));
 
   // An archive with anything beyond the PEFT files, or not an archive at all, is refused.
   mkdirSync(join(dir, 'extra'));

@@ -47,6 +47,7 @@ export const healthRoutes = (service: InferenceService, counters: RequestCounter
 
     app.get('/metrics', { config: { access: 'admin' }, schema: { response: { 200: { type: 'string' } } } }, async (_request, reply) => {
       const s = service.generator.stats;
+      const r = service.adapters.stats();
       const mem = process.memoryUsage();
       const lines = [
         '# HELP claas_http_requests_total HTTP requests by route and status.',
@@ -70,6 +71,19 @@ export const healthRoutes = (service: InferenceService, counters: RequestCounter
         '# HELP claas_active_generations Generations in progress.',
         '# TYPE claas_active_generations gauge',
         `claas_active_generations ${service.generator.size}`,
+        '# HELP claas_adapters_resident Adapters loaded in the engine (the rest load when asked for).',
+        '# TYPE claas_adapters_resident gauge',
+        `claas_adapters_resident ${r.resident}`,
+        '# HELP claas_adapters_resident_bytes Bytes the resident adapters hold.',
+        '# TYPE claas_adapters_resident_bytes gauge',
+        `claas_adapters_resident_bytes ${r.residentBytes}`,
+        ...(r.budgetBytes === null ? [] : ['# HELP claas_adapter_memory_budget_bytes --adapter-memory.', '# TYPE claas_adapter_memory_budget_bytes gauge', `claas_adapter_memory_budget_bytes ${r.budgetBytes}`]),
+        '# HELP claas_adapter_loads_total Adapters loaded again from their version folder after eviction.',
+        '# TYPE claas_adapter_loads_total counter',
+        `claas_adapter_loads_total ${r.loads}`,
+        '# HELP claas_adapter_evictions_total Adapters freed to keep within --adapter-memory.',
+        '# TYPE claas_adapter_evictions_total counter',
+        `claas_adapter_evictions_total ${r.evictions}`,
         '# HELP process_resident_memory_bytes Resident memory.',
         '# TYPE process_resident_memory_bytes gauge',
         `process_resident_memory_bytes ${mem.rss}`,

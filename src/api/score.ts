@@ -36,8 +36,7 @@ export const scoreRoutes = (service: InferenceService): FastifyPluginAsync =>
         // Same wait as chat (sleep, an adapter update in progress), so the score comes from the version
         // the next chat would be served by.
         await service.awake();
-        const adapter = body.model === service.modelName ? null : service.servedAdapter(body.model);
-        if (adapter === undefined) throw new NotFoundError(`The model \`${body.model}\` does not exist.`);
+        if (body.model !== service.modelName && !service.adapters.has(body.model)) throw new NotFoundError(`The model \`${body.model}\` does not exist.`);
 
         // Rendered as chat renders it (thinking at the server's default), so the score is that of the
         // reply the model would be asked to produce.
@@ -51,7 +50,13 @@ export const scoreRoutes = (service: InferenceService): FastifyPluginAsync =>
         const total = promptIds.length + completionIds.length;
         if (total > context) throw new InputError(`the prompt (${promptIds.length} tokens) and the completion (${completionIds.length} tokens) come to ${total} tokens; the model's context is ${context}`);
 
-        const scored = await service.engine.logprobs([...promptIds, ...completionIds], adapter, promptIds.length);
+        const lease = await service.lease(body.model);
+        let scored: Float32Array;
+        try {
+          scored = await service.engine.logprobs([...promptIds, ...completionIds], lease?.adapter ?? null, promptIds.length);
+        } finally {
+          lease?.release();
+        }
         const logprobs = Array.from(scored);
         return {
           logprobs,

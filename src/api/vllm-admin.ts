@@ -15,10 +15,10 @@ export const vllmAdminRoutes = (service: InferenceService): FastifyPluginAsync =
       { config: { access: 'admin' }, schema: { body: { type: 'object', required: ['lora_name', 'lora_path'], additionalProperties: false, properties: { lora_name: { type: 'string', minLength: 1, maxLength: 200 }, lora_path: { type: 'string', minLength: 1 } } }, response: { '4xx': errorSchema } } },
       async (request, reply) => {
         const { lora_name: name, lora_path: path } = request.body;
-        if (name === service.modelName || service.servedAdapter(name)) throw new InputError(`The lora adapter '${name}' has already been loaded.`);
+        if (name === service.modelName || service.adapters.has(name)) throw new InputError(`The lora adapter '${name}' has already been loaded.`);
         if (!isAbsolute(path) || !existsSync(join(path, 'adapter_config.json'))) throw new InputError(`lora_path must be an absolute path to a PEFT adapter folder (no adapter_config.json in ${path})`);
         const adapter = await service.engine.loadAdapter(path);
-        service.setAdapter(name, 'external', adapter);
+        service.setAdapter(name, 'external', adapter, path);
         return reply.type('text/plain').send(`Success: LoRA adapter '${name}' added successfully.`);
       },
     );

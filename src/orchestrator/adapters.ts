@@ -11,6 +11,7 @@ import { parseAdapterConfig, validateTargets } from '../engine/peft.js';
 import { ClaasError, InputError, NotFoundError } from '../errors.js';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, EMA_WEIGHTS, OPTIMIZER_STATE } from '../engine/peft.js';
 import type { InferenceService } from '../serve/inference.js';
+import type { AdapterLease } from '../serve/resident-adapters.js';
 import { inTransaction, prepare, type Db, type Statement } from '../store/db.js';
 import { importFileLimits, MAX_ADAPTER_CONFIG_BYTES } from '../serve/work-bounds.js';
 import { checkAdapterId, versionDir } from './adapter-ids.js';
@@ -173,12 +174,16 @@ export class AdapterRegistry {
     this.service.setAdapter(id, versionDir(version), loaded, this.dir(id, version));
   }
 
-  /** The adapter served now, for training a copy of it. */
-  current(id: string): { version: number; adapter: Adapter } {
-    const info = this.get(id);
-    const served = this.service.servedAdapter(id);
-    if (!served) throw new NotFoundError(`adapter ${id} is not loaded`);
-    return { version: info.currentVersion, adapter: served };
+  /** The version served now. */
+  currentVersion(id: string): number {
+    return this.row(id).current_version as number;
+  }
+
+  /** The adapter served now (loaded if it was evicted), leased: release it when done. */
+  async lease(id: string): Promise<AdapterLease> {
+    this.row(id);
+    if (!this.service.adapters.has(id)) throw new NotFoundError(`adapter ${id} is not loaded`);
+    return this.service.adapters.acquire(id);
   }
 
   /** A version's PEFT folder as a .tar.gz stream (the files at the top level). */
@@ -310,7 +315,8 @@ export class AdapterRegistry {
 
   /**
    * On start: forget half-written version folders (temporary names, or folders whose row was never
-   * written), then serve every adapter at its current version.
+   * written), then serve every adapter at its current version, each loaded when first used (so a
+   * server with thousands of adapters starts at once, and holds only those in use).
    */
   async restore(): Promise<void> {
     if (existsSync(this.root)) {
@@ -324,7 +330,7 @@ export class AdapterRegistry {
           if (!known.has(entry)) rmSync(join(folder, entry), { recursive: true, force: true });
         }
       }
-      this.service.setAdapter(info.id, versionDir(info.currentVersion), await this.engine.loadAdapter(this.dir(info.id, info.currentVersion)), this.dir(info.id, info.currentVersion));
+      this.service.adapters.register(info.id, versionDir(info.currentVersion), this.dir(info.id, info.currentVersion));
     }
   }
 }

@@ -278,7 +278,7 @@ export class Orchestrator {
     this.jobs.markRunning(ids);
     try {
       const { memory: remember = 0, ...options } = { ...this.config.defaults, ...batch[0]!.options };
-      const { version: parent } = this.registry.current(adapterId);
+      const parent = this.registry.currentVersion(adapterId);
       const done = this.registry.versionOfJob(adapterId, batch[0]!.id);
       const said = batch.flatMap((j) => j.items.map((it) => it.feedback));
       const memory = remember > 0 ? this.jobs.learnedFeedback(adapterId, remember, said) : [];
@@ -349,7 +349,12 @@ export class Orchestrator {
       let t = performance.now();
       // AdamW starts anew at each update: carried over, the moments of one update scaled the next
       // (a batch with one unusual reply shrank every later step; docs/learning.md, "Optimizer state").
-      candidate = await this.service.engine.cloneAdapter(registry.current(adapterId).adapter, { freshOptimizer: true });
+      const served = await registry.lease(adapterId);
+      try {
+        candidate = await this.service.engine.cloneAdapter(served.adapter, { freshOptimizer: true });
+      } finally {
+        served.release();
+      }
       const r = await this.service.engine.sdpoStep(candidate, samples, options);
       phases.step = performance.now() - t;
       t = performance.now();
@@ -361,9 +366,18 @@ export class Orchestrator {
       metrics = registry.get(adapterId).versions.find((v) => v.version === version)?.metrics ?? undefined;
     }
     const t = performance.now();
-    const verdict = await this.guard.check(candidate, registry.current(adapterId).adapter);
+    const served = await registry.lease(adapterId);
+    let verdict: Awaited<ReturnType<CollapseGuard['check']>>;
+    try {
+      verdict = await this.guard.check(candidate, served.adapter);
+    } finally {
+      served.release();
+    }
     phases.guard = performance.now() - t;
-    if (!verdict.passed) registry.reject(adapterId, version, verdict.reason!);
+    if (!verdict.passed) {
+      registry.reject(adapterId, version, verdict.reason!);
+      candidate.dispose();
+    }
     return { version, candidate, passed: verdict.passed, result: { adapter: adapterId, version, parent_version: parent, promoted: verdict.passed, guard: verdict, metrics } };
   }
 }

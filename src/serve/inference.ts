@@ -10,6 +10,7 @@ import type { GenerationDefaults } from '../model/generation-config.js';
 import type { Tokenizer } from '../model/tokenizer.js';
 import type { CompletionStore } from '../store/completions.js';
 import { parseReply, ReplyStream, type ReplyDelta } from './reply-stream.js';
+import { ResidentAdapters, type AdapterLease } from './resident-adapters.js';
 import type { TokenGenerator } from './token-generator.js';
 import type { ParsedToolCall } from './tool-calls.js';
 import { checkPromptLogprobs, checkPromptTokens } from './work-bounds.js';
@@ -95,6 +96,8 @@ export interface InferenceOptions {
   maxTokensLimit?: number;
   /** Longest prompt accepted, in tokens (default: the model's context). */
   maxPromptTokens?: number;
+  /** The most bytes resident adapters may hold (default: no bound); the least recently used go first. */
+  adapterMemoryBytes?: number;
 }
 
 export function newCompletionId(prefix: 'chatcmpl' | 'cmpl'): string {
@@ -104,7 +107,8 @@ export function newCompletionId(prefix: 'chatcmpl' | 'cmpl'): string {
 export class InferenceService {
   readonly modelName: string;
   readonly created = Math.floor(Date.now() / 1000);
-  private readonly adapters = new Map<string, ServedAdapter>();
+  /** Which version each adapter name serves, and which are resident in the engine. */
+  readonly adapters: ResidentAdapters;
   readonly stopTokenIds: number[];
   /** Whether chat renders with thinking on when a request does not say. */
   readonly enableThinking: boolean;
@@ -127,6 +131,7 @@ export class InferenceService {
     this.defaultMaxTokens = options.defaultMaxTokens ?? defaults.maxNewTokens ?? 512;
     this.maxTokensLimit = options.maxTokensLimit ?? 8192;
     this.maxPromptTokens = Math.min(options.maxPromptTokens ?? Infinity, engine.config.maxPositionEmbeddings - 1);
+    this.adapters = new ResidentAdapters(engine, options.adapterMemoryBytes ?? Infinity);
   }
 
   private sleeping: { level: number; woken: Promise<void>; wake: () => void } | null = null;
@@ -160,9 +165,14 @@ export class InferenceService {
    */
   async promptLogprobs(model: string, ids: number[], k: number): Promise<({ id: number; logprob: number; rank: number; top: { id: number; logprob: number }[] } | null)[]> {
     checkPromptLogprobs(ids.length, k, this.engine.config.vocabSize);
-    const { adapter } = this.resolve(model);
     await this.awake();
-    const logits = await this.engine.logits(ids, adapter?.adapter ?? null);
+    const lease = await this.lease(model);
+    let logits: Float32Array;
+    try {
+      logits = await this.engine.logits(ids, lease?.adapter ?? null);
+    } finally {
+      lease?.release();
+    }
     const V = this.engine.config.vocabSize;
     const out: ({ id: number; logprob: number; rank: number; top: { id: number; logprob: number }[] } | null)[] = [null];
     const better = (row: Float32Array, a: number, b: number) => row[a]! > row[b]! || (row[a] === row[b] && a < b);
@@ -197,30 +207,25 @@ export class InferenceService {
 
   /** Makes an adapter servable under `name` (replacing an earlier version atomically). */
   setAdapter(name: string, version: string, adapter: Adapter, path?: string): void {
-    this.adapters.set(name, { name, version, adapter, path });
-  }
-
-  /** The adapter served under `name`, if any. */
-  servedAdapter(name: string): Adapter | undefined {
-    return this.adapters.get(name)?.adapter;
+    this.adapters.set(name, version, adapter, path);
   }
 
   removeAdapter(name: string): boolean {
-    return this.adapters.delete(name);
+    return this.adapters.remove(name);
   }
 
   listModels(): { id: string; created: number; owned_by: string; root: string; parent: string | null }[] {
     return [
       { id: this.modelName, created: this.created, owned_by: 'claas', root: this.modelName, parent: null },
-      ...[...this.adapters.values()].map((a) => ({ id: a.name, created: this.created, owned_by: 'claas', root: `${a.name}@${a.version}`, parent: this.modelName })),
+      ...this.adapters.names().map((a) => ({ id: a.name, created: this.created, owned_by: 'claas', root: `${a.name}@${a.version}`, parent: this.modelName })),
     ];
   }
 
-  private resolve(model: string): { adapter: ServedAdapter | null } {
-    if (model === this.modelName) return { adapter: null };
-    const a = this.adapters.get(model);
-    if (!a) throw new NotFoundError(`The model \`${model}\` does not exist.`);
-    return { adapter: a };
+  /** The adapter a model name serves (null: the base model), leased until released; 404 when unknown. */
+  async lease(model: string): Promise<AdapterLease | null> {
+    if (model === this.modelName) return null;
+    if (!this.adapters.has(model)) throw new NotFoundError(`The model \`${model}\` does not exist.`);
+    return this.adapters.acquire(model);
   }
 
   private tokenText(id: number): string {
@@ -238,19 +243,29 @@ export class InferenceService {
 
   async chat(req: ChatRequest, sink?: DeltaSink): Promise<GenerationOutcome> {
     await this.awake();
-    const { adapter } = this.resolve(req.model);
+    if (req.model !== this.modelName && !this.adapters.has(req.model)) throw new NotFoundError(`The model \`${req.model}\` does not exist.`);
     const enableThinking = req.enableThinking ?? this.enableThinking;
     const prompt = this.template.render(req.messages, { tools: req.tools, addGenerationPrompt: true, enableThinking });
     const promptIds = await this.tokenizer.encodeAsync(prompt, { addSpecialTokens: false });
-    return this.run(req, promptIds, adapter, (req.tools?.length ?? 0) > 0, sink, { messages: req.messages, tools: req.tools }, enableThinking);
+    return this.leased(req.model, (served) => this.run(req, promptIds, served, (req.tools?.length ?? 0) > 0, sink, { messages: req.messages, tools: req.tools }, enableThinking));
   }
 
   async complete(req: CompletionRequest, sink?: DeltaSink): Promise<GenerationOutcome> {
     await this.awake();
-    const { adapter } = this.resolve(req.model);
+    if (req.model !== this.modelName && !this.adapters.has(req.model)) throw new NotFoundError(`The model \`${req.model}\` does not exist.`);
     const promptIds = typeof req.prompt === 'string' ? await this.tokenizer.encodeAsync(req.prompt, { addSpecialTokens: false }) : req.prompt;
     if (promptIds.length === 0) throw new InputError('prompt is empty');
-    return this.run(req, promptIds, adapter, false, sink, { prompt: req.prompt }, false, true);
+    return this.leased(req.model, (served) => this.run(req, promptIds, served, false, sink, { prompt: req.prompt }, false, true));
+  }
+
+  /** Runs `fn` with the model's adapter leased (so it is not evicted or freed meanwhile). */
+  private async leased<T>(model: string, fn: (served: ServedAdapter | null) => Promise<T>): Promise<T> {
+    const lease = await this.lease(model);
+    try {
+      return await fn(lease && { name: lease.name, version: lease.version, adapter: lease.adapter, path: lease.path });
+    } finally {
+      lease?.release();
+    }
   }
 
   private async run(
