@@ -93,8 +93,8 @@ console.log(`step model FLOPs ${(stepFlops / 1e12).toFixed(2)} T: ${(stepFlops /
 const seq = model.createSequence(0);
 const greedy = { temperature: 0, topP: 1, topK: 0, topLogprobs: 0 };
 const t0 = performance.now();
-let next = (await model.decode([{ seq, ids: Int32Array.from(prompt), ...greedy }], adapter))[0]!;
-for (let i = 1; i < decodeTokens; i++) next = (await model.decode([{ seq, ids: Int32Array.of(next.id), ...greedy }], adapter))[0]!;
+let next = (await model.decode([{ seq, adapter, ids: Int32Array.from(prompt), ...greedy }]))[0]!;
+for (let i = 1; i < decodeTokens; i++) next = (await model.decode([{ seq, adapter, ids: Int32Array.of(next.id), ...greedy }]))[0]!;
 const oursDecode = decodeTokens / ((performance.now() - t0) / 1000);
 console.log(`ours: greedy decode ${decodeTokens} tokens after a ${PROMPT}-token prompt (prefill included), batch 1: ${oursDecode.toFixed(1)} tok/s`);
 

@@ -1,7 +1,8 @@
 // CUDA backend against the CPU backend (the oracle): every op of kernels/cuda next to its
 // native/cpu twin on the same inputs (odd sizes included), then whole-model logits, token
 // log-probs, SDPO steps (metrics, every LoRA gradient, the AdamW step), activation
-// checkpointing and KV-cache decode. Runs wherever a CUDA device is present; elsewhere each case is
+// checkpointing, KV-cache decode, mixed-adapter decode batches, and dispose with the device memory
+// reported to V8. Runs wherever a CUDA device is present; elsewhere each case is
 // skipped with the reason, and with CLAAS_REQUIRE_CUDA=1 a missing device fails the run. Every
 // device buffer of an op call has a guard band after it; a write past an output fails the op.
 // Tolerances (next to each case) are max |cuda - cpu| <= tol * max(|cpu|, floor): fp32 ops differ
@@ -13,7 +14,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { cpSync } from 'node:fs';
 import { join } from 'node:path';
-import { Engine, toNativeConfig } from '../src/engine/engine.js';
+import { Engine, toNativeConfig, type Adapter, type SampledToken } from '../src/engine/engine.js';
 import { pickBackend } from '../src/engine/backend.js';
 import { resolveSdpoOptions } from '../src/engine/sdpo-options.js';
 import { loadCudaAddon, type OpArgs, type OpResult, type OpTable } from '../src/engine/cuda.js';
@@ -475,4 +476,241 @@ test('activation checkpointing gives the same step as keeping every activation',
   // Same kernels on the same inputs; only the chunking of the LM head rows differs.
   assert.ok(Math.abs(ra.loss - rb.loss) <= 1e-5 * Math.max(1, Math.abs(ra.loss)), `loss ${ra.loss} vs ${rb.loss}`);
   t.diagnostic(close('grads with checkpointing', b.state().grads, a.state().grads, 1e-5, 0));
+});
+
+// ---------------------------------------------------------------------------------------------
+// Mixed-adapter decode: one call carries rows of three adapters (different ranks and targets) and of
+// the base model, prefill chunks next to single tokens, and the same adapter on rows that are not
+// next to each other in the call (the device groups them into one LoRA product). Its own stream of
+// draws, so the cases above keep theirs.
+const mixedRand = rng(20262);
+const GREEDY = { temperature: 0, topP: 1, topK: 0, topLogprobs: 5 } as const;
+const LORA_ALL = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'] as const;
+
+/**
+ * One sampled token against a reference: the same greedy pick, unless the reference's own best two
+ * log-probs lie within 2 * within of each other (two engines each within `within` of the truth may
+ * then order them differently; the pick must then be one of the reference's top ids within 2 * within
+ * of its best), and the log-prob of every id both report within `within`. Returns the worst
+ * difference and whether the pick had to be identical.
+ */
+function sameToken(what: string, got: SampledToken, want: SampledToken, within: number): { worst: number; decisive: boolean } {
+  const ref = new Map<number, number>(Array.from(want.topIds, (id, k) => [id, want.topLogprobs[k]!]));
+  ref.set(want.id, want.logprob);
+  const best = Math.max(...ref.values());
+  const margin = want.topLogprobs.length > 1 ? want.topLogprobs[0]! - want.topLogprobs[1]! : Infinity;
+  const decisive = margin > 2 * within;
+  if (decisive) assert.equal(got.id, want.id, `${what}: picked ${got.id}, the reference ${want.id} (its margin ${margin})`);
+  else assert.ok((ref.get(got.id) ?? -Infinity) >= best - 2 * within, `${what}: picked ${got.id}, not within ${2 * within} of the reference's best ${want.id}`);
+  let worst = 0;
+  for (const [id, lp] of [[got.id, got.logprob], ...Array.from(got.topIds, (id, k) => [id, got.topLogprobs[k]!])] as [number, number][]) {
+    const r = ref.get(id);
+    if (r === undefined) continue;
+    worst = Math.max(worst, Math.abs(lp - r));
+    assert.ok(Math.abs(lp - r) <= within, `${what}: log-prob of ${id} ${lp} vs the reference's ${r} (allowed ${within})`);
+  }
+  return { worst, decisive };
+}
+
+test('mixed-adapter decode: one device call per step matches per-adapter device calls and the cpu engine', { skip: selfTest ? false : skip }, async (t) => {
+  // Every pick is compared and every miss collected, then the test fails with all of them at once.
+  const failures: string[] = [];
+  const check = (fn: () => void) => {
+    try {
+      fn();
+    } catch (err) {
+      failures.push((err as Error).message);
+    }
+  };
+  const shape = { vocab: 97, hidden: 64, layers: 2, heads: 4, kvHeads: 2, headDim: 16, intermediate: 96, tied: true, seed: 12 };
+  const dir = bf16Model(shape);
+  const cpu = await Engine.open(dir, { backend: 'cpu', threads: 2 });
+  const gpu = selfTest
+    ? await Engine.open(perturbedModel(dir, shape.tied, 2_000_000 + selfTest[1]!, selfTest[0]), { backend: 'cpu', threads: 2 })
+    : await Engine.open(dir, { backend: 'cuda' });
+  if (!selfTest) assert.equal(gpu.backend, 'cuda');
+  const V = shape.vocab;
+
+  // The same random (non-zero B) weights on both engines.
+  const kinds = [
+    { rank: 4, alpha: 8, targetModules: [...LORA_ALL] },
+    { rank: 8, alpha: 16, targetModules: ['q_proj', 'v_proj'] },
+    { rank: 2, alpha: 4, targetModules: ['k_proj', 'o_proj', 'up_proj', 'down_proj'] },
+  ] as { rank: number; alpha: number; targetModules: (typeof LORA_ALL)[number][] }[];
+  const weights = kinds.map((k) => {
+    const probe = cpu.createAdapter({ ...k, seed: 1 });
+    const n = probe.state().params.length;
+    probe.dispose();
+    return randn(n, 0.15, mixedRand);
+  });
+  const adaptersOf = (e: Engine) => kinds.map((k, i) => e.restoreAdapter(k, { params: weights[i]!, step: 0 }));
+  const cpuAdapters = adaptersOf(cpu), gpuAdapters = adaptersOf(gpu);
+  const on = (list: Adapter[], a: number) => (a < 0 ? null : list[a]!);
+
+  // adapter: index into kinds, -1 for the base model; joins: the step its prompt starts (so prefill
+  // chunks and single tokens share calls); chunk: prompt tokens a step.
+  const plans = [
+    { adapter: 0, prompt: 13, joins: 0, chunk: 5 },
+    { adapter: 1, prompt: 7, joins: 0, chunk: 7 },
+    { adapter: -1, prompt: 9, joins: 1, chunk: 4 },
+    { adapter: 0, prompt: 4, joins: 1, chunk: 4 },
+    { adapter: 2, prompt: 11, joins: 2, chunk: 6 },
+    { adapter: 1, prompt: 3, joins: 4, chunk: 3 },
+  ].map((p) => ({ ...p, ids: Array.from({ length: p.prompt }, () => Math.floor(mixedRand() * V)) }));
+  const steps = 12;
+  const cpuSeqs = plans.map((_, i) => cpu.createSequence(i + 1));
+  const mixedSeqs = plans.map((_, i) => gpu.createSequence(i + 1));
+  const groupSeqs = plans.map((_, i) => gpu.createSequence(i + 1));
+  const seen: number[][] = plans.map(() => []);
+  const fed = plans.map(() => 0);
+  const next: number[] = plans.map(() => -1);
+  let worstGroup = 0, worstCpu = 0, picks = 0, decisiveGroup = 0, decisiveCpu = 0;
+
+  for (let step = 0; step < steps; step++) {
+    const rows: { i: number; ids: number[] }[] = [];
+    plans.forEach((p, i) => {
+      if (step < p.joins) return;
+      const ids = fed[i]! < p.ids.length ? p.ids.slice(fed[i], fed[i]! + p.chunk) : [next[i]!];
+      fed[i] = Math.min(p.ids.length, fed[i]! + p.chunk);
+      seen[i]!.push(...ids);
+      rows.push({ i, ids });
+    });
+    // The cpu engine's mixed batch is the reference; the device decodes the same rows in one call,
+    // and again (other sequences) in one call per adapter through the call's adapter argument.
+    const want = await cpu.decode(rows.map((r) => ({ sequence: cpuSeqs[r.i]!, adapter: on(cpuAdapters, plans[r.i]!.adapter), ids: r.ids, sampling: GREEDY })));
+    const mixed = await gpu.decode(rows.map((r) => ({ sequence: mixedSeqs[r.i]!, adapter: on(gpuAdapters, plans[r.i]!.adapter), ids: r.ids, sampling: GREEDY })));
+    const grouped = new Map<number, SampledToken>();
+    for (const a of [...new Set(rows.map((r) => plans[r.i]!.adapter))]) {
+      const mine = rows.filter((r) => plans[r.i]!.adapter === a);
+      const got = await gpu.decode(mine.map((r) => ({ sequence: groupSeqs[r.i]!, ids: r.ids, sampling: GREEDY })), on(gpuAdapters, a));
+      mine.forEach((r, k) => grouped.set(r.i, got[k]!));
+    }
+    for (const [k, r] of rows.entries()) {
+      const what = `step ${step} sequence ${r.i} (adapter ${plans[r.i]!.adapter})`;
+      // The decode case's bound: twice the logits' 2e-2 of their scale (cpu logits of the same prefix).
+      const logits = (await cpu.logits(seen[r.i]!, on(cpuAdapters, plans[r.i]!.adapter))).slice((seen[r.i]!.length - 1) * V);
+      const lim = 2 * 2e-2 * Math.max(1, ...Array.from(logits, Math.abs));
+      // Per-adapter calls run the same kernels on the same rows; only the frozen GEMMs see another
+      // number of rows, so cuBLAS may sum in another order (fp32) and flip the bf16 rounding of a few
+      // activations at the next GEMM input. A tenth of the cpu bound leaves room for that.
+      check(() => {
+        const r1 = sameToken(`${what}: mixed vs per-adapter`, mixed[k]!, grouped.get(r.i)!, lim / 10);
+        worstGroup = Math.max(worstGroup, r1.worst / (lim / 10));
+        decisiveGroup += r1.decisive ? 1 : 0;
+      });
+      check(() => {
+        const r2 = sameToken(`${what}: device vs cpu`, mixed[k]!, want[k]!, lim);
+        worstCpu = Math.max(worstCpu, r2.worst / lim);
+        decisiveCpu += r2.decisive ? 1 : 0;
+      });
+      picks++;
+      // Every run goes on with the cpu's pick, so a near tie taken the other way does not fork them.
+      next[r.i] = want[k]!.id;
+    }
+  }
+  t.diagnostic(
+    `${picks} picks; the same token where decisive: ${decisiveGroup} against per-adapter calls, ${decisiveCpu} against the cpu; ` +
+      `worst log-prob difference over its bound: ${fmt(worstGroup)} and ${fmt(worstCpu)}`,
+  );
+  plans.forEach((_, i) => {
+    assert.equal(mixedSeqs[i]!.length, seen[i]!.length);
+    assert.equal(groupSeqs[i]!.length, seen[i]!.length);
+  });
+
+  // Not vacuous: on each adapter sequence's last prefix, its adapter moves the log-probs of its top
+  // ids by more than the cpu bound against the base model and every other adapter, so rows routed
+  // to the wrong adapter (or none) would have failed the comparisons above.
+  let leastApart = Infinity;
+  for (const [i, p] of plans.entries()) {
+    if (p.adapter < 0) continue;
+    const lastRow = async (a: Adapter | null) => (await cpu.logits(seen[i]!, a)).slice((seen[i]!.length - 1) * V);
+    const raw = await lastRow(cpuAdapters[p.adapter]!);
+    const own = logSoftmaxRows(raw, 1, V);
+    const lim = 2 * 2e-2 * Math.max(1, ...Array.from(raw, Math.abs));
+    const top = Array.from(own.keys()).sort((x, y) => own[y]! - own[x]!).slice(0, GREEDY.topLogprobs);
+    for (const other of [-1, 0, 1, 2].filter((a) => a !== p.adapter)) {
+      const lp = logSoftmaxRows(await lastRow(on(cpuAdapters, other)), 1, V);
+      const d = Math.max(...top.map((id) => Math.abs(own[id]! - lp[id]!)));
+      assert.ok(d > lim, `sequence ${i}: adapter ${p.adapter} and ${other === -1 ? 'the base model' : `adapter ${other}`} differ by only ${d} on its top ids (bound ${lim})`);
+      leastApart = Math.min(leastApart, d / lim);
+    }
+  }
+  t.diagnostic(`adapters apart on their top ids by at least ${fmt(leastApart)} times the bound`);
+  for (const s of [...cpuSeqs, ...mixedSeqs, ...groupSeqs]) s.dispose();
+  assert.deepEqual(failures, []);
+});
+
+test('cuda: disposed adapters, sequences and models fail with E_DISPOSED, calls running keep theirs, device bytes are reported', { skip }, async () => {
+  const { addon } = loaded as { addon: import('../src/engine/cuda.js').CudaAddon };
+  const dir = bf16Model({ vocab: 97, hidden: 64, layers: 2, heads: 4, kvHeads: 2, headDim: 16, intermediate: 96, seed: 14 });
+  const { readModelConfig } = await import('../src/model/config.js');
+  const { weightSpecs } = await import('../src/model/weights.js');
+  const c = readModelConfig(dir);
+  const spec = { config: toNativeConfig(c), threads: 1, tensors: weightSpecs(dir, c) };
+  // Argument errors throw synchronously, failures of the work reject: async wrappers take both.
+  const disposedError = (e: Error & { code?: string }) => e.code === 'E_DISPOSED';
+  // V8's count of reported external memory (process.memoryUsage() does not include it); read
+  // around synchronous calls only, where nothing else can report or be finalized in between.
+  const external = () => (addon as typeof addon & { externalMemory(): number }).externalMemory();
+
+  const model = await addon.loadModel(spec);
+  const targets = [true, true, true, true, true, true, true];
+  const probe = model.createAdapter({ rank: 4, alpha: 8, targets, seed: 1 });
+  const params = randn(probe.state().params.length, 0.1, mixedRand);
+  probe.dispose();
+  const a = model.createAdapter({ rank: 4, alpha: 8, targets, params });
+  const twin = model.createAdapter({ rank: 4, alpha: 8, targets, params });
+  assert.equal(a.bytes, 5 * 4 * params.length);
+  const s = model.createSequence(1), sTwin = model.createSequence(1);
+  assert.equal(s.bytes, 0);
+  const prompt = Int32Array.from({ length: 100 }, (_, i) => (i * 7) % 97);
+  const entry = { ids: prompt, temperature: 0, topP: 1, topK: 0, topLogprobs: 5 };
+
+  // Disposed while its decode is queued: the call keeps the adapter and the cache to its end and
+  // gives what an untouched twin gives; nothing is reported for them afterwards.
+  const running = model.decode([{ seq: s, adapter: a, ...entry }]);
+  const bytesA = a.bytes;
+  let x0 = external();
+  a.dispose();
+  assert.equal(x0 - external(), bytesA, 'dispose takes back exactly what the adapter reported');
+  s.dispose();
+  const [got] = await running;
+  const [want] = await model.decode([{ seq: sTwin, adapter: twin, ...entry }]);
+  assert.equal(got!.id, want!.id);
+  assert.deepEqual(Array.from(got!.topIds), Array.from(want!.topIds));
+  close('decode with a disposed adapter and cache', got!.topLogprobs, want!.topLogprobs, 1e-6);
+  assert.equal(s.bytes, 0);
+  assert.equal(s.length, 0);
+  // The cache grew to 128 rows (doubling from 64) and was reported after the decode.
+  assert.equal(sTwin.bytes, 2 * c.numLayers * 128 * c.numKvHeads * c.headDim * 4);
+  assert.equal(sTwin.length, prompt.length);
+
+  a.dispose();
+  s.dispose();
+  assert.equal(a.bytes, 0);
+  assert.throws(() => a.state(), disposedError);
+  assert.throws(() => a.layout(), disposedError);
+  assert.throws(() => a.clone(), disposedError);
+  await assert.rejects(async () => model.decode([{ seq: sTwin, adapter: a, ...entry, ids: Int32Array.of(1) }]), disposedError);
+  await assert.rejects(async () => model.forward(Int32Array.of(1, 2, 3), a, false), disposedError);
+  await assert.rejects(async () => model.decode([{ seq: s, adapter: null, ...entry, ids: Int32Array.of(1) }]), disposedError);
+
+  x0 = external();
+  const cacheBytes = sTwin.bytes;
+  sTwin.dispose();
+  assert.equal(x0 - external(), cacheBytes, 'dispose takes back exactly what the sequence reported');
+
+  // The model: it reports its bf16 matrices and fp32 norms (this model has no biases, no LM head of
+  // its own); later calls fail; what is still alive (twin) keeps working on its own reference.
+  const H = c.hiddenSize, D = c.headDim;
+  const matrices = c.vocabSize * H + c.numLayers * (H * (c.numHeads + 2 * c.numKvHeads) * D + c.numHeads * D * H + 3 * H * c.intermediateSize);
+  const norms = H + c.numLayers * (2 * H + (c.qkNorm ? 2 * D : 0));
+  x0 = external();
+  model.dispose();
+  assert.equal(x0 - external(), 2 * matrices + 4 * norms, 'dispose takes back exactly the weight bytes the model reported');
+  model.dispose();
+  assert.throws(() => model.createSequence(2), disposedError);
+  await assert.rejects(async () => model.forward(Int32Array.of(1, 2, 3), null, false), disposedError);
+  assert.equal(twin.state().params.length, params.length);
+  twin.dispose();
 });

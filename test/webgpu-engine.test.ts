@@ -251,7 +251,7 @@ test('learning loop on WebGPU: chat -> feedback -> the new version serves the ne
   const next = await call('POST', '/v1/chat/completions', { model: id, messages, max_tokens: 8, temperature: 0 });
   assert.equal(service.store.get(next.body.id)!.adapterVersion, 'v0002');
   const rec = service.store.get(chat.body.id)!;
-  const v2 = await service.engine.logprobs([...rec.promptIds, ...rec.choices[0]!.outputIds], service.servedAdapter(id)!, rec.promptIds.length);
+  const v2 = await service.engine.logprobs([...rec.promptIds, ...rec.choices[0]!.outputIds], (await service.lease(id))!.adapter, rec.promptIds.length);
   assert.ok(Array.from(v2).some((lp, i) => Math.abs(lp - rec.choices[0]!.outputLogprobs[i]!) > 1e-4), 'the update moved the model');
   const rolled = await call('POST', `/v1/lora/${id}/rollback`, { version: 1 });
   assert.equal(rolled.body.current_version, 1);

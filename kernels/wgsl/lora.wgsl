@@ -3,6 +3,10 @@
 // most), so each invocation computes one output element with a plain loop over the reduction; the
 // flat output index is spread over a 2-D grid of workgroups. All entries bind: 0 the output, 1 and 2
 // the two operands, 3 the dims.
+//
+// The forward entries work on rows t0..t0+T-1 of x and y, so that a decode batch mixing adapters runs
+// each adapter's branch over its own contiguous rows of shared activations; u is always the segment's
+// own [T, R]. The backward entries ignore t0 (training runs one adapter over every row).
 
 struct Dims {
   T: u32,
@@ -10,6 +14,7 @@ struct Dims {
   O: u32,
   R: u32,
   scale: f32,
+  t0: u32,
 }
 
 @group(0) @binding(0) var<storage, read_write> out: array<f32>;
@@ -21,7 +26,7 @@ fn flat_index(wg: vec3<u32>, nwg: vec3<u32>, li: u32) -> u32 {
   return (wg.y * nwg.x + wg.x) * 256u + li;
 }
 
-// u[t, r] = sum_i x[t, i] A[r, i]   (a = x [T, I], b = A [R, I])
+// u[t, r] = sum_i x[t0 + t, i] A[r, i]   (a = x [t0 + T, I], b = A [R, I])
 @compute @workgroup_size(256)
 fn lora_down(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
              @builtin(local_invocation_index) li: u32) {
@@ -31,14 +36,15 @@ fn lora_down(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg:
   }
   let t = idx / dims.R;
   let r = idx % dims.R;
+  let xrow = (dims.t0 + t) * dims.I;
   var s = 0.0;
   for (var i = 0u; i < dims.I; i++) {
-    s += a[t * dims.I + i] * b[r * dims.I + i];
+    s += a[xrow + i] * b[r * dims.I + i];
   }
   out[idx] = s;
 }
 
-// y[t, o] += scale * sum_r u[t, r] B[o, r]   (a = u [T, R], b = B [O, R])
+// y[t0 + t, o] += scale * sum_r u[t, r] B[o, r]   (out = y [t0 + T, O], a = u [T, R], b = B [O, R])
 @compute @workgroup_size(256)
 fn lora_up(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>,
            @builtin(local_invocation_index) li: u32) {
@@ -52,7 +58,8 @@ fn lora_up(@builtin(workgroup_id) wg: vec3<u32>, @builtin(num_workgroups) nwg: v
   for (var r = 0u; r < dims.R; r++) {
     s += a[t * dims.R + r] * b[o * dims.R + r];
   }
-  out[idx] = out[idx] + dims.scale * s;
+  let y = dims.t0 * dims.O + idx;
+  out[y] = out[y] + dims.scale * s;
 }
 
 // dB[o, r] += scale * sum_t dy[t, o] u[t, r]   (a = dy [T, O], b = u [T, R])

@@ -49,19 +49,41 @@ struct Staging {
   }
 };
 
-// Projection m of layer l with its LoRA branch; xB is the bf16 copy of x for the frozen GEMM.
-void project(DeviceModel& dm, const DeviceLoraView& view, int l, int m, float* y, DeviceBuffer<float>& u,
-             const float* x, const bf16* xB, int T) {
+// Rows [row0, row0 + rows) of a batch and the LoRA weights they use (as claas::LoraSegment). The
+// base projections run once over every row, the LoRA branch once per segment: rows of different
+// adapters and of the base model share one pass. A segment with an empty view gets the base model.
+struct Segment {
+  int row0 = 0;
+  int rows = 0;
+  DeviceLoraView view;
+  bool targets(int m) const { return view.params && view.layout->target[m]; }
+};
+using Segments = std::vector<Segment>;
+
+// Projection m of layer l: the frozen GEMM over all T rows, then each segment's LoRA branch on its
+// rows. u holds each targeting segment's x A^T one after another, so with one segment over every
+// row (training) it is the [T, R] matrix the backward reads. xB is the bf16 copy of x.
+void project(DeviceModel& dm, const Segments& segs, int l, int m, float* y, DeviceBuffer<float>& u, const float* x,
+             const bf16* xB, int T) {
   const ModelConfig& c = dm.cfg;
   const cudaStream_t s = dm.stream.get();
   const int I = c.moduleIn(m), O = c.moduleOut(m);
   const DeviceLayer& w = dm.layers[l];
   linear(s, y, xB, w.W[m].get(), m <= kO && c.bias[m] ? w.b[m].get() : nullptr, T, I, O);
-  if (view.params && view.layout->target[m]) {
-    const size_t i = static_cast<size_t>(l) * kModuleCount + m;
-    u.resize(sz(T, view.layout->rank));
-    lora(s, y, u.get(), x, view.params + view.layout->offA[i], view.params + view.layout->offB[i], T, I, O,
-         view.layout->rank, view.layout->scale);
+  size_t uRows = 0;
+  for (const Segment& g : segs) {
+    if (g.targets(m)) uRows += sz(g.rows, g.view.layout->rank);
+  }
+  if (uRows == 0) return;
+  u.resize(uRows);
+  const size_t i = static_cast<size_t>(l) * kModuleCount + m;
+  size_t uOff = 0;
+  for (const Segment& g : segs) {
+    if (!g.targets(m)) continue;
+    const LoraLayout& L = *g.view.layout;
+    lora(s, y + sz(g.row0, O), u.get() + uOff, x + sz(g.row0, I), g.view.params + L.offA[i], g.view.params + L.offB[i],
+         g.rows, I, O, L.rank, L.scale);
+    uOff += sz(g.rows, L.rank);
   }
 }
 
@@ -86,7 +108,7 @@ void project_backward(DeviceModel& dm, const DeviceLoraView& view, float* grads,
 using Attend = std::function<void(Acts& a)>;
 
 // One decoder layer on the residual stream x_TH (device) in place, as claas::layer_forward.
-void layer_forward(DeviceModel& dm, const DeviceLoraView& view, int l, float* x_TH, int T, const float* cos_TD2,
+void layer_forward(DeviceModel& dm, const Segments& segs, int l, float* x_TH, int T, const float* cos_TD2,
                    const float* sin_TD2, Acts& a, const Attend& attend, Staging& st) {
   const ModelConfig& c = dm.cfg;
   const cudaStream_t s = dm.stream.get();
@@ -102,9 +124,9 @@ void layer_forward(DeviceModel& dm, const DeviceLoraView& view, int l, float* x_
   a.k.resize(sz(T, M, D));
   a.v.resize(sz(T, M, D));
   const bf16* xn1B = st.of(s, a.xn1.get(), TH);  // one bf16 copy serves q, k and v
-  project(dm, view, l, kQ, a.q.get(), a.loraU[kQ], a.xn1.get(), xn1B, T);
-  project(dm, view, l, kK, a.k.get(), a.loraU[kK], a.xn1.get(), xn1B, T);
-  project(dm, view, l, kV, a.v.get(), a.loraU[kV], a.xn1.get(), xn1B, T);
+  project(dm, segs, l, kQ, a.q.get(), a.loraU[kQ], a.xn1.get(), xn1B, T);
+  project(dm, segs, l, kK, a.k.get(), a.loraU[kK], a.xn1.get(), xn1B, T);
+  project(dm, segs, l, kV, a.v.get(), a.loraU[kV], a.xn1.get(), xn1B, T);
   if (c.qkNorm) {
     a.qRaw.resize(a.q.size());
     a.kRaw.resize(a.k.size());
@@ -121,7 +143,7 @@ void layer_forward(DeviceModel& dm, const DeviceLoraView& view, int l, float* x_
   attend(a);
 
   a.h1.resize(TH);
-  project(dm, view, l, kO, a.h1.get(), a.loraU[kO], a.attn.get(), st.of(s, a.attn.get(), sz(T, N, D)), T);
+  project(dm, segs, l, kO, a.h1.get(), a.loraU[kO], a.attn.get(), st.of(s, a.attn.get(), sz(T, N, D)), T);
   add(s, a.h1.get(), a.x.get(), TH);
   a.xn2.resize(TH);
   a.rstd2.resize(T);
@@ -130,10 +152,10 @@ void layer_forward(DeviceModel& dm, const DeviceLoraView& view, int l, float* x_
   a.u.resize(sz(T, F));
   a.act.resize(sz(T, F));
   const bf16* xn2B = st.of(s, a.xn2.get(), TH);
-  project(dm, view, l, kGate, a.g.get(), a.loraU[kGate], a.xn2.get(), xn2B, T);
-  project(dm, view, l, kUp, a.u.get(), a.loraU[kUp], a.xn2.get(), xn2B, T);
+  project(dm, segs, l, kGate, a.g.get(), a.loraU[kGate], a.xn2.get(), xn2B, T);
+  project(dm, segs, l, kUp, a.u.get(), a.loraU[kUp], a.xn2.get(), xn2B, T);
   swiglu(s, a.act.get(), a.g.get(), a.u.get(), sz(T, F));
-  project(dm, view, l, kDown, x_TH, a.loraU[kDown], a.act.get(), st.of(s, a.act.get(), sz(T, F)), T);
+  project(dm, segs, l, kDown, x_TH, a.loraU[kDown], a.act.get(), st.of(s, a.act.get(), sz(T, F)), T);
   add(s, x_TH, a.h1.get(), TH);
 }
 
@@ -165,12 +187,14 @@ void forward(DeviceModel& dm, const DeviceLoraView& view, const std::vector<int3
     a.lse.resize(sz(N, T));
     attention(s, a.attn.get(), a.lse.get(), a.q.get(), a.k.get(), a.v.get(), T, N, M, D);
   };
+  // Training and scoring: one view over every row.
+  const Segments all{Segment{0, T, view}};
   for (int l = 0; l < c.layers; ++l) {
     if (!f.inputs.empty()) {
       f.inputs[l].resize(sz(T, H));
       copy_d2d(s, f.inputs[l].get(), f.xLast.get(), sz(T, H));
     }
-    layer_forward(dm, view, l, f.xLast.get(), T, f.cos.get(), f.sin.get(), f.layers[perLayer ? l : 0], attend, st);
+    layer_forward(dm, all, l, f.xLast.get(), T, f.cos.get(), f.sin.get(), f.layers[perLayer ? l : 0], attend, st);
   }
   f.rstdF.resize(T);
   f.xf.resize(sz(T, H));
@@ -205,12 +229,13 @@ void backward(DeviceModel& dm, const DeviceLoraView& view, float* grads, Forward
     attention(s, a.attn.get(), a.lse.get(), a.q.get(), a.k.get(), a.v.get(), T, N, M, D);
   };
 
+  const Segments all{Segment{0, T, view}};
   for (int l = c.layers - 1; l >= 0; --l) {
     Acts* ap = &f.layers[dm.checkpoint ? 0 : l];
     if (dm.checkpoint) {  // recompute this layer's activations from its saved input
       xTmp.resize(TH);
       copy_d2d(s, xTmp.get(), f.inputs[l].get(), TH);
-      layer_forward(dm, view, l, xTmp.get(), T, f.cos.get(), f.sin.get(), *ap, attend, st);
+      layer_forward(dm, all, l, xTmp.get(), T, f.cos.get(), f.sin.get(), *ap, attend, st);
     }
     Acts& a = *ap;
     const DeviceLayer& w = dm.layers[l];
@@ -569,21 +594,41 @@ void ensure(DeviceModel& dm, DeviceSequence& seq, int needed) {
 }
 }  // namespace
 
-void decode_step(DeviceModel& dm, const DeviceLoraView& view, std::vector<DeviceDecodeEntry>& entries) {
+void decode_step(DeviceModel& dm, std::vector<DeviceDecodeEntry>& entries) {
   const ModelConfig& c = dm.cfg;
   const cudaStream_t s = dm.stream.get();
   const int H = c.hidden, N = c.heads, M = c.kvHeads, D = c.headDim, V = c.vocab;
   const size_t kvRow = sz(M, D);
+  for (const DeviceDecodeEntry& e : entries) {
+    if (e.ids.empty()) throw EngineError("E_INPUT", "a decode entry has no new tokens");
+  }
+  // Rows grouped by adapter (groups in order of first appearance, entries in order within each), so
+  // each adapter's rows are contiguous and its LoRA branch is one product; results map back by entry.
+  std::vector<size_t> order;
+  Segments segs;
+  std::vector<bool> placed(entries.size(), false);
+  for (size_t b = 0; b < entries.size(); ++b) {
+    if (placed[b]) continue;
+    const float* params = entries[b].lora.params;
+    Segment g{0, 0, entries[b].lora};
+    for (size_t j = b; j < entries.size(); ++j) {
+      if (placed[j] || entries[j].lora.params != params) continue;
+      placed[j] = true;
+      order.push_back(j);
+      g.rows += static_cast<int>(entries[j].ids.size());
+    }
+    segs.push_back(g);
+  }
   std::vector<int> rowStart(entries.size());
   std::vector<int32_t> ids, positions;
-  for (size_t b = 0; b < entries.size(); ++b) {
+  for (size_t b : order) {
     DeviceDecodeEntry& e = entries[b];
-    if (e.ids.empty()) throw EngineError("E_INPUT", "a decode entry has no new tokens");
     rowStart[b] = static_cast<int>(ids.size());
     for (size_t i = 0; i < e.ids.size(); ++i) positions.push_back(e.seq->length + static_cast<int>(i));
     ids.insert(ids.end(), e.ids.begin(), e.ids.end());
     ensure(dm, *e.seq, e.seq->length + static_cast<int>(e.ids.size()));
   }
+  for (size_t g = 1; g < segs.size(); ++g) segs[g].row0 = segs[g - 1].row0 + segs[g - 1].rows;
   const int T = static_cast<int>(ids.size());
   Workspace& ws = workspace(dm);
   Forward& f = ws.rope;
@@ -607,7 +652,7 @@ void decode_step(DeviceModel& dm, const DeviceLoraView& view, std::vector<Device
                   D, seq.length);
       }
     };
-    layer_forward(dm, view, l, x.get(), T, f.cos.get(), f.sin.get(), a, attend, st);
+    layer_forward(dm, segs, l, x.get(), T, f.cos.get(), f.sin.get(), a, attend, st);
   }
 
   // Only the last new row of each sequence is scored.
@@ -628,6 +673,28 @@ void decode_step(DeviceModel& dm, const DeviceLoraView& view, std::vector<Device
     e.seq->length += static_cast<int>(e.ids.size());
     e.out = cpu::sample(host.data() + sz(b, V), V, e.sampling, e.seq->rng);
   }
+}
+
+size_t weight_bytes(const DeviceModel& dm) {
+  size_t n = (dm.embed.size() + dm.lmHeadOwned.size()) * sizeof(bf16) + dm.finalNorm.size() * sizeof(float);
+  for (const DeviceLayer& w : dm.layers) {
+    for (const DeviceBuffer<bf16>& m : w.W) n += m.size() * sizeof(bf16);
+    for (const DeviceBuffer<float>* v : {&w.inNorm, &w.postNorm, &w.qNorm, &w.kNorm}) n += v->size() * sizeof(float);
+    for (const DeviceBuffer<float>& b : w.b) n += b.size() * sizeof(float);
+  }
+  return n;
+}
+
+size_t adapter_bytes(const DeviceAdapter& a) {
+  return (a.params.size() + a.grads.size() + a.m.size() + a.v.size() + a.ema.size()) * sizeof(float);
+}
+
+size_t sequence_bytes(const DeviceSequence& seq) {
+  size_t n = 0;
+  for (const auto* kv : {&seq.k, &seq.v}) {
+    for (const DeviceBuffer<float>& b : *kv) n += b.size() * sizeof(float);
+  }
+  return n;
 }
 
 }  // namespace claas::cuda

@@ -76,13 +76,22 @@ struct DeviceSequence {
   std::mt19937_64 rng;
 };
 
+// Device bytes of the frozen weights, of an adapter (weights, gradients, moments, EMA), and of a
+// sequence's KV cache: what the JavaScript objects report to V8 as external memory.
+size_t weight_bytes(const DeviceModel& dm);
+size_t adapter_bytes(const DeviceAdapter& a);
+size_t sequence_bytes(const DeviceSequence& seq);
+
 struct DeviceDecodeEntry {
   DeviceSequence* seq;
+  DeviceLoraView lora;  // this row's adapter; empty for the base model
   std::vector<int32_t> ids;
   cpu::SamplingParams sampling;
   cpu::SampledToken out;
 };
 
-void decode_step(DeviceModel& dm, const DeviceLoraView& lora, std::vector<DeviceDecodeEntry>& entries);
+// Appends each entry's ids to its sequence in one pass and samples its next token. Entries may use
+// different adapters (or none): rows are grouped by adapter so each adapter's LoRA branch runs once.
+void decode_step(DeviceModel& dm, std::vector<DeviceDecodeEntry>& entries);
 
 }  // namespace claas::cuda

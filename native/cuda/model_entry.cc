@@ -1,6 +1,7 @@
 // N-API classes of the CUDA engine: NativeModel, NativeAdapter and NativeSequence with the CPU
 // addon's methods and argument checks (native/addon/addon.cc), backed by native/cuda/device_model.
-// Heavy calls run on worker threads and resolve promises; errors carry the engine's code.
+// Heavy calls run on worker threads and resolve promises; errors carry the engine's code. Each
+// object reports the device memory it keeps alive to V8 and lets go of it on dispose().
 #include "cuda/model_entry.h"
 
 #include <functional>
@@ -24,6 +25,26 @@ struct Loaded {
   std::mutex lock;
 };
 
+// What one JavaScript object has reported to V8 as external memory (the device memory it keeps
+// alive), so that V8 weighs it when scheduling collections. Touched on the main thread only. Once
+// closed (dispose or finalization) it reports nothing more, so every byte added is taken back once.
+struct Reported {
+  int64_t bytes = 0;
+  bool closed = false;
+  void set(Napi::Env env, size_t now) {
+    if (closed) return;
+    const int64_t delta = static_cast<int64_t>(now) - bytes;
+    if (delta != 0) Napi::MemoryManagement::AdjustExternalMemory(env, delta);
+    bytes = static_cast<int64_t>(now);
+  }
+  void close(Napi::Env env) {
+    set(env, 0);
+    closed = true;
+  }
+};
+
+[[noreturn]] void disposed(const char* what) { fail("E_DISPOSED", std::string("the ") + what + " was disposed"); }
+
 class AdapterWrap : public Napi::ObjectWrap<AdapterWrap> {
  public:
   static Napi::FunctionReference ctor;
@@ -31,52 +52,66 @@ class AdapterWrap : public Napi::ObjectWrap<AdapterWrap> {
     Napi::Function f = DefineClass(env, "NativeCudaAdapter",
                                    {InstanceMethod("layout", &AdapterWrap::Layout),
                                     InstanceMethod("state", &AdapterWrap::State),
-                                    InstanceMethod("clone", &AdapterWrap::Clone)});
+                                    InstanceMethod("clone", &AdapterWrap::Clone),
+                                    InstanceMethod("dispose", &AdapterWrap::Dispose),
+                                    InstanceAccessor("bytes", &AdapterWrap::Bytes, nullptr)});
     ctor = Napi::Persistent(f);
     ctor.SuppressDestruct();
   }
-  static Napi::Object Wrap(std::shared_ptr<DeviceAdapter> a, std::shared_ptr<Loaded> model) {
+  static Napi::Object Wrap(Napi::Env env, std::shared_ptr<DeviceAdapter> a, std::shared_ptr<Loaded> model) {
     Napi::Object o = ctor.New({});
     AdapterWrap* w = Unwrap(o);
+    w->reported.set(env, adapter_bytes(*a));
     w->adapter = std::move(a);
     w->model = std::move(model);
     return o;
   }
   explicit AdapterWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<AdapterWrap>(info) {}
+  void Finalize(Napi::Env env) override { reported.close(env); }
+  // Null once disposed (a call already running holds its own reference).
   std::shared_ptr<DeviceAdapter> adapter;
   std::shared_ptr<Loaded> model;
 
  private:
+  Reported reported;
+
+  void live() const {
+    if (!adapter) disposed("adapter");
+  }
   Napi::Value Layout(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
-    const LoraLayout& L = adapter->layout;
-    const ModelConfig& c = model->dm->cfg;
-    Napi::Array entries = Napi::Array::New(env);
-    uint32_t n = 0;
-    for (int l = 0; l < L.layers; ++l) {
-      for (int m = 0; m < kModuleCount; ++m) {
-        if (!L.target[m]) continue;
-        const size_t i = static_cast<size_t>(l) * kModuleCount + m;
-        Napi::Object e = Napi::Object::New(env);
-        e.Set("layer", l);
-        e.Set("module", m);
-        e.Set("aOffset", static_cast<double>(L.offA[i]));
-        e.Set("bOffset", static_cast<double>(L.offB[i]));
-        e.Set("inFeatures", c.moduleIn(m));
-        e.Set("outFeatures", c.moduleOut(m));
-        entries.Set(n++, e);
+    return guarded(env, [&]() -> Napi::Value {
+      live();
+      const LoraLayout& L = adapter->layout;
+      const ModelConfig& c = model->dm->cfg;
+      Napi::Array entries = Napi::Array::New(env);
+      uint32_t n = 0;
+      for (int l = 0; l < L.layers; ++l) {
+        for (int m = 0; m < kModuleCount; ++m) {
+          if (!L.target[m]) continue;
+          const size_t i = static_cast<size_t>(l) * kModuleCount + m;
+          Napi::Object e = Napi::Object::New(env);
+          e.Set("layer", l);
+          e.Set("module", m);
+          e.Set("aOffset", static_cast<double>(L.offA[i]));
+          e.Set("bOffset", static_cast<double>(L.offB[i]));
+          e.Set("inFeatures", c.moduleIn(m));
+          e.Set("outFeatures", c.moduleOut(m));
+          entries.Set(n++, e);
+        }
       }
-    }
-    Napi::Object out = Napi::Object::New(env);
-    out.Set("rank", L.rank);
-    out.Set("alpha", L.alpha);
-    out.Set("total", static_cast<double>(L.total));
-    out.Set("entries", entries);
-    return out;
+      Napi::Object out = Napi::Object::New(env);
+      out.Set("rank", L.rank);
+      out.Set("alpha", L.alpha);
+      out.Set("total", static_cast<double>(L.total));
+      out.Set("entries", entries);
+      return out;
+    });
   }
   Napi::Value State(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return guarded(env, [&]() -> Napi::Value {
+      live();
       std::lock_guard<std::mutex> g(model->lock);
       const Adapter h = download_adapter(*model->dm, *adapter);
       Napi::Object o = Napi::Object::New(env);
@@ -90,10 +125,23 @@ class AdapterWrap : public Napi::ObjectWrap<AdapterWrap> {
     });
   }
   Napi::Value Clone(const Napi::CallbackInfo& info) {
-    return guarded(info.Env(), [&]() -> Napi::Value {
+    Napi::Env env = info.Env();
+    return guarded(env, [&]() -> Napi::Value {
+      live();
       std::lock_guard<std::mutex> g(model->lock);
-      return Wrap(upload_adapter(*model->dm, download_adapter(*model->dm, *adapter)), model);
+      return Wrap(env, upload_adapter(*model->dm, download_adapter(*model->dm, *adapter)), model);
     });
+  }
+  Napi::Value Bytes(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(reported.bytes));
+  }
+  // Drops this object's references: the device memory is freed now, or when the last call using
+  // it ends. The model reference goes too, so a disposed model's weights are not kept by it.
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    reported.close(info.Env());
+    adapter.reset();
+    model.reset();
+    return info.Env().Undefined();
   }
 };
 Napi::FunctionReference AdapterWrap::ctor;
@@ -102,16 +150,33 @@ class SequenceWrap : public Napi::ObjectWrap<SequenceWrap> {
  public:
   static Napi::FunctionReference ctor;
   static void Register(Napi::Env env) {
-    Napi::Function f = DefineClass(env, "NativeCudaSequence", {InstanceAccessor("length", &SequenceWrap::Length, nullptr)});
+    Napi::Function f = DefineClass(env, "NativeCudaSequence",
+                                   {InstanceAccessor("length", &SequenceWrap::Length, nullptr),
+                                    InstanceAccessor("bytes", &SequenceWrap::Bytes, nullptr),
+                                    InstanceMethod("dispose", &SequenceWrap::Dispose)});
     ctor = Napi::Persistent(f);
     ctor.SuppressDestruct();
   }
   explicit SequenceWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<SequenceWrap>(info) {}
+  void Finalize(Napi::Env env) override { reported->close(env); }
+  // Null once disposed (a decode already running holds its own reference).
   std::shared_ptr<DeviceSequence> seq;
   std::shared_ptr<Loaded> model;
+  // Shared with the completion of each decode, which reports the KV cache's growth.
+  std::shared_ptr<Reported> reported = std::make_shared<Reported>();
 
  private:
-  Napi::Value Length(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), seq->length); }
+  Napi::Value Length(const Napi::CallbackInfo& info) { return Napi::Number::New(info.Env(), seq ? seq->length : 0); }
+  // As of the last decode that completed (read here, the cache could be growing on a worker).
+  Napi::Value Bytes(const Napi::CallbackInfo& info) {
+    return Napi::Number::New(info.Env(), static_cast<double>(reported->bytes));
+  }
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    reported->close(info.Env());
+    seq.reset();
+    model.reset();
+    return info.Env().Undefined();
+  }
 };
 Napi::FunctionReference SequenceWrap::ctor;
 
@@ -125,27 +190,52 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                                     InstanceMethod("tokenLogprobs", &ModelWrap::TokenLogprobs),
                                     InstanceMethod("sdpoStep", &ModelWrap::SdpoStep),
                                     InstanceMethod("createSequence", &ModelWrap::CreateSequence),
-                                    InstanceMethod("decode", &ModelWrap::Decode)});
+                                    InstanceMethod("decode", &ModelWrap::Decode),
+                                    InstanceMethod("dispose", &ModelWrap::Dispose)});
     ctor = Napi::Persistent(f);
     ctor.SuppressDestruct();
   }
+  static Napi::Object Wrap(Napi::Env env, std::shared_ptr<Loaded> loaded) {
+    Napi::Object o = ctor.New({});
+    ModelWrap* w = Unwrap(o);
+    w->reported.set(env, weight_bytes(*loaded->dm));
+    w->model = std::move(loaded);
+    return o;
+  }
   explicit ModelWrap(const Napi::CallbackInfo& info) : Napi::ObjectWrap<ModelWrap>(info) {}
-  std::shared_ptr<Loaded> model;
+  void Finalize(Napi::Env env) override { reported.close(env); }
 
  private:
+  // Null once disposed; adapters, sequences and running calls keep their own references.
+  std::shared_ptr<Loaded> model;
+  Reported reported;
+
+  void live() const {
+    if (!model) disposed("model");
+  }
+
+  // null / undefined: the base model.
   std::shared_ptr<DeviceAdapter> adapter_arg(const Napi::Value& v) {
     if (v.IsNull() || v.IsUndefined()) return nullptr;
     if (!v.IsObject() || !v.As<Napi::Object>().InstanceOf(AdapterWrap::ctor.Value())) {
       fail("E_INPUT", "adapter must be a NativeAdapter of the CUDA backend or null");
     }
     AdapterWrap* w = AdapterWrap::Unwrap(v.As<Napi::Object>());
+    if (!w->adapter) disposed("adapter");
     if (w->model != model) fail("E_INPUT", "adapter belongs to another model");
     return w->adapter;
+  }
+
+  Napi::Value Dispose(const Napi::CallbackInfo& info) {
+    reported.close(info.Env());
+    model.reset();
+    return info.Env().Undefined();
   }
 
   Napi::Value CreateAdapter(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return guarded(env, [&]() -> Napi::Value {
+      live();
       if (!info[0].IsObject()) fail("E_INPUT", "createAdapter expects an options object");
       Napi::Object o = info[0].As<Napi::Object>();
       const int rank = get_int(o, "rank");
@@ -173,7 +263,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       a.grads.assign(n, 0.0f);
       a.step = o.Has("step") && !o.Get("step").IsUndefined() ? static_cast<int64_t>(get_num(o, "step")) : 0;
       std::lock_guard<std::mutex> g(model->lock);
-      return AdapterWrap::Wrap(upload_adapter(*model->dm, a), model);
+      return AdapterWrap::Wrap(env, upload_adapter(*model->dm, a), model);
     });
   }
 
@@ -185,6 +275,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value Forward(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return guarded(env, [&]() -> Napi::Value {
+      live();
       auto ids = std::make_shared<std::vector<int32_t>>(get_ids(info[0], model->dm->cfg.vocab, "ids"));
       if (ids->empty()) fail("E_INPUT", "ids must not be empty");
       auto adapter = adapter_arg(info[1]);
@@ -204,6 +295,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value TokenLogprobs(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return guarded(env, [&]() -> Napi::Value {
+      live();
       auto ids = std::make_shared<std::vector<int32_t>>(get_ids(info[0], model->dm->cfg.vocab, "ids"));
       auto adapter = adapter_arg(info[1]);
       const int start = info[2].ToNumber().Int32Value();
@@ -223,6 +315,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value CreateSequence(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return guarded(env, [&]() -> Napi::Value {
+      live();
       if (!info[0].IsNumber()) fail("E_INPUT", "createSequence expects a numeric seed");
       auto seq = std::make_shared<DeviceSequence>();
       seq->rng.seed(static_cast<uint64_t>(info[0].As<Napi::Number>().DoubleValue()));
@@ -234,26 +327,36 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
     });
   }
 
+  // decode([{seq, adapter, ids, temperature, topP, topK, topLogprobs, vocabLimit?}]): each entry
+  // with its own adapter (null: the base model), all in one pass.
   Napi::Value Decode(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return guarded(env, [&]() -> Napi::Value {
+      live();
       if (!info[0].IsArray()) fail("E_INPUT", "decode expects an array of entries");
       Napi::Array arr = info[0].As<Napi::Array>();
-      auto adapter = adapter_arg(info[1]);
       auto entries = std::make_shared<std::vector<DeviceDecodeEntry>>();
-      auto keep = std::make_shared<std::vector<std::shared_ptr<DeviceSequence>>>();
+      // The closure holds every sequence and adapter of the call, so a dispose meanwhile frees
+      // their memory only once the call ends.
+      auto seqs = std::make_shared<std::vector<std::shared_ptr<DeviceSequence>>>();
+      auto adapters = std::make_shared<std::vector<std::shared_ptr<DeviceAdapter>>>();
+      std::vector<std::shared_ptr<Reported>> reported;
       const int V = model->dm->cfg.vocab;
       for (uint32_t i = 0; i < arr.Length(); ++i) {
+        if (!arr.Get(i).IsObject()) fail("E_INPUT", "decode entries must be objects");
         Napi::Object e = arr.Get(i).As<Napi::Object>();
         Napi::Value sv = e.Get("seq");
         if (!sv.IsObject() || !sv.As<Napi::Object>().InstanceOf(SequenceWrap::ctor.Value())) fail("E_INPUT", "entry.seq must be a NativeSequence of the CUDA backend");
         SequenceWrap* sw = SequenceWrap::Unwrap(sv.As<Napi::Object>());
+        if (!sw->seq) disposed("sequence");
         if (sw->model != model) fail("E_INPUT", "sequence belongs to another model");
-        for (const auto& k : *keep) {
+        for (const auto& k : *seqs) {
           if (k == sw->seq) fail("E_INPUT", "a sequence appears twice in one decode call");
         }
+        auto adapter = adapter_arg(e.Get("adapter"));
         DeviceDecodeEntry d;
         d.seq = sw->seq.get();
+        d.lora = view_of(adapter, false);
         d.ids = get_ids(e.Get("ids"), V, "ids");
         if (d.ids.empty()) fail("E_INPUT", "entry.ids is empty");
         d.sampling.temperature = static_cast<float>(get_num(e, "temperature"));
@@ -261,17 +364,23 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
         d.sampling.topK = get_int(e, "topK");
         d.sampling.topLogprobs = get_int(e, "topLogprobs");
         if (e.Has("vocabLimit")) d.sampling.vocabLimit = get_int(e, "vocabLimit");
-        keep->push_back(sw->seq);
+        seqs->push_back(sw->seq);
+        if (adapter) adapters->push_back(std::move(adapter));
+        reported.push_back(sw->reported);
         entries->push_back(std::move(d));
       }
+      auto bytes = std::make_shared<std::vector<size_t>>();
       auto m = model;
       return run_async(
           env,
-          [m, adapter, entries, keep]() {
+          [m, entries, seqs, adapters, bytes]() {
             std::lock_guard<std::mutex> g(m->lock);
-            decode_step(*m->dm, view_of(adapter, false), *entries);
+            decode_step(*m->dm, *entries);
+            for (const auto& q : *seqs) bytes->push_back(sequence_bytes(*q));
           },
-          [entries](Napi::Env e) -> Napi::Value {
+          [entries, bytes, reported = std::move(reported)](Napi::Env e) -> Napi::Value {
+            // The KV caches' growth, measured under the lock; a sequence disposed meanwhile reports nothing.
+            for (size_t i = 0; i < reported.size(); ++i) reported[i]->set(e, (*bytes)[i]);
             Napi::Array out = Napi::Array::New(e, entries->size());
             for (uint32_t i = 0; i < entries->size(); ++i) {
               const cpu::SampledToken& t = (*entries)[i].out;
@@ -292,6 +401,7 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
   Napi::Value SdpoStep(const Napi::CallbackInfo& info) {
     Napi::Env env = info.Env();
     return guarded(env, [&]() -> Napi::Value {
+      live();
       auto adapter = adapter_arg(info[0]);
       if (!adapter) fail("E_INPUT", "sdpoStep needs an adapter");
       if (!info[1].IsArray()) fail("E_INPUT", "samples must be an array");
@@ -407,12 +517,6 @@ void parse_device_options(const Napi::Object& spec, bool& checkpoint, int& logit
   checkpoint = spec.Has("checkpoint") && spec.Get("checkpoint").ToBoolean().Value();
   logitRows = spec.Has("logitRows") && spec.Get("logitRows").IsNumber() ? get_int(spec, "logitRows") : 64;
   if (logitRows < 1) fail("E_INPUT", "logitRows must be positive");
-}
-
-Napi::Object wrap_model(std::shared_ptr<Loaded> loaded) {
-  Napi::Object o = ModelWrap::ctor.New({});
-  ModelWrap::Unwrap(o)->model = std::move(loaded);
-  return o;
 }
 
 const char* const kRoles[] = {"q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"};
@@ -549,7 +653,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
           dm->logitRows = logitRows;
           loaded->dm = std::move(dm);
         },
-        [loaded](Napi::Env) -> Napi::Value { return wrap_model(loaded); });
+        [loaded](Napi::Env e) -> Napi::Value { return ModelWrap::Wrap(e, loaded); });
   });
 }
 
@@ -579,7 +683,7 @@ Napi::Value LoadRandomModel(const Napi::CallbackInfo& info) {
           loaded->dm->checkpoint = checkpoint;
           loaded->dm->logitRows = logitRows;
         },
-        [loaded](Napi::Env) -> Napi::Value { return wrap_model(loaded); });
+        [loaded](Napi::Env e) -> Napi::Value { return ModelWrap::Wrap(e, loaded); });
   });
 }
 
@@ -596,6 +700,13 @@ Napi::Value ResetPeak(const Napi::CallbackInfo& info) {
   return info.Env().Undefined();
 }
 
+// externalMemory() -> bytes: V8's count of the external memory addons have reported (what dispose
+// and finalization must take back); process.memoryUsage() does not show it.
+Napi::Value ExternalMemory(const Napi::CallbackInfo& info) {
+  const int64_t total = Napi::MemoryManagement::AdjustExternalMemory(info.Env(), 0);
+  return Napi::Number::New(info.Env(), static_cast<double>(total));
+}
+
 }  // namespace
 
 void register_model(Napi::Env env, Napi::Object exports) {
@@ -606,6 +717,7 @@ void register_model(Napi::Env env, Napi::Object exports) {
   exports.Set("loadRandomModel", Napi::Function::New(env, LoadRandomModel));
   exports.Set("deviceMemory", Napi::Function::New(env, DeviceMemory));
   exports.Set("resetPeak", Napi::Function::New(env, ResetPeak));
+  exports.Set("externalMemory", Napi::Function::New(env, ExternalMemory));
 }
 
 }  // namespace claas::cuda

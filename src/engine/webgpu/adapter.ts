@@ -1,8 +1,8 @@
 // A LoRA adapter resident on the GPU: flat params / EMA / AdamW moments / gradient buffers laid out
 // exactly like the CPU engine's (native/engine/model.cc make_lora_layout), per-tensor mirrors that the
 // projection kernels bind, and a host copy of the state refreshed after each update (state() is
-// synchronous).
-import { InputError, ShapeError } from '../../errors.js';
+// synchronous). Also the use counting behind dispose() that adapters, sequences and the model share.
+import { EngineError, InputError, ShapeError } from '../../errors.js';
 import type { NativeAdapter, NativeAdapterState, NativeConfig, NativeLayoutEntry } from '../native.js';
 import type { Gpu } from './device.js';
 import { Mt19937_64, uniformFloat } from './mt19937-64.js';
@@ -73,10 +73,79 @@ export interface LoraView {
   slots: ({ A: GPUBuffer; B: GPUBuffer } | null)[];
 }
 
+/**
+ * The lifetime of something holding GPU memory (an adapter, a sequence, the model), which dispose()
+ * frees ahead of garbage collection. Each call holds what
+ * it uses from its start to its end (acquire / release), so a dispose() during a call frees the memory
+ * when that call ends instead of under its recorded commands; any use after dispose() fails with
+ * E_DISPOSED.
+ */
+export class Lifetime {
+  private users = 0;
+  private isDisposed = false;
+  private isFreed = false;
+
+  /** `free` releases the memory; it runs once, at dispose() or when the last holder lets go after it. */
+  constructor(
+    private readonly what: string,
+    private readonly free: () => void,
+  ) {}
+
+  get disposed(): boolean {
+    return this.isDisposed;
+  }
+
+  /** Whether the memory is gone (dispose() and no call left holding it). */
+  get freed(): boolean {
+    return this.isFreed;
+  }
+
+  /** Throws E_DISPOSED once dispose() has been called. */
+  checkLive(): void {
+    if (this.isDisposed) throw new EngineError('E_DISPOSED', `the ${this.what} has been disposed`);
+  }
+
+  acquire(): void {
+    this.checkLive();
+    this.users += 1;
+  }
+
+  release(): void {
+    this.users -= 1;
+    if (this.users === 0 && this.isDisposed) this.freeOnce();
+  }
+
+  dispose(): void {
+    if (this.isDisposed) return;
+    this.isDisposed = true;
+    if (this.users === 0) this.freeOnce();
+  }
+
+  private freeOnce(): void {
+    if (this.isFreed) return;
+    this.isFreed = true;
+    this.free();
+  }
+}
+
+/**
+ * Destroys buffers that commands recorded but not yet submitted may still name (after a call that
+ * failed midway): those are submitted first, since a submit naming a destroyed buffer is an error.
+ */
+export function destroyBuffers(gpu: Gpu, buffers: readonly GPUBuffer[]): void {
+  try {
+    gpu.flush();
+  } catch {
+    // A device error already seen; the next call on the model reports it.
+  }
+  for (const b of buffers) b.destroy();
+}
+
 type Flat = 'params' | 'ema' | 'm' | 'v' | 'grads';
 const FLAT: readonly Flat[] = ['params', 'ema', 'm', 'v', 'grads'];
 
 export class GpuAdapter implements NativeAdapter {
+  readonly life = new Lifetime('adapter', () => destroyBuffers(this.gpu, this.buffers()));
   readonly flat: Record<Flat, GPUBuffer>;
   /** Mirrors of params (kept in sync after every update) and gradient accumulators per tensor. */
   readonly params: LoraView;
@@ -87,7 +156,7 @@ export class GpuAdapter implements NativeAdapter {
 
   constructor(
     readonly gpu: Gpu,
-    readonly owner: object,
+    readonly owner: { readonly life: Lifetime },
     readonly config: NativeConfig,
     readonly L: LoraLayout,
     state: NativeAdapterState,
@@ -108,7 +177,7 @@ export class GpuAdapter implements NativeAdapter {
     this.syncMirror(this.params, this.flat.params);
   }
 
-  static create(gpu: Gpu, owner: object, config: NativeConfig, options: Parameters<import('../native.js').NativeModel['createAdapter']>[0]): GpuAdapter {
+  static create(gpu: Gpu, owner: { readonly life: Lifetime }, config: NativeConfig, options: Parameters<import('../native.js').NativeModel['createAdapter']>[0]): GpuAdapter {
     const { rank, alpha, targets } = options;
     if (!Number.isInteger(rank) || rank <= 0) throw new InputError('LoRA rank must be positive');
     if (!Array.isArray(targets) || targets.length !== MODULES) throw new InputError('targets must be 7 booleans');
@@ -181,17 +250,33 @@ export class GpuAdapter implements NativeAdapter {
     this.host = { params: params!, ema: ema!, m: m!, v: v!, grads: grads!, step: this.step };
   }
 
+  /** Every buffer the adapter holds: the flat state and the per-tensor mirrors. */
+  private buffers(): GPUBuffer[] {
+    const views = [this.params, this.grads, ...(this.emaView ? [this.emaView] : [])];
+    return [...FLAT.map((k) => this.flat[k]), ...views.flatMap((v) => v.slots.flatMap((s) => (s ? [s.A, s.B] : [])))];
+  }
+
+  get bytes(): number {
+    return this.life.freed ? 0 : this.buffers().reduce((n, b) => n + b.size, 0);
+  }
+
+  dispose(): void {
+    this.life.dispose();
+  }
+
   layout(): { rank: number; alpha: number; total: number; entries: NativeLayoutEntry[] } {
+    this.life.checkLive();
     return { rank: this.L.rank, alpha: this.L.alpha, total: this.L.total, entries: this.L.entries.filter((e): e is NativeLayoutEntry => e !== null).map((e) => ({ ...e })) };
   }
 
   state(): NativeAdapterState {
+    this.life.checkLive();
     const h = this.host;
     return { params: h.params.slice(), ema: h.ema.slice(), m: h.m.slice(), v: h.v.slice(), grads: h.grads.slice(), step: this.step };
   }
 
   clone(): NativeAdapter {
-    const copy = new GpuAdapter(this.gpu, this.owner, this.config, this.L, this.state());
-    return copy;
+    this.owner.life.checkLive();
+    return new GpuAdapter(this.gpu, this.owner, this.config, this.L, this.state());
   }
 }

@@ -1,6 +1,8 @@
 // The decoder forward on the GPU, composed from the WGSL ops exactly as native/engine/model.cc composes
 // the CPU ops: per layer RMSNorm, q/k/v (+ LoRA), optional q/k norm, RoPE, attention, o (+ residual),
-// RMSNorm, gate/up, SwiGLU, down (+ residual); then the final norm.
+// RMSNorm, gate/up, SwiGLU, down (+ residual); then the final norm. The rows of a pass are split into
+// segments, each with its own adapter (or none): training has one segment over every row, a decode batch
+// one per adapter, and each projection runs its base matrix once over all rows.
 import type { Gpu } from './device.js';
 import type { LoraView } from './adapter.js';
 import type { ModelContext } from './context.js';
@@ -49,11 +51,28 @@ export interface Activations {
 /** Fills a.attn from a.q (after RoPE), a.k and a.v. */
 export type Attend = (a: LayerActs, layer: number) => void;
 
-/** Workspace buffers of one layer's activations for T rows, under a name prefix. */
-export function layerActs(ctx: ModelContext, prefix: string, x: GPUBuffer, T: number, lora: LoraView | null): LayerActs {
+/** Rows row0..row0+rows-1 of a pass, which take the LoRA branch of `view` (none when null). */
+export interface LoraSegment {
+  row0: number;
+  rows: number;
+  view: LoraView | null;
+}
+
+/** One segment: every one of T rows with the same adapter (or none). */
+export function allRows(view: LoraView | null, T: number): LoraSegment[] {
+  return [{ row0: 0, rows: T, view }];
+}
+
+/**
+ * Workspace buffers of one layer's activations for T rows, under a name prefix. The LoRA products
+ * u = x A^T are kept (for the backward) only when one segment covers every row; with several adapters
+ * each segment's u is scratch, since no backward runs over a mixed batch.
+ */
+export function layerActs(ctx: ModelContext, prefix: string, x: GPUBuffer, T: number, segments: readonly LoraSegment[]): LayerActs {
   const c = ctx.cfg, ws = ctx.ws;
   const H = c.hidden, N = c.heads, M = c.kvHeads, D = c.headDim, F = c.intermediate;
   const get = (name: string, n: number) => ws.get(`${prefix}.${name}`, n);
+  const only = segments.length === 1 && segments[0]!.row0 === 0 && segments[0]!.rows === T ? segments[0]!.view : null;
   return {
     x,
     xn1: get('xn1', T * H),
@@ -73,29 +92,37 @@ export function layerActs(ctx: ModelContext, prefix: string, x: GPUBuffer, T: nu
     g: get('g', T * F),
     u: get('u', T * F),
     act: get('act', T * F),
-    loraU: Array.from({ length: 7 }, (_, m) => (lora && lora.slots.some((s, i) => s && i % 7 === m) ? get(`u${m}`, T * lora.rank) : null)),
+    loraU: Array.from({ length: 7 }, (_, m) => (only && only.slots.some((s, i) => s && i % 7 === m) ? get(`u${m}`, T * only.rank) : null)),
   };
 }
 
-/** Projection m of layer l with its LoRA branch (when the view targets it). */
-export function project(ctx: ModelContext, lv: LoraView | null, l: number, m: number, y: GPUBuffer, u: GPUBuffer | null, x: GPUBuffer, T: number): void {
+/**
+ * Projection m of layer l over all T rows, then the LoRA branch of each segment whose adapter targets
+ * it over that segment's rows. `u` (from layerActs) keeps the product when there is one; otherwise a
+ * scratch buffer serves each segment in turn.
+ */
+export function project(ctx: ModelContext, segments: readonly LoraSegment[], l: number, m: number, y: GPUBuffer, u: GPUBuffer | null, x: GPUBuffer, T: number): void {
   const w = ctx.weights.layers[l]!;
   const I = ctx.moduleIn(m), O = ctx.moduleOut(m);
   linearBlocks(ctx.gpu, ctx.ws, y, x, w.W[m]!, m <= 3 ? w.b[m] ?? null : null, T, I, O);
-  const slot = lv?.slots[l * 7 + m];
-  if (lv && slot && u) lora(ctx.gpu, y, u, x, slot.A, slot.B, T, I, O, lv.rank, lv.scale);
+  for (const s of segments) {
+    const slot = s.view?.slots[l * 7 + m];
+    if (!s.view || !slot || s.rows === 0) continue;
+    const uSeg = u ?? ctx.ws.get('lora.u', s.rows * s.view.rank);
+    lora(ctx.gpu, y, uSeg, x, slot.A, slot.B, s.rows, I, O, s.view.rank, s.view.scale, s.row0);
+  }
 }
 
 /** One decoder layer: reads xIn [T, H], writes xOut [T, H] (distinct buffers). */
-export function layerForward(ctx: ModelContext, lv: LoraView | null, l: number, xIn: GPUBuffer, xOut: GPUBuffer, T: number, cos: GPUBuffer, sin: GPUBuffer, a: LayerActs, attend: Attend): void {
+export function layerForward(ctx: ModelContext, segments: readonly LoraSegment[], l: number, xIn: GPUBuffer, xOut: GPUBuffer, T: number, cos: GPUBuffer, sin: GPUBuffer, a: LayerActs, attend: Attend): void {
   const c = ctx.cfg, gpu: Gpu = ctx.gpu, w = ctx.weights.layers[l]!;
   const H = c.hidden, N = c.heads, M = c.kvHeads, D = c.headDim, F = c.intermediate;
   rmsnorm(gpu, a.xn1, a.rstd1, xIn, w.inNorm, T, H, c.rmsEps);
   const qOut = c.qkNorm ? a.qRaw : a.q;
   const kOut = c.qkNorm ? a.kRaw : a.k;
-  project(ctx, lv, l, 0, qOut, a.loraU[0]!, a.xn1, T);
-  project(ctx, lv, l, 1, kOut, a.loraU[1]!, a.xn1, T);
-  project(ctx, lv, l, 2, a.v, a.loraU[2]!, a.xn1, T);
+  project(ctx, segments, l, 0, qOut, a.loraU[0]!, a.xn1, T);
+  project(ctx, segments, l, 1, kOut, a.loraU[1]!, a.xn1, T);
+  project(ctx, segments, l, 2, a.v, a.loraU[2]!, a.xn1, T);
   if (c.qkNorm) {
     rmsnorm(gpu, a.q, a.rstdQ, a.qRaw, w.qNorm!, T * N, D, c.rmsEps);
     rmsnorm(gpu, a.k, a.rstdK, a.kRaw, w.kNorm!, T * M, D, c.rmsEps);
@@ -103,13 +130,13 @@ export function layerForward(ctx: ModelContext, lv: LoraView | null, l: number, 
   rope(gpu, a.q, cos, sin, T, N, D);
   rope(gpu, a.k, cos, sin, T, M, D);
   attend(a, l);
-  project(ctx, lv, l, 3, a.h1, a.loraU[3]!, a.attn, T);
+  project(ctx, segments, l, 3, a.h1, a.loraU[3]!, a.attn, T);
   axpby(gpu, a.h1, xIn, T * H, 1, 1);
   rmsnorm(gpu, a.xn2, a.rstd2, a.h1, w.postNorm, T, H, c.rmsEps);
-  project(ctx, lv, l, 4, a.g, a.loraU[4]!, a.xn2, T);
-  project(ctx, lv, l, 5, a.u, a.loraU[5]!, a.xn2, T);
+  project(ctx, segments, l, 4, a.g, a.loraU[4]!, a.xn2, T);
+  project(ctx, segments, l, 5, a.u, a.loraU[5]!, a.xn2, T);
   swiglu(gpu, a.act, a.g, a.u, T * F);
-  project(ctx, lv, l, 6, xOut, a.loraU[6]!, a.act, T);
+  project(ctx, segments, l, 6, xOut, a.loraU[6]!, a.act, T);
   axpby(gpu, xOut, a.h1, T * H, 1, 1);
 }
 
@@ -126,9 +153,10 @@ export function forward(ctx: ModelContext, lv: LoraView | null, ids: Int32Array,
   embedTokens(ctx, xs[0]!, ids, T, prefix);
   const layers: LayerActs[] = [];
   const attend: Attend = (a) => attention(gpu, a.attn, a.lse, a.q, a.k, a.v, T, N, M, D, 0);
+  const segments = allRows(lv, T);
   for (let l = 0; l < c.layers; l++) {
-    const a = layerActs(ctx, keep ? `${prefix}.l${l}` : `${prefix}.l`, xs[l]!, T, lv);
-    layerForward(ctx, lv, l, xs[l]!, xs[l + 1]!, T, cos, sin, a, attend);
+    const a = layerActs(ctx, keep ? `${prefix}.l${l}` : `${prefix}.l`, xs[l]!, T, segments);
+    layerForward(ctx, segments, l, xs[l]!, xs[l + 1]!, T, cos, sin, a, attend);
     if (keep) layers.push(a);
   }
   const xLast = xs[c.layers]!;

@@ -1,12 +1,14 @@
 // Generation on the GPU (native/engine/generate.cc): per-sequence KV caches (one buffer per layer for
-// k and v, doubling as they fill) and one batched pass over the new tokens of several sequences;
-// projections and MLP run once over all new rows, attention per sequence against its cache. Only the
-// last new row's logits of each sequence come back, and the token is sampled on the host.
+// k and v, doubling as they fill) and one batched pass over the new tokens of several sequences, each
+// with its own adapter or none; projections and MLP run once over all new rows (the LoRA branch once per
+// adapter over its rows), attention per sequence against its cache. Only the last new row's logits of
+// each sequence come back, and the token is sampled on the host.
 import { InputError } from '../../errors.js';
 import type { NativeDecodeEntry, NativeSampled, NativeSequence } from '../native.js';
-import type { LoraView } from './adapter.js';
+import { destroyBuffers, Lifetime, type LoraView } from './adapter.js';
 import { ropeTableData, type ModelContext } from './context.js';
-import { layerActs, layerForward, lmHead, type Attend } from './forward.js';
+import type { Gpu } from './device.js';
+import { layerActs, layerForward, lmHead, type Attend, type LoraSegment } from './forward.js';
 import { Mt19937_64 } from './mt19937-64.js';
 import { attention } from './ops/attention.js';
 import { rmsnorm } from './ops/rmsnorm.js';
@@ -19,23 +21,25 @@ interface KvBuffers {
   v: GPUBuffer[];
 }
 
-// Sequences are dropped, not closed, by their users: free their GPU caches once they are collected.
+// Sequences that are dropped without dispose() free their GPU caches once they are collected.
 const caches = new FinalizationRegistry<KvBuffers>((kv) => {
   for (const b of [...kv.k, ...kv.v]) b.destroy();
 });
 
 export class GpuSequence implements NativeSequence {
+  readonly life = new Lifetime('sequence', () => this.free());
   length = 0;
   capacity = 0;
   private readonly kv: KvBuffers = { k: [], v: [] };
   readonly rng: Mt19937_64;
 
   constructor(
+    readonly gpu: Gpu,
     readonly owner: object,
     seed: number,
   ) {
     this.rng = new Mt19937_64(BigInt(Math.trunc(seed)));
-    caches.register(this, this.kv);
+    caches.register(this, this.kv, this);
   }
 
   get k(): GPUBuffer[] {
@@ -44,6 +48,22 @@ export class GpuSequence implements NativeSequence {
 
   get v(): GPUBuffer[] {
     return this.kv.v;
+  }
+
+  get bytes(): number {
+    return [...this.kv.k, ...this.kv.v].reduce((n, b) => n + b.size, 0);
+  }
+
+  dispose(): void {
+    this.life.dispose();
+  }
+
+  private free(): void {
+    caches.unregister(this);
+    destroyBuffers(this.gpu, [...this.kv.k, ...this.kv.v]);
+    this.kv.k = [];
+    this.kv.v = [];
+    this.capacity = 0;
   }
 
   /** Grows (doubling, contents kept) so that `needed` tokens fit; old buffers go to `retired`. */
@@ -68,24 +88,42 @@ export class GpuSequence implements NativeSequence {
 }
 
 /**
- * Appends every entry's new tokens to its cache in one batched pass and samples each entry's next
- * token from the logits of its last new token.
+ * Appends every entry's new tokens to its cache in one batched pass, entry b with the LoRA weights
+ * views[b] (null: the base model), and samples each entry's next token from the logits of its last
+ * new token.
  */
-export async function decodeStep(ctx: ModelContext, lv: LoraView | null, entries: NativeDecodeEntry[]): Promise<NativeSampled[]> {
+export async function decodeStep(ctx: ModelContext, entries: readonly NativeDecodeEntry[], views: readonly (LoraView | null)[]): Promise<NativeSampled[]> {
   const c = ctx.cfg, gpu = ctx.gpu, ws = ctx.ws;
   const H = c.hidden, N = c.heads, M = c.kvHeads, D = c.headDim, V = c.vocab;
   const kvRow = M * D * 4;
+  const B = entries.length;
   const seqs = entries.map((e) => e.seq as GpuSequence);
-  const rowStart: number[] = [];
+  // Rows grouped by adapter (in order of first appearance) so that each adapter's LoRA branch covers
+  // one contiguous range; rowStart maps each entry back to its rows.
+  const groups = new Map<LoraView | null, number[]>();
+  for (let b = 0; b < B; b++) {
+    const view = views[b] ?? null;
+    const members = groups.get(view);
+    if (members) members.push(b);
+    else groups.set(view, [b]);
+  }
+  const rowStart = new Array<number>(B).fill(0);
+  const segments: LoraSegment[] = [];
   const ids: number[] = [], positions: number[] = [];
   const retired: GPUBuffer[] = [];
-  for (let b = 0; b < entries.length; b++) {
-    const e = entries[b]!, s = seqs[b]!;
-    if (e.ids.length === 0) throw new InputError('a decode entry has no new tokens');
-    rowStart.push(ids.length);
-    for (let i = 0; i < e.ids.length; i++) positions.push(s.length + i);
-    ids.push(...e.ids);
-    s.ensure(ctx, s.length + e.ids.length, retired);
+  for (const [view, members] of groups) {
+    const row0 = ids.length;
+    for (const b of members) {
+      const e = entries[b]!, s = seqs[b]!;
+      if (e.ids.length === 0) throw new InputError('a decode entry has no new tokens');
+      rowStart[b] = ids.length;
+      for (let i = 0; i < e.ids.length; i++) {
+        positions.push(s.length + i);
+        ids.push(e.ids[i]!);
+      }
+      s.ensure(ctx, s.length + e.ids.length, retired);
+    }
+    segments.push({ row0, rows: ids.length - row0, view });
   }
   const T = ids.length;
   const temps: GPUBuffer[] = [];
@@ -106,12 +144,11 @@ export async function decodeStep(ctx: ModelContext, lv: LoraView | null, entries
         gpu.copy(ob, 0, a.attn, r0 * N * D * 4, n * N * D * 4);
       }
     };
-    const a = layerActs(ctx, 'dec.l', xs[l % 2]!, T, lv);
-    layerForward(ctx, lv, l, xs[l % 2]!, xs[(l + 1) % 2]!, T, cos, sin, a, attend);
+    const a = layerActs(ctx, 'dec.l', xs[l % 2]!, T, segments);
+    layerForward(ctx, segments, l, xs[l % 2]!, xs[(l + 1) % 2]!, T, cos, sin, a, attend);
   }
   // Only the last new row of each sequence is scored.
   const x = xs[c.layers % 2]!;
-  const B = entries.length;
   const last = ws.get('dec.last', B * H), normed = ws.get('dec.normed', B * H), rstd = ws.get('dec.rstd', B);
   for (let b = 0; b < B; b++) {
     const row = rowStart[b]! + entries[b]!.ids.length - 1;

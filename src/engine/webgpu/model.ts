@@ -1,6 +1,7 @@
 // The WebGPU engine model: the NativeModel interface (src/engine/native.ts) implemented with WGSL
 // kernels. Weights and adapters live on the GPU; logits, log-probs, metrics and adapter state are
-// the only readbacks.
+// the only readbacks. The model, its adapters and its sequences free their GPU memory on dispose(); each
+// call holds what it uses until it ends.
 import { EngineError, InputError } from '../../errors.js';
 import type { WeightSpec } from '../../model/weights.js';
 import type {
@@ -14,7 +15,7 @@ import type {
   NativeStepOptions,
   NativeStepResult,
 } from '../native.js';
-import { GpuAdapter, type LoraView } from './adapter.js';
+import { GpuAdapter, Lifetime } from './adapter.js';
 import { ModelContext } from './context.js';
 import { Gpu } from './device.js';
 import { forward, lmHead } from './forward.js';
@@ -34,6 +35,8 @@ function checkIds(ids: Int32Array, vocab: number, what: string): void {
 }
 
 export class WebGpuModel implements NativeModel {
+  /** The device goes once no call is running; later calls fail with E_DISPOSED. */
+  readonly life: Lifetime = new Lifetime('model', () => this.gpu.destroy());
   private readonly stepRunner: SdpoStepRunner;
 
   private constructor(
@@ -75,35 +78,44 @@ export class WebGpuModel implements NativeModel {
     return `weights ${this.storage.storage} (${this.storage.reason}${kept}), ${(w.bytes / 2 ** 20).toFixed(2)} MiB`;
   }
 
-  private adapterArg(a: NativeAdapter | null): GpuAdapter | null {
+  private adapterArg(a: NativeAdapter | null | undefined, what = 'adapter'): GpuAdapter | null {
     if (a === null || a === undefined) return null;
-    if (!(a instanceof GpuAdapter)) throw new InputError('adapter must be an adapter of the WebGPU engine or null');
-    if (a.owner !== this) throw new InputError('adapter belongs to another model');
+    if (!(a instanceof GpuAdapter)) throw new InputError(`${what} must be an adapter of the WebGPU engine or null`);
+    if (a.owner !== this) throw new InputError(`${what} belongs to another model`);
     return a;
   }
 
-  private view(a: NativeAdapter | null, useEma = false): LoraView | null {
-    const ad = this.adapterArg(a);
-    return ad ? (useEma ? ad.ema() : ad.params) : null;
-  }
-
-  createAdapter(options: Parameters<NativeModel['createAdapter']>[0]): NativeAdapter {
-    return GpuAdapter.create(this.gpu, this, this.ctx.cfg, options);
-  }
-
-  private async finish<T>(work: () => Promise<T>): Promise<T> {
+  /**
+   * Runs `work` holding the model and `used` (acquired in order; E_DISPOSED for any already disposed),
+   * so that a dispose() meanwhile frees them only once the work is done.
+   */
+  private async holding<T>(used: readonly ({ readonly life: Lifetime } | null)[], work: () => Promise<T>): Promise<T> {
+    const held: Lifetime[] = [];
     try {
+      for (const r of [this, ...new Set(used)]) {
+        if (!r) continue;
+        r.life.acquire();
+        held.push(r.life);
+      }
       return await work();
     } finally {
       this.ctx.ws.release();
+      for (const r of held.reverse()) r.release();
     }
   }
 
+  createAdapter(options: Parameters<NativeModel['createAdapter']>[0]): NativeAdapter {
+    this.life.checkLive();
+    return GpuAdapter.create(this.gpu, this, this.ctx.cfg, options);
+  }
+
   async forward(ids: Int32Array, adapter: NativeAdapter | null, useEma: boolean): Promise<Float32Array> {
+    this.life.checkLive();
     checkIds(ids, this.ctx.cfg.vocab, 'ids');
     if (ids.length === 0) throw new InputError('ids must not be empty');
-    const lv = this.view(adapter, useEma);
-    return this.finish(async () => {
+    const ad = this.adapterArg(adapter);
+    return this.holding([ad], async () => {
+      const lv = ad ? (useEma ? ad.ema() : ad.params) : null;
       const T = ids.length, V = this.ctx.cfg.vocab;
       const acts = forward(this.ctx, lv, ids, T, false, 'fw');
       const out = new Float32Array(T * V);
@@ -117,11 +129,13 @@ export class WebGpuModel implements NativeModel {
   }
 
   async tokenLogprobs(ids: Int32Array, adapter: NativeAdapter | null, start: number): Promise<Float32Array> {
+    this.life.checkLive();
     checkIds(ids, this.ctx.cfg.vocab, 'ids');
     const T = ids.length;
     if (!Number.isInteger(start) || start < 1 || start >= T) throw new InputError('start must be in [1, ids.length)');
-    const lv = this.view(adapter);
-    return this.finish(async () => {
+    const ad = this.adapterArg(adapter);
+    return this.holding([ad], async () => {
+      const lv = ad?.params ?? null;
       const R = T - start, V = this.ctx.cfg.vocab, ws = this.ctx.ws;
       const acts = forward(this.ctx, lv, ids, T, false, 'fw');
       const out = ws.get('lp.out', R);
@@ -139,6 +153,7 @@ export class WebGpuModel implements NativeModel {
   }
 
   async sdpoStep(adapter: NativeAdapter, samples: NativeSample[], options: NativeStepOptions): Promise<NativeStepResult> {
+    this.life.checkLive();
     const a = this.adapterArg(adapter);
     if (!a) throw new InputError('sdpoStep needs an adapter');
     if (!Array.isArray(samples) || samples.length === 0) throw new InputError('the batch is empty');
@@ -162,31 +177,38 @@ export class WebGpuModel implements NativeModel {
     if (!(options.topK >= 1 && options.topK <= V)) throw new InputError('topK must be in [1, vocab]');
     const maxK = Math.min(TOPK_MAX_K, SDPO_LOSS_MAX_K);
     if (options.topK > maxK || samples.some((s) => (s.teacherK ?? 0) > maxK)) throw new InputError(`the WebGPU backend keeps at most ${maxK} teacher top-K entries per position (use topK <= ${maxK})`);
-    return this.stepRunner.run(a, samples, options);
+    return this.holding([a], () => this.stepRunner.run(a, samples, options));
   }
 
   createSequence(seed: number): NativeSequence {
+    this.life.checkLive();
     if (typeof seed !== 'number') throw new InputError('createSequence expects a numeric seed');
-    return new GpuSequence(this, seed);
+    return new GpuSequence(this.gpu, this, seed);
   }
 
-  async decode(entries: NativeDecodeEntry[], adapter: NativeAdapter | null): Promise<NativeSampled[]> {
+  async decode(entries: NativeDecodeEntry[]): Promise<NativeSampled[]> {
+    this.life.checkLive();
     if (!Array.isArray(entries)) throw new InputError('decode expects an array of entries');
-    const seen = new Set<GpuSequence>();
-    for (const e of entries) {
+    const seqs = new Set<GpuSequence>();
+    const adapters: (GpuAdapter | null)[] = [];
+    entries.forEach((e, i) => {
       if (!(e.seq instanceof GpuSequence) || e.seq.owner !== this) throw new InputError('entry.seq must be a sequence of this model');
-      if (seen.has(e.seq)) throw new InputError('a sequence appears twice in one decode call');
-      seen.add(e.seq);
+      if (seqs.has(e.seq)) throw new InputError('a sequence appears twice in one decode call');
+      seqs.add(e.seq);
+      adapters.push(this.adapterArg(e.adapter, `entries[${i}].adapter`));
       checkIds(e.ids, this.ctx.cfg.vocab, 'ids');
       if (e.ids.length === 0) throw new InputError('entry.ids is empty');
-    }
+    });
     if (entries.length === 0) return [];
-    const lv = this.view(adapter);
-    return decodeStep(this.ctx, lv, entries);
+    return this.holding([...seqs, ...adapters], () => decodeStep(this.ctx, entries, adapters.map((a) => a?.params ?? null)));
   }
 
-  /** Releases the GPU device (the model is unusable afterwards). */
+  dispose(): void {
+    this.life.dispose();
+  }
+
+  /** dispose() under the name the tests of the WebGPU model use. */
   close(): void {
-    this.gpu.destroy();
+    this.dispose();
   }
 }

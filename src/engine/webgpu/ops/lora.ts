@@ -1,5 +1,7 @@
 // LoRA branch on the GPU (kernels/wgsl/lora.wgsl), mirroring native/cpu/lora.cc: y += s (x A^T) B^T
-// with u = x A^T kept for the backward, and the backward accumulating dA, dB and dx.
+// with u = x A^T kept for the backward, and the backward accumulating dA, dB and dx. The forward may
+// cover a row range of larger x and y buffers: a mixed-adapter decode batch applies each adapter to its
+// own rows.
 import { uniforms, type Gpu } from '../device.js';
 import { grid } from '../grid.js';
 import { checkBuffer, checkDims } from './check.js';
@@ -8,19 +10,22 @@ function step(gpu: Gpu, entry: string, out: GPUBuffer, a: GPUBuffer, b: GPUBuffe
   if (outputs > 0) gpu.dispatch('lora', entry, [out, a, b], grid(outputs / 256), dims);
 }
 
-function loraDims(T: number, I: number, O: number, R: number, scale: number): ArrayBuffer {
-  return uniforms([['u32', T], ['u32', I], ['u32', O], ['u32', R], ['f32', scale]]);
+function loraDims(T: number, I: number, O: number, R: number, scale: number, t0 = 0): ArrayBuffer {
+  return uniforms([['u32', T], ['u32', I], ['u32', O], ['u32', R], ['f32', scale], ['u32', t0]]);
 }
 
-/** y_TO += scale * (x_TI A_RI^T) B_OR^T; u_TR = x_TI A_RI^T. */
-export function lora(gpu: Gpu, y_TO: GPUBuffer, u_TR: GPUBuffer, x_TI: GPUBuffer, A_RI: GPUBuffer, B_OR: GPUBuffer, T: number, I: number, O: number, R: number, scale: number): void {
-  checkDims('lora', { T, I, O, R });
-  checkBuffer('lora', 'y', y_TO, T * O);
+/**
+ * y_TO += scale * (x_TI A_RI^T) B_OR^T; u_TR = x_TI A_RI^T, on rows t0..t0+T-1 of y and x (which hold
+ * at least t0+T rows); u holds the T rows of the range from its start.
+ */
+export function lora(gpu: Gpu, y_TO: GPUBuffer, u_TR: GPUBuffer, x_TI: GPUBuffer, A_RI: GPUBuffer, B_OR: GPUBuffer, T: number, I: number, O: number, R: number, scale: number, t0 = 0): void {
+  checkDims('lora', { T, I, O, R, t0 });
+  checkBuffer('lora', 'y', y_TO, (t0 + T) * O);
   checkBuffer('lora', 'u', u_TR, T * R);
-  checkBuffer('lora', 'x', x_TI, T * I);
+  checkBuffer('lora', 'x', x_TI, (t0 + T) * I);
   checkBuffer('lora', 'A', A_RI, R * I);
   checkBuffer('lora', 'B', B_OR, O * R);
-  const dims = loraDims(T, I, O, R, scale);
+  const dims = loraDims(T, I, O, R, scale, t0);
   step(gpu, 'lora_down', u_TR, x_TI, A_RI, T * R, dims);
   step(gpu, 'lora_up', y_TO, u_TR, B_OR, T * O, dims);
 }
