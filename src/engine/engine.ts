@@ -307,9 +307,12 @@ export class Engine implements Disposable {
     this.dispose();
   }
 
-  /** Whether the two lanes run at once: the CPU addon's calls share only read-only weights. */
+  /**
+   * Whether the two lanes run at once: the CPU addon's calls share only read-only weights; a GPU
+   * backend says whether it can (NativeModel.concurrentLanes).
+   */
   get concurrentLanes(): boolean {
-    return this.backend === 'cpu';
+    return this.backend === 'cpu' || this.model.concurrentLanes === true;
   }
 
   private useOf(adapter: Adapter): AdapterUse {

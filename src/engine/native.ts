@@ -144,6 +144,12 @@ export interface NativeModel {
   decode(entries: NativeDecodeEntry[]): Promise<NativeSampled[]>;
   /** Frees the weights and everything else the model holds; later calls fail with E_DISPOSED. */
   dispose(): void;
+  /**
+   * Whether a decode may run while another call (a training step) is in flight, each in its own lane
+   * (the CPU addon: separate threads; a GPU backend: its own stream, or the step in chunks that
+   * decoding interleaves with). Absent: calls run one at a time.
+   */
+  readonly concurrentLanes?: boolean;
 }
 
 /** Options of one SDPO loss row (cpu/sdpo_loss.h SdpoLossOptions). */
