@@ -26,7 +26,11 @@ export const vllmAdminRoutes = (service: InferenceService): FastifyPluginAsync =
       '/v1/unload_lora_adapter',
       { config: { access: 'admin' }, schema: { body: { type: 'object', required: ['lora_name'], additionalProperties: false, properties: { lora_name: { type: 'string', minLength: 1 } } }, response: { '4xx': errorSchema } } },
       async (request, reply) => {
-        if (!service.removeAdapter(request.body.lora_name)) throw new NotFoundError(`The lora adapter '${request.body.lora_name}' cannot be found.`);
+        const name = request.body.lora_name;
+        // An adapter of the registry has versions, jobs and an alias: unloading it here would leave the
+        // database serving what the server no longer does.
+        if (service.adapters.managed(name)) throw new InputError(`The lora adapter '${name}' is managed by CLaaS (versions, feedback jobs); delete it with DELETE /v1/lora/${encodeURIComponent(name)}`);
+        if (!service.removeAdapter(name)) throw new NotFoundError(`The lora adapter '${name}' cannot be found.`);
         return reply.type('text/plain').send(`Success: LoRA adapter '${request.body.lora_name}' removed successfully.`);
       },
     );

@@ -138,7 +138,7 @@ export class AdapterRegistry {
       this.q.insertAdapter!.run(id, Date.now(), adapter.rank, adapter.alpha, JSON.stringify(targets), 1);
       this.q.insertVersion!.run(id, 1, Date.now(), null, 'initial', null, null, null);
     });
-    this.service.setAdapter(id, versionDir(1), adapter, this.dir(id, 1));
+    this.service.setAdapter(id, versionDir(1), adapter, this.dir(id, 1), true);
     return this.get(id);
   }
 
@@ -171,7 +171,7 @@ export class AdapterRegistry {
       this.q.setCurrent!.run(version, id);
       if (version !== 1) this.q.setStatus!.run('promoted', null, id, version);
     });
-    this.service.setAdapter(id, versionDir(version), loaded, this.dir(id, version));
+    this.service.setAdapter(id, versionDir(version), loaded, this.dir(id, version), true);
   }
 
   /** The version served now. */
@@ -181,8 +181,9 @@ export class AdapterRegistry {
 
   /** The adapter served now (loaded if it was evicted), leased: release it when done. */
   async lease(id: string): Promise<AdapterLease> {
-    this.row(id);
-    if (!this.service.adapters.has(id)) throw new NotFoundError(`adapter ${id} is not loaded`);
+    const version = this.currentVersion(id);
+    // The database says what the adapter serves; should the served set have lost it, it is served again.
+    if (!this.service.adapters.managed(id)) this.service.adapters.register(id, versionDir(version), this.dir(id, version), true);
     return this.service.adapters.acquire(id);
   }
 
@@ -253,7 +254,7 @@ export class AdapterRegistry {
         this.q.insertAdapter!.run(id, Date.now(), adapter.rank, adapter.alpha, JSON.stringify(adapter.targetModules), 1);
         this.q.insertVersion!.run(id, 1, Date.now(), null, 'initial', 'imported', null, null);
       });
-      this.service.setAdapter(id, versionDir(1), adapter, this.dir(id, 1));
+      this.service.setAdapter(id, versionDir(1), adapter, this.dir(id, 1), true);
       return this.get(id);
     } finally {
       rmSync(work, { recursive: true, force: true });
@@ -330,7 +331,7 @@ export class AdapterRegistry {
           if (!known.has(entry)) rmSync(join(folder, entry), { recursive: true, force: true });
         }
       }
-      this.service.adapters.register(info.id, versionDir(info.currentVersion), this.dir(info.id, info.currentVersion));
+      this.service.adapters.register(info.id, versionDir(info.currentVersion), this.dir(info.id, info.currentVersion), true);
     }
   }
 }

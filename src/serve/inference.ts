@@ -206,8 +206,8 @@ export class InferenceService {
   }
 
   /** Makes an adapter servable under `name` (replacing an earlier version atomically). */
-  setAdapter(name: string, version: string, adapter: Adapter, path?: string): void {
-    this.adapters.set(name, version, adapter, path);
+  setAdapter(name: string, version: string, adapter: Adapter, path?: string, managed = false): void {
+    this.adapters.set(name, version, adapter, path, managed);
   }
 
   removeAdapter(name: string): boolean {

@@ -26,6 +26,8 @@ interface Resident {
   lastUsed: number;
   /** Replaced by a newer version: freed when its last lease goes. */
   retired: boolean;
+  /** Its versions belong to the adapter registry (as opposed to loaded by name through the vLLM admin routes). */
+  managed: boolean;
 }
 
 export interface ResidentStats {
@@ -54,17 +56,17 @@ export class ResidentAdapters {
   }
 
   /** Serves `version` under `name` from now on; the version it replaces is freed once unused. */
-  set(name: string, version: string, adapter: Adapter, path?: string): void {
+  set(name: string, version: string, adapter: Adapter, path?: string, managed = false): void {
     const old = this.served.get(name);
-    this.served.set(name, { name, version, path, adapter, loading: null, leases: 0, lastUsed: ++this.clock, retired: false });
+    this.served.set(name, { name, version, path, adapter, loading: null, leases: 0, lastUsed: ++this.clock, retired: false, managed });
     if (old) this.retire(old, adapter);
     this.evict();
   }
 
   /** Serves the version in `path` under `name`, loaded when first asked for. */
-  register(name: string, version: string, path: string): void {
+  register(name: string, version: string, path: string, managed = false): void {
     const old = this.served.get(name);
-    this.served.set(name, { name, version, path, adapter: null, loading: null, leases: 0, lastUsed: ++this.clock, retired: false });
+    this.served.set(name, { name, version, path, adapter: null, loading: null, leases: 0, lastUsed: ++this.clock, retired: false, managed });
     if (old) this.retire(old, null);
   }
 
@@ -79,6 +81,11 @@ export class ResidentAdapters {
 
   has(name: string): boolean {
     return this.served.has(name);
+  }
+
+  /** Whether `name`'s versions belong to the adapter registry (only it may stop serving them). */
+  managed(name: string): boolean {
+    return this.served.get(name)?.managed === true;
   }
 
   /** The version served under `name`, without loading it. */
