@@ -8,8 +8,9 @@
 // Inter-token latency: `--clients` clients streaming chats on their own adapters for 4 s, idle, then
 // for 4 s while feedback on another adapter keeps updates running back to back (batch size 1, no
 // wait: step, guard, save, promote); p99 of the gaps between streamed tokens in each case. rss_mb: the server's peak resident memory.
-// In process (tinybench): one engine call decoding a token for 16 sequences on 16 adapters against
-// the same 16 sequences on one adapter, and against 16 calls of one sequence each.
+// In process (tinybench): one engine call decoding a token for 16 sequences on 16 adapters (of the
+// profile's shape) against the same 16 sequences on one adapter, against 16 calls of one sequence
+// each, and on the base model.
 // Last line: {"one_adapter_tok_s", "many_adapters_tok_s", "ratio", "p99_itl_idle_ms",
 //   "p99_itl_training_ms", "rss_mb", ...}.
 import { spawn, type ChildProcess } from 'node:child_process';
@@ -20,6 +21,7 @@ import { parseArgs } from 'node:util';
 import { Bench } from 'tinybench';
 import { Engine, type Sequence } from '../src/engine/engine.js';
 import { tempDir } from '../src/model/random-model.js';
+import { readTrainingProfile } from '../src/model/training-profile.js';
 
 const { values } = parseArgs({
   options: {
@@ -160,7 +162,9 @@ await new Promise((r) => proc.on('exit', r));
 
 // In process: the engine call itself.
 const engine = await Engine.open(modelDir, { backend: 'cpu' });
-const adapters = Array.from({ length: 16 }, (_, i) => engine.createAdapter({ seed: i }));
+// Adapters of the shape the server gives new ones (the model's training profile), as above.
+const shape = readTrainingProfile(modelDir, engine.config.hiddenSize).lora;
+const adapters = Array.from({ length: 16 }, (_, i) => engine.createAdapter({ rank: shape.rank, alpha: shape.alpha, targetModules: shape.targetModules, seed: i }));
 const greedy = { temperature: 0, topP: 1, topK: 0, topLogprobs: 0 };
 let seqs: Sequence[] = [];
 // Before each iteration, sequences whose caches have grown past 64 tokens start again from a

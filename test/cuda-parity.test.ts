@@ -1,8 +1,9 @@
 // CUDA backend against the CPU backend (the oracle): every op of kernels/cuda next to its
 // native/cpu twin on the same inputs (odd sizes included), then whole-model logits, token
 // log-probs, SDPO steps (metrics, every LoRA gradient, the AdamW step), activation
-// checkpointing, KV-cache decode, mixed-adapter decode batches, and dispose with the device memory
-// reported to V8. Runs wherever a CUDA device is present; elsewhere each case is
+// checkpointing, KV-cache decode, mixed-adapter decode batches, dispose with the device memory
+// reported to V8, and decoding in its own lane during a training step (each with the numbers it
+// gives alone). Runs wherever a CUDA device is present; elsewhere each case is
 // skipped with the reason, and with CLAAS_REQUIRE_CUDA=1 a missing device fails the run. Every
 // device buffer of an op call has a guard band after it; a write past an output fails the op.
 // Tolerances (next to each case) are max |cuda - cpu| <= tol * max(|cpu|, floor): fp32 ops differ
@@ -713,4 +714,70 @@ test('cuda: disposed adapters, sequences and models fail with E_DISPOSED, calls 
   await assert.rejects(async () => model.forward(Int32Array.of(1, 2, 3), null, false), disposedError);
   assert.equal(twin.state().params.length, params.length);
   twin.dispose();
+});
+
+// ---------------------------------------------------------------------------------------------
+// The two lanes on the device: decoding (its own stream, cuBLAS handle and buffers) goes on while a
+// training step runs in the other lane, and neither changes the other's numbers. cuBLAS keeps its
+// GEMMs bit-identical with other streams busy only when each stream has its own handle, so the
+// decode must give exactly the tokens and log-probs it gives alone, and the step exactly the losses
+// and weights it gives alone. Its own model, so the cases above keep their draws.
+const laneSample = { promptIds: [1, 2, 3, 4, 5, 6, 7, 8], teacherPromptIds: [1, 2, 3, 40, 41, 4, 5, 6, 7, 8], responseIds: Array.from({ length: 24 }, (_, i) => (i * 7 + 3) % 60) };
+
+test('cuda: decoding runs in its own lane while a step trains another adapter, each with the results it gives alone', { skip }, async (t) => {
+  const engine = await Engine.open(writeRandomModel({ seed: 63, hidden: 64, layers: 4, vocab: 64 }, join(tempDir('claas-cuda-lanes-'), 'model')), { backend: 'cuda' });
+  assert.equal(engine.backend, 'cuda');
+  assert.equal(engine.concurrentLanes, true);
+  const served = engine.createAdapter({ rank: 4, alpha: 8, seed: 1 });
+  // Some weight in B, so the served adapter's tokens are its own and not the base model's.
+  await engine.sdpoStep(served, [laneSample], { learningRate: 5e-2, steps: 2 });
+  const sampling = { temperature: 0, topP: 1, topK: 0, topLogprobs: 5 };
+  /** 12 greedy tokens on the served adapter, one decode call per token. */
+  const greedy12 = async (onCall?: () => void): Promise<SampledToken[]> => {
+    const seq = engine.createSequence(1);
+    const out: SampledToken[] = [];
+    let ids = [3, 9, 27, 21, 5, 11];
+    for (let i = 0; i < 12; i++) {
+      const [tok] = await engine.decode([{ sequence: seq, ids, sampling }], served);
+      onCall?.();
+      out.push(tok!);
+      ids = [tok!.id];
+    }
+    seq.dispose();
+    return out;
+  };
+  const flat = (toks: SampledToken[]) => toks.map((x) => ({ id: x.id, logprob: x.logprob, topIds: Array.from(x.topIds), topLogprobs: Array.from(x.topLogprobs) }));
+
+  const alone = await greedy12();
+  const candidate = await engine.cloneAdapter(served, { freshOptimizer: true });
+  const lone = await engine.cloneAdapter(served, { freshOptimizer: true });
+  let t0 = performance.now();
+  const stepAlone = await engine.sdpoStep(lone, [laneSample], { learningRate: 1e-2, steps: 40 });
+  const stepAloneMs = performance.now() - t0;
+
+  let stepDone = false;
+  let callsDuringStep = 0;
+  t0 = performance.now();
+  const step = engine.sdpoStep(candidate, [laneSample], { learningRate: 1e-2, steps: 40 }).then((r) => {
+    stepDone = true;
+    return r;
+  });
+  const during = await greedy12(() => {
+    if (!stepDone) callsDuringStep++;
+  });
+  const decodeMs = performance.now() - t0;
+  const stepped = await step;
+  t.diagnostic(`${callsDuringStep} of 12 decode calls finished while the 40-step update ran (the 12 took ${decodeMs.toFixed(1)} ms; the update alone ${stepAloneMs.toFixed(1)} ms)`);
+
+  assert.deepEqual(flat(during), flat(alone), 'the tokens and log-probs decoded during the step');
+  // With the lanes serialized, decode calls wait for the whole update (the first may slip in ahead of
+  // it); running at once, most finish inside it: the update is 40 forwards and backwards over 32
+  // tokens, a decode call one token.
+  assert.ok(callsDuringStep >= 6, `decode calls that finished while the 40-step update ran: ${callsDuringStep} of 12`);
+  assert.deepEqual(stepped.stepLosses, stepAlone.stepLosses, 'the losses of the step run next to decoding');
+  const a = candidate.state(), b = lone.state();
+  for (const key of ['params', 'ema', 'm', 'v'] as const) assert.deepEqual([...a[key]], [...b[key]], `${key} after the step run next to decoding`);
+  assert.equal(a.step, b.step);
+  for (const x of [served, candidate, lone]) x.dispose();
+  engine.dispose();
 });

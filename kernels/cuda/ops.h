@@ -1,5 +1,6 @@
 // CUDA implementations of the engine ops, named as their CPU twins in native/cpu/ops.h (which define
-// the semantics). Every pointer is device memory; every op is queued on stream s and returns at once.
+// the semantics). Every pointer is device memory; every op is queued on stream s (the GEMM ops: on the
+// stream of their cuBLAS handle) and returns at once.
 // Frozen weight matrices are bf16; activations, LoRA parameters and optimizer state are fp32 and all
 // accumulation is fp32. Shape letters as on the CPU: T tokens, H hidden, I/O in/out features, R LoRA
 // rank or rows, V vocab, N heads, NKV kv heads, D head dim, K top-k.
@@ -9,6 +10,8 @@
 
 #include <cstddef>
 #include <cstdint>
+
+#include "cuda/blas.h"
 
 namespace claas::cuda {
 
@@ -30,14 +33,14 @@ void rmsnorm_backward(cudaStream_t s, float* dx_ND, const float* dy_ND, const fl
                       const float* w_D, int N, int D, bool accumulate);
 
 // linear.cu — y = x W^T + b through cuBLAS (bf16 inputs, fp32 output and accumulation).
-void linear(cudaStream_t s, float* y_TO, const bf16* x_TI, const bf16* W_OI, const float* b_O, int T, int I, int O);
-void linear_backward_input(cudaStream_t s, float* dx_TI, const bf16* dy_TO, const bf16* W_OI, int T, int I, int O,
+void linear(const Blas& blas, float* y_TO, const bf16* x_TI, const bf16* W_OI, const float* b_O, int T, int I, int O);
+void linear_backward_input(const Blas& blas, float* dx_TI, const bf16* dy_TO, const bf16* W_OI, int T, int I, int O,
                            bool accumulate);
 
 // lora.cu — fp32 throughout (the adapter is small and trained).
-void lora(cudaStream_t s, float* y_TO, float* u_TR, const float* x_TI, const float* A_RI, const float* B_OR, int T,
+void lora(const Blas& blas, float* y_TO, float* u_TR, const float* x_TI, const float* A_RI, const float* B_OR, int T,
           int I, int O, int R, float scale);
-void lora_backward(cudaStream_t s, float* dx_TI, float* dA_RI, float* dB_OR, const float* dy_TO, const float* x_TI,
+void lora_backward(const Blas& blas, float* dx_TI, float* dA_RI, float* dB_OR, const float* dy_TO, const float* x_TI,
                    const float* u_TR, const float* A_RI, const float* B_OR, int T, int I, int O, int R, float scale,
                    float* scratch_TR);
 

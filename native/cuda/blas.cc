@@ -1,4 +1,4 @@
-// Run-time binding of the cuBLAS entry points the backend calls; one handle per host thread.
+// Run-time binding of the cuBLAS entry points the backend calls; one handle per stream.
 #include "cuda/blas.h"
 
 #include <dlfcn.h>
@@ -19,6 +19,7 @@ constexpr int kCompute32F = 68;  // CUBLAS_COMPUTE_32F
 constexpr int kGemmDefault = -1;  // CUBLAS_GEMM_DEFAULT
 
 using CreateFn = Status (*)(Handle*);
+using DestroyFn = Status (*)(Handle);
 using SetStreamFn = Status (*)(Handle, cudaStream_t);
 using GemmExFn = Status (*)(Handle, int, int, int, int, int, const void*, const void*, cudaDataType, int, const void*,
                             cudaDataType, int, const void*, void*, cudaDataType, int, int, int);
@@ -26,6 +27,7 @@ using GemmExFn = Status (*)(Handle, int, int, int, int, int, const void*, const 
 struct Library {
   void* lib = nullptr;
   CreateFn create = nullptr;
+  DestroyFn destroy = nullptr;
   SetStreamFn setStream = nullptr;
   GemmExFn gemmEx = nullptr;
   std::string error;
@@ -44,35 +46,45 @@ const Library& library() {
       return;
     }
     L.create = reinterpret_cast<CreateFn>(dlsym(L.lib, "cublasCreate_v2"));
+    L.destroy = reinterpret_cast<DestroyFn>(dlsym(L.lib, "cublasDestroy_v2"));
     L.setStream = reinterpret_cast<SetStreamFn>(dlsym(L.lib, "cublasSetStream_v2"));
     L.gemmEx = reinterpret_cast<GemmExFn>(dlsym(L.lib, "cublasGemmEx"));
-    if (!L.create || !L.setStream || !L.gemmEx) L.error = "libcublas lacks cublasCreate_v2, cublasSetStream_v2 or cublasGemmEx";
+    if (!L.create || !L.destroy || !L.setStream || !L.gemmEx) {
+      L.error = "libcublas lacks cublasCreate_v2, cublasDestroy_v2, cublasSetStream_v2 or cublasGemmEx";
+    }
   });
   return L;
-}
-
-Handle handle() {
-  const Library& L = library();
-  if (!L.error.empty()) throw EngineError("E_CUDA", L.error);
-  // Handles are not shared between threads; the addon's workers each get their own.
-  thread_local Handle h = nullptr;
-  if (!h) {
-    const Status st = L.create(&h);
-    if (st != 0) throw EngineError("E_CUDA", "cublasCreate failed with status " + std::to_string(st));
-  }
-  return h;
 }
 
 }  // namespace
 
 std::string blas_unavailable_reason() { return library().error; }
 
-void gemm(cudaStream_t s, Trans ta, Trans tb, int M, int N, int K, float alpha, const void* A, int lda,
+Blas::Blas(cudaStream_t s) : s_(s) {
+  const Library& L = library();
+  if (!L.error.empty()) throw EngineError("E_CUDA", L.error);
+  Handle h = nullptr;
+  Status st = L.create(&h);
+  if (st != 0) throw EngineError("E_CUDA", "cublasCreate failed with status " + std::to_string(st));
+  // Bound once and for good: every GEMM of this handle then goes to one stream, so its workspace is
+  // only ever used in that stream's order.
+  st = L.setStream(h, s);
+  if (st != 0) {
+    L.destroy(h);
+    throw EngineError("E_CUDA", "cublasSetStream failed with status " + std::to_string(st));
+  }
+  h_ = h;
+}
+
+Blas::~Blas() {
+  if (h_) library().destroy(static_cast<Handle>(h_));
+}
+
+void gemm(const Blas& blas, Trans ta, Trans tb, int M, int N, int K, float alpha, const void* A, int lda,
           const void* B, int ldb, cudaDataType abType, float beta, float* C, int ldc) {
   if (M == 0 || N == 0) return;
   const Library& L = library();
-  Handle h = handle();
-  L.setStream(h, s);
+  Handle h = static_cast<Handle>(blas.h_);
   // Row-major C = op(A) op(B) is column-major C^T = op(B)^T op(A)^T: swap the operands.
   const Status st = L.gemmEx(h, tb == Trans::T ? kOpT : kOpN, ta == Trans::T ? kOpT : kOpN, N, M, K, &alpha, B, abType,
                              ldb, A, abType, lda, &beta, C, CUDA_R_32F, ldc, kCompute32F, kGemmDefault);

@@ -63,13 +63,12 @@ using Segments = std::vector<Segment>;
 // Projection m of layer l: the frozen GEMM over all T rows, then each segment's LoRA branch on its
 // rows. u holds each targeting segment's x A^T one after another, so with one segment over every
 // row (training) it is the [T, R] matrix the backward reads. xB is the bf16 copy of x.
-void project(DeviceModel& dm, const Segments& segs, int l, int m, float* y, DeviceBuffer<float>& u, const float* x,
-             const bf16* xB, int T) {
+void project(const DeviceModel& dm, Lane& lane, const Segments& segs, int l, int m, float* y, DeviceBuffer<float>& u,
+             const float* x, const bf16* xB, int T) {
   const ModelConfig& c = dm.cfg;
-  const cudaStream_t s = dm.stream.get();
   const int I = c.moduleIn(m), O = c.moduleOut(m);
   const DeviceLayer& w = dm.layers[l];
-  linear(s, y, xB, w.W[m].get(), m <= kO && c.bias[m] ? w.b[m].get() : nullptr, T, I, O);
+  linear(lane.blas, y, xB, w.W[m].get(), m <= kO && c.bias[m] ? w.b[m].get() : nullptr, T, I, O);
   size_t uRows = 0;
   for (const Segment& g : segs) {
     if (g.targets(m)) uRows += sz(g.rows, g.view.layout->rank);
@@ -81,25 +80,25 @@ void project(DeviceModel& dm, const Segments& segs, int l, int m, float* y, Devi
   for (const Segment& g : segs) {
     if (!g.targets(m)) continue;
     const LoraLayout& L = *g.view.layout;
-    lora(s, y + sz(g.row0, O), u.get() + uOff, x + sz(g.row0, I), g.view.params + L.offA[i], g.view.params + L.offB[i],
-         g.rows, I, O, L.rank, L.scale);
+    lora(lane.blas, y + sz(g.row0, O), u.get() + uOff, x + sz(g.row0, I), g.view.params + L.offA[i],
+         g.view.params + L.offB[i], g.rows, I, O, L.rank, L.scale);
     uOff += sz(g.rows, L.rank);
   }
 }
 
 // Input gradient of projection m (into dx, accumulated when asked) plus its LoRA gradients.
-void project_backward(DeviceModel& dm, const DeviceLoraView& view, float* grads, int l, int m, float* dx,
-                      const float* dy, const float* x, const DeviceBuffer<float>& u, int T, bool accumulate,
+void project_backward(const DeviceModel& dm, Lane& lane, const DeviceLoraView& view, float* grads, int l, int m,
+                      float* dx, const float* dy, const float* x, const DeviceBuffer<float>& u, int T, bool accumulate,
                       Staging& st, DeviceBuffer<float>& scratch) {
   const ModelConfig& c = dm.cfg;
-  const cudaStream_t s = dm.stream.get();
+  const cudaStream_t s = lane.stream.get();
   const int I = c.moduleIn(m), O = c.moduleOut(m);
-  linear_backward_input(s, dx, st.of(s, dy, sz(T, O)), dm.layers[l].W[m].get(), T, I, O, accumulate);
+  linear_backward_input(lane.blas, dx, st.of(s, dy, sz(T, O)), dm.layers[l].W[m].get(), T, I, O, accumulate);
   if (view.params && view.layout->target[m]) {
     const LoraLayout& L = *view.layout;
     const size_t i = static_cast<size_t>(l) * kModuleCount + m;
     scratch.resize(sz(T, L.rank));
-    lora_backward(s, dx, grads + L.offA[i], grads + L.offB[i], dy, x, u.get(), view.params + L.offA[i],
+    lora_backward(lane.blas, dx, grads + L.offA[i], grads + L.offB[i], dy, x, u.get(), view.params + L.offA[i],
                   view.params + L.offB[i], T, I, O, L.rank, L.scale, scratch.get());
   }
 }
@@ -108,10 +107,10 @@ void project_backward(DeviceModel& dm, const DeviceLoraView& view, float* grads,
 using Attend = std::function<void(Acts& a)>;
 
 // One decoder layer on the residual stream x_TH (device) in place, as claas::layer_forward.
-void layer_forward(DeviceModel& dm, const Segments& segs, int l, float* x_TH, int T, const float* cos_TD2,
-                   const float* sin_TD2, Acts& a, const Attend& attend, Staging& st) {
+void layer_forward(const DeviceModel& dm, Lane& lane, const Segments& segs, int l, float* x_TH, int T,
+                   const float* cos_TD2, const float* sin_TD2, Acts& a, const Attend& attend, Staging& st) {
   const ModelConfig& c = dm.cfg;
-  const cudaStream_t s = dm.stream.get();
+  const cudaStream_t s = lane.stream.get();
   const int H = c.hidden, N = c.heads, M = c.kvHeads, D = c.headDim, F = c.intermediate;
   const size_t TH = sz(T, H);
   const DeviceLayer& w = dm.layers[l];
@@ -124,9 +123,9 @@ void layer_forward(DeviceModel& dm, const Segments& segs, int l, float* x_TH, in
   a.k.resize(sz(T, M, D));
   a.v.resize(sz(T, M, D));
   const bf16* xn1B = st.of(s, a.xn1.get(), TH);  // one bf16 copy serves q, k and v
-  project(dm, segs, l, kQ, a.q.get(), a.loraU[kQ], a.xn1.get(), xn1B, T);
-  project(dm, segs, l, kK, a.k.get(), a.loraU[kK], a.xn1.get(), xn1B, T);
-  project(dm, segs, l, kV, a.v.get(), a.loraU[kV], a.xn1.get(), xn1B, T);
+  project(dm, lane, segs, l, kQ, a.q.get(), a.loraU[kQ], a.xn1.get(), xn1B, T);
+  project(dm, lane, segs, l, kK, a.k.get(), a.loraU[kK], a.xn1.get(), xn1B, T);
+  project(dm, lane, segs, l, kV, a.v.get(), a.loraU[kV], a.xn1.get(), xn1B, T);
   if (c.qkNorm) {
     a.qRaw.resize(a.q.size());
     a.kRaw.resize(a.k.size());
@@ -143,7 +142,7 @@ void layer_forward(DeviceModel& dm, const Segments& segs, int l, float* x_TH, in
   attend(a);
 
   a.h1.resize(TH);
-  project(dm, segs, l, kO, a.h1.get(), a.loraU[kO], a.attn.get(), st.of(s, a.attn.get(), sz(T, N, D)), T);
+  project(dm, lane, segs, l, kO, a.h1.get(), a.loraU[kO], a.attn.get(), st.of(s, a.attn.get(), sz(T, N, D)), T);
   add(s, a.h1.get(), a.x.get(), TH);
   a.xn2.resize(TH);
   a.rstd2.resize(T);
@@ -152,26 +151,26 @@ void layer_forward(DeviceModel& dm, const Segments& segs, int l, float* x_TH, in
   a.u.resize(sz(T, F));
   a.act.resize(sz(T, F));
   const bf16* xn2B = st.of(s, a.xn2.get(), TH);
-  project(dm, segs, l, kGate, a.g.get(), a.loraU[kGate], a.xn2.get(), xn2B, T);
-  project(dm, segs, l, kUp, a.u.get(), a.loraU[kUp], a.xn2.get(), xn2B, T);
+  project(dm, lane, segs, l, kGate, a.g.get(), a.loraU[kGate], a.xn2.get(), xn2B, T);
+  project(dm, lane, segs, l, kUp, a.u.get(), a.loraU[kUp], a.xn2.get(), xn2B, T);
   swiglu(s, a.act.get(), a.g.get(), a.u.get(), sz(T, F));
-  project(dm, segs, l, kDown, x_TH, a.loraU[kDown], a.act.get(), st.of(s, a.act.get(), sz(T, F)), T);
+  project(dm, lane, segs, l, kDown, x_TH, a.loraU[kDown], a.act.get(), st.of(s, a.act.get(), sz(T, F)), T);
   add(s, x_TH, a.h1.get(), TH);
 }
 
-void upload_rope(DeviceModel& dm, Forward& f, const std::vector<int32_t>& positions) {
+void upload_rope(const DeviceModel& dm, Lane& lane, Forward& f, const std::vector<int32_t>& positions) {
   const int T = static_cast<int>(positions.size()), D = dm.cfg.headDim;
   std::vector<float> c(sz(T, D / 2)), sn(c.size());
   cpu::rope_tables(c.data(), sn.data(), positions.data(), T, D, dm.cfg.ropeTheta);
-  f.cos.upload(c.data(), c.size(), dm.stream.get());
-  f.sin.upload(sn.data(), sn.size(), dm.stream.get());
+  f.cos.upload(c.data(), c.size(), lane.stream.get());
+  f.sin.upload(sn.data(), sn.size(), lane.stream.get());
 }
 
 // The decoder on ids; leaves the final normalized hidden states in f.xf (and f.xfB).
-void forward(DeviceModel& dm, const DeviceLoraView& view, const std::vector<int32_t>& ids, Forward& f, bool keep,
-             Staging& st) {
+void forward(const DeviceModel& dm, Lane& lane, const DeviceLoraView& view, const std::vector<int32_t>& ids,
+             Forward& f, bool keep, Staging& st) {
   const ModelConfig& c = dm.cfg;
-  const cudaStream_t s = dm.stream.get();
+  const cudaStream_t s = lane.stream.get();
   const int T = static_cast<int>(ids.size()), H = c.hidden, N = c.heads, M = c.kvHeads, D = c.headDim;
   f.T = T;
   const bool perLayer = keep && !dm.checkpoint;
@@ -179,7 +178,7 @@ void forward(DeviceModel& dm, const DeviceLoraView& view, const std::vector<int3
   f.inputs.resize(keep && dm.checkpoint ? c.layers : 0);
   std::vector<int32_t> positions(T);
   for (int t = 0; t < T; ++t) positions[t] = t;
-  upload_rope(dm, f, positions);
+  upload_rope(dm, lane, f, positions);
   f.ids.upload(ids.data(), ids.size(), s);
   f.xLast.resize(sz(T, H));
   embedding(s, f.xLast.get(), dm.embed.get(), f.ids.get(), T, H);
@@ -194,7 +193,7 @@ void forward(DeviceModel& dm, const DeviceLoraView& view, const std::vector<int3
       f.inputs[l].resize(sz(T, H));
       copy_d2d(s, f.inputs[l].get(), f.xLast.get(), sz(T, H));
     }
-    layer_forward(dm, all, l, f.xLast.get(), T, f.cos.get(), f.sin.get(), f.layers[perLayer ? l : 0], attend, st);
+    layer_forward(dm, lane, all, l, f.xLast.get(), T, f.cos.get(), f.sin.get(), f.layers[perLayer ? l : 0], attend, st);
   }
   f.rstdF.resize(T);
   f.xf.resize(sz(T, H));
@@ -209,10 +208,10 @@ struct Grads {
 };
 
 // Back-propagates dxf [T, H] to the LoRA gradients (accumulated into grads), as claas::backward.
-void backward(DeviceModel& dm, const DeviceLoraView& view, float* grads, Forward& f, const float* dxf_TH,
-              Staging& st, Grads& g) {
+void backward(const DeviceModel& dm, Lane& lane, const DeviceLoraView& view, float* grads, Forward& f,
+              const float* dxf_TH, Staging& st, Grads& g) {
   const ModelConfig& c = dm.cfg;
-  const cudaStream_t s = dm.stream.get();
+  const cudaStream_t s = lane.stream.get();
   const int T = f.T, H = c.hidden, N = c.heads, M = c.kvHeads, D = c.headDim, F = c.intermediate;
   const size_t TH = sz(T, H);
   for (DeviceBuffer<float>* b : {&g.dx, &g.dh1, &g.dxn}) b->resize(TH);
@@ -235,18 +234,18 @@ void backward(DeviceModel& dm, const DeviceLoraView& view, float* grads, Forward
     if (dm.checkpoint) {  // recompute this layer's activations from its saved input
       xTmp.resize(TH);
       copy_d2d(s, xTmp.get(), f.inputs[l].get(), TH);
-      layer_forward(dm, all, l, xTmp.get(), T, f.cos.get(), f.sin.get(), *ap, attend, st);
+      layer_forward(dm, lane, all, l, xTmp.get(), T, f.cos.get(), f.sin.get(), *ap, attend, st);
     }
     Acts& a = *ap;
     const DeviceLayer& w = dm.layers[l];
-    project_backward(dm, view, grads, l, kDown, dact.get(), dx.get(), a.act.get(), a.loraU[kDown], T, false, st, scratch);
+    project_backward(dm, lane, view, grads, l, kDown, dact.get(), dx.get(), a.act.get(), a.loraU[kDown], T, false, st, scratch);
     swiglu_backward(s, dg.get(), du.get(), dact.get(), a.g.get(), a.u.get(), sz(T, F));
-    project_backward(dm, view, grads, l, kGate, dxn.get(), dg.get(), a.xn2.get(), a.loraU[kGate], T, false, st, scratch);
-    project_backward(dm, view, grads, l, kUp, dxn.get(), du.get(), a.xn2.get(), a.loraU[kUp], T, true, st, scratch);
+    project_backward(dm, lane, view, grads, l, kGate, dxn.get(), dg.get(), a.xn2.get(), a.loraU[kGate], T, false, st, scratch);
+    project_backward(dm, lane, view, grads, l, kUp, dxn.get(), du.get(), a.xn2.get(), a.loraU[kUp], T, true, st, scratch);
     copy_d2d(s, dh1.get(), dx.get(), TH);
     rmsnorm_backward(s, dh1.get(), dxn.get(), a.h1.get(), a.rstd2.get(), w.postNorm.get(), T, H, true);
 
-    project_backward(dm, view, grads, l, kO, dattn.get(), dh1.get(), a.attn.get(), a.loraU[kO], T, false, st, scratch);
+    project_backward(dm, lane, view, grads, l, kO, dattn.get(), dh1.get(), a.attn.get(), a.loraU[kO], T, false, st, scratch);
     attention_backward(s, dq.get(), dk.get(), dv.get(), dattn.get(), a.q.get(), a.k.get(), a.v.get(), a.attn.get(),
                        a.lse.get(), T, N, M, D, attnScratch.get());
     rope_backward(s, dq.get(), f.cos.get(), f.sin.get(), T, N, D);
@@ -261,9 +260,9 @@ void backward(DeviceModel& dm, const DeviceLoraView& view, float* grads, Forward
       dqIn = dqRaw.get();
       dkIn = dkRaw.get();
     }
-    project_backward(dm, view, grads, l, kQ, dxn.get(), dqIn, a.xn1.get(), a.loraU[kQ], T, false, st, scratch);
-    project_backward(dm, view, grads, l, kK, dxn.get(), dkIn, a.xn1.get(), a.loraU[kK], T, true, st, scratch);
-    project_backward(dm, view, grads, l, kV, dxn.get(), dv.get(), a.xn1.get(), a.loraU[kV], T, true, st, scratch);
+    project_backward(dm, lane, view, grads, l, kQ, dxn.get(), dqIn, a.xn1.get(), a.loraU[kQ], T, false, st, scratch);
+    project_backward(dm, lane, view, grads, l, kK, dxn.get(), dkIn, a.xn1.get(), a.loraU[kK], T, true, st, scratch);
+    project_backward(dm, lane, view, grads, l, kV, dxn.get(), dv.get(), a.xn1.get(), a.loraU[kV], T, true, st, scratch);
     copy_d2d(s, dx.get(), dh1.get(), TH);
     rmsnorm_backward(s, dx.get(), dxn.get(), a.x.get(), a.rstd1.get(), w.inNorm.get(), T, H, true);
   }
@@ -271,13 +270,14 @@ void backward(DeviceModel& dm, const DeviceLoraView& view, float* grads, Forward
 
 // Log-probs of rows [row0, row0 + R) of f.xf, `rows` at a time: fn(r0, n, logp_nV) sees each chunk.
 template <typename Fn>
-void logprob_chunks(DeviceModel& dm, const Forward& f, int row0, int R, DeviceBuffer<float>& chunk, Fn&& fn) {
-  const cudaStream_t s = dm.stream.get();
+void logprob_chunks(const DeviceModel& dm, Lane& lane, const Forward& f, int row0, int R, DeviceBuffer<float>& chunk,
+                    Fn&& fn) {
+  const cudaStream_t s = lane.stream.get();
   const int H = dm.cfg.hidden, V = dm.cfg.vocab;
   for (int r0 = 0; r0 < R; r0 += dm.logitRows) {
     const int n = std::min(dm.logitRows, R - r0);
     chunk.resize(sz(n, V));
-    linear(s, chunk.get(), f.xfB.get() + sz(row0 + r0, H), dm.lmHead, nullptr, n, H, V);
+    linear(lane.blas, chunk.get(), f.xfB.get() + sz(row0 + r0, H), dm.lmHead, nullptr, n, H, V);
     log_softmax(s, chunk.get(), nullptr, chunk.get(), n, V);
     fn(r0, n, chunk.get());
   }
@@ -292,6 +292,7 @@ struct Targets {
 
 }  // namespace
 
+// One per lane: the decode lane grows only the decode buffers (and st), the other lane the rest.
 struct Workspace {
   Forward kept, scratch;  // the student's forward (kept for the backward) and any other
   Grads grads;
@@ -304,13 +305,13 @@ struct Workspace {
 };
 
 namespace {
-Workspace& workspace(DeviceModel& dm) {
-  if (!dm.work) dm.work = std::make_shared<Workspace>();
-  return *dm.work;
+Workspace& workspace(Lane& lane) {
+  if (!lane.work) lane.work = std::make_shared<Workspace>();
+  return *lane.work;
 }
 }  // namespace
 
-void upload_bf16(DeviceModel& dm, DeviceBuffer<bf16>& dst, const uint8_t* data, DType dtype, size_t count) {
+void upload_bf16(Lane& lane, DeviceBuffer<bf16>& dst, const uint8_t* data, DType dtype, size_t count) {
   constexpr size_t kSlice = size_t{1} << 24;
   dst.resize(count);
   std::vector<bf16> host(std::min(count, kSlice));
@@ -331,14 +332,14 @@ void upload_bf16(DeviceModel& dm, DeviceBuffer<bf16>& dst, const uint8_t* data, 
         host[i] = __float2bfloat16_rn(f);
       }
     }
-    CLAAS_CUDA(cudaMemcpyAsync(dst.get() + i0, host.data(), n * sizeof(bf16), cudaMemcpyHostToDevice, dm.stream.get()));
-    dm.stream.sync();  // host is refilled next
+    CLAAS_CUDA(cudaMemcpyAsync(dst.get() + i0, host.data(), n * sizeof(bf16), cudaMemcpyHostToDevice, lane.stream.get()));
+    lane.stream.sync();  // host is refilled next
   }
 }
 
-void upload_vectors(DeviceModel& dm, const Model& host) {
+void upload_vectors(DeviceModel& dm, Lane& lane, const Model& host) {
   const ModelConfig& c = dm.cfg;
-  const cudaStream_t s = dm.stream.get();
+  const cudaStream_t s = lane.stream.get();
   const auto f32 = [&](DeviceBuffer<float>& d, const float* x, size_t n) {
     if (x) d.upload(x, n, s);
   };
@@ -353,12 +354,12 @@ void upload_vectors(DeviceModel& dm, const Model& host) {
     f32(d.kNorm, w.kNorm, c.headDim);
     for (int b = 0; b < 4; ++b) f32(d.b[b], w.b[b], c.moduleOut(b));
   }
-  dm.stream.sync();
+  lane.stream.sync();
 }
 
-std::shared_ptr<DeviceAdapter> upload_adapter(const DeviceModel& dm, const Adapter& host) {
+std::shared_ptr<DeviceAdapter> upload_adapter(Lane& lane, const Adapter& host) {
   auto a = std::make_shared<DeviceAdapter>();
-  const cudaStream_t s = dm.stream.get();
+  const cudaStream_t s = lane.stream.get();
   a->layout = host.layout;
   a->params.upload(host.params.data(), host.params.size(), s);
   a->grads.upload(host.grads.data(), host.grads.size(), s);
@@ -366,13 +367,13 @@ std::shared_ptr<DeviceAdapter> upload_adapter(const DeviceModel& dm, const Adapt
   a->v.upload(host.v.data(), host.v.size(), s);
   a->ema.upload(host.ema.data(), host.ema.size(), s);
   a->step = host.step;
-  dm.stream.sync();
+  lane.stream.sync();
   return a;
 }
 
-Adapter download_adapter(const DeviceModel& dm, const DeviceAdapter& a) {
+Adapter download_adapter(Lane& lane, const DeviceAdapter& a) {
   Adapter h;
-  const cudaStream_t s = dm.stream.get();
+  const cudaStream_t s = lane.stream.get();
   h.layout = a.layout;
   h.params = a.params.download(s);
   h.grads = a.grads.download(s);
@@ -383,39 +384,40 @@ Adapter download_adapter(const DeviceModel& dm, const DeviceAdapter& a) {
   return h;
 }
 
-std::vector<float> forward_logits(DeviceModel& dm, const DeviceLoraView& view, const std::vector<int32_t>& ids) {
-  Workspace& ws = workspace(dm);
+std::vector<float> forward_logits(const DeviceModel& dm, Lane& lane, const DeviceLoraView& view,
+                                  const std::vector<int32_t>& ids) {
+  Workspace& ws = workspace(lane);
   Forward& f = ws.scratch;
-  forward(dm, view, ids, f, false, ws.st);
+  forward(dm, lane, view, ids, f, false, ws.st);
   const int T = static_cast<int>(ids.size()), H = dm.cfg.hidden, V = dm.cfg.vocab;
   DeviceBuffer<float> logits(sz(T, V));
-  linear(dm.stream.get(), logits.get(), f.xfB.get(), dm.lmHead, nullptr, T, H, V);
-  return logits.download(dm.stream.get());
+  linear(lane.blas, logits.get(), f.xfB.get(), dm.lmHead, nullptr, T, H, V);
+  return logits.download(lane.stream.get());
 }
 
-std::vector<float> token_logprobs(DeviceModel& dm, const DeviceLoraView& view, const std::vector<int32_t>& ids,
-                                  int start) {
-  Workspace& ws = workspace(dm);
+std::vector<float> token_logprobs(const DeviceModel& dm, Lane& lane, const DeviceLoraView& view,
+                                  const std::vector<int32_t>& ids, int start) {
+  Workspace& ws = workspace(lane);
   Forward& f = ws.scratch;
-  forward(dm, view, ids, f, false, ws.st);
-  const cudaStream_t s = dm.stream.get();
+  forward(dm, lane, view, ids, f, false, ws.st);
+  const cudaStream_t s = lane.stream.get();
   const int R = static_cast<int>(ids.size()) - start, V = dm.cfg.vocab;
   DeviceBuffer<int32_t> next;
   next.upload(ids.data() + start, R, s);
   DeviceBuffer<float> out(R);
-  logprob_chunks(dm, f, start - 1, R, ws.chunk, [&](int r0, int n, const float* logp) {
+  logprob_chunks(dm, lane, f, start - 1, R, ws.chunk, [&](int r0, int n, const float* logp) {
     gather_rows(s, out.get() + r0, logp, next.get() + r0, n, V);
   });
   return out.download(s);
 }
 
-SdpoStepResult sdpo_step(DeviceModel& dm, DeviceAdapter& ad, const std::vector<SdpoSample>& batch,
+SdpoStepResult sdpo_step(const DeviceModel& dm, Lane& lane, DeviceAdapter& ad, const std::vector<SdpoSample>& batch,
                          const SdpoStepOptions& opt) {
   SdpoStepResult res;
-  const cudaStream_t s = dm.stream.get();
+  const cudaStream_t s = lane.stream.get();
   const int B = static_cast<int>(batch.size()), V = dm.cfg.vocab, H = dm.cfg.hidden;
   const LoraLayout& L = ad.layout;
-  Workspace& ws = workspace(dm);
+  Workspace& ws = workspace(lane);
   Staging &st = ws.st, &stLogits = ws.stLogits;
   DeviceBuffer<float>&chunk = ws.chunk, &ds = ws.ds;
   const auto joined = [](const std::vector<int32_t>& a, const std::vector<int32_t>& b) {
@@ -449,7 +451,7 @@ SdpoStepResult sdpo_step(DeviceModel& dm, DeviceAdapter& ad, const std::vector<S
       tt.logp.upload(smp.teacherTopLogprobs.data(), smp.teacherTopLogprobs.size(), s);
       tt.token.upload(smp.teacherTokenLogprobs.data(), smp.teacherTokenLogprobs.size(), s);
       tt.tail.upload(tail.data(), tail.size(), s);
-      dm.stream.sync();  // tail is freed on return
+      lane.stream.sync();  // tail is freed on return
       continue;
     }
     const int K = tt.K = opt.topK;
@@ -458,14 +460,14 @@ SdpoStepResult sdpo_step(DeviceModel& dm, DeviceAdapter& ad, const std::vector<S
     tt.tail.resize(T);
     tt.token.resize(T);
     Forward& f = ws.scratch;
-    forward(dm, teacherView, joined(smp.teacherPrompt, smp.response), f, false, st);
-    logprob_chunks(dm, f, static_cast<int>(smp.teacherPrompt.size()) - 1, T, chunk, [&](int r0, int n, const float* lp) {
+    forward(dm, lane, teacherView, joined(smp.teacherPrompt, smp.response), f, false, st);
+    logprob_chunks(dm, lane, f, static_cast<int>(smp.teacherPrompt.size()) - 1, T, chunk, [&](int r0, int n, const float* lp) {
       topk(s, tt.idx.get() + sz(r0, K), tt.logp.get() + sz(r0, K), lp, n, V, K);
       sdpo_teacher_tail(s, tt.tail.get() + r0, tt.token.get() + r0, lp, tt.idx.get() + sz(r0, K), y[b].get() + r0, n,
                         V, K);
     });
   }
-  dm.stream.sync();
+  lane.stream.sync();
   res.teacherMs = ms_since(t0);
 
   t0 = Clock::now();
@@ -474,13 +476,13 @@ SdpoStepResult sdpo_step(DeviceModel& dm, DeviceAdapter& ad, const std::vector<S
     const SdpoSample& smp = batch[b];
     const int T = static_cast<int>(smp.response.size());
     Forward& f = ws.scratch;
-    forward(dm, DeviceLoraView{}, joined(smp.prompt, smp.response), f, false, st);
+    forward(dm, lane, DeviceLoraView{}, joined(smp.prompt, smp.response), f, false, st);
     baseLogp[b].resize(T);
-    logprob_chunks(dm, f, static_cast<int>(smp.prompt.size()) - 1, T, chunk, [&](int r0, int n, const float* lp) {
+    logprob_chunks(dm, lane, f, static_cast<int>(smp.prompt.size()) - 1, T, chunk, [&](int r0, int n, const float* lp) {
       gather_rows(s, baseLogp[b].get() + r0, lp, y[b].get() + r0, n, V);
     });
   }
-  dm.stream.sync();
+  lane.stream.sync();
   res.baseMs = ms_since(t0);
 
   const SdpoLossOptions lossOpt{opt.loss.alpha, opt.loss.tail, opt.loss.sampledToken, opt.loss.isClip, opt.loss.beta};
@@ -497,8 +499,8 @@ SdpoStepResult sdpo_step(DeviceModel& dm, DeviceAdapter& ad, const std::vector<S
       const Targets& tt = targets[b];
       auto tf = Clock::now();
       Forward& f = ws.kept;
-      forward(dm, student, joined(smp.prompt, smp.response), f, true, st);
-      dm.stream.sync();
+      forward(dm, lane, student, joined(smp.prompt, smp.response), f, true, st);
+      lane.stream.sync();
       res.studentForwardMs += ms_since(tf);
 
       auto tb = Clock::now();
@@ -507,16 +509,16 @@ SdpoStepResult sdpo_step(DeviceModel& dm, DeviceAdapter& ad, const std::vector<S
       dxf.zero(s);
       if (!smp.oldLogprobs.empty()) old.upload(smp.oldLogprobs.data(), smp.oldLogprobs.size(), s);
       DeviceBuffer<double> values(sz(T, kSdpoRowValues));
-      logprob_chunks(dm, f, P - 1, T, chunk, [&](int r0, int n, const float* lp) {
+      logprob_chunks(dm, lane, f, P - 1, T, chunk, [&](int r0, int n, const float* lp) {
         ds.resize(sz(n, V));
         sdpo_loss(s, ds.get(), values.get() + sz(r0, kSdpoRowValues), lp, n, V, y[b].get() + r0,
                   tt.idx.get() + sz(r0, tt.K), tt.logp.get() + sz(r0, tt.K), tt.tail.get() + r0, tt.token.get() + r0,
                   tt.K, old.size() ? old.get() + r0 : nullptr, baseLogp[b].get() + r0, lossOpt, coef);
         log_softmax_backward(s, ds.get(), ds.get(), lp, n, V);
-        linear_backward_input(s, dxf.get() + sz(P - 1 + r0, H), stLogits.of(s, ds.get(), sz(n, V)), dm.lmHead, n, H, V,
+        linear_backward_input(lane.blas, dxf.get() + sz(P - 1 + r0, H), stLogits.of(s, ds.get(), sz(n, V)), dm.lmHead, n, H, V,
                               false);
       });
-      backward(dm, student, ad.grads.get(), f, dxf.get(), st, ws.grads);
+      backward(dm, lane, student, ad.grads.get(), f, dxf.get(), st, ws.grads);
       const std::vector<double> v = values.download(s);
       double sD = 0, sWD = 0, sK = 0;
       for (int t = 0; t < T; ++t) {
@@ -532,7 +534,7 @@ SdpoStepResult sdpo_step(DeviceModel& dm, DeviceAdapter& ad, const std::vector<S
       kl += sK / T;
       tsKl += sD / T;
       loss += sWD / T + opt.loss.beta * sK / T;
-      dm.stream.sync();
+      lane.stream.sync();
       res.backwardMs += ms_since(tb);
     }
     loss /= B;
@@ -562,17 +564,17 @@ SdpoStepResult sdpo_step(DeviceModel& dm, DeviceAdapter& ad, const std::vector<S
     adamw(s, ad.params.get(), ad.m.get(), ad.v.get(), ad.grads.get(), L.total, opt.learningRate, opt.beta1, opt.beta2,
           opt.eps, opt.weightDecay, ad.step, clipCoef < 1.0 ? static_cast<float>(clipCoef) : 1.0f);
     ema_update(s, ad.ema.get(), ad.params.get(), L.total, opt.emaRate);
-    dm.stream.sync();
+    lane.stream.sync();
     res.optimizerMs += ms_since(to);
   }
   if (opt.steps > 1) copy_d2d(s, ad.grads.get(), firstGrads.get(), L.total);
-  dm.stream.sync();
+  lane.stream.sync();
   return res;
 }
 
 namespace {
 // Grows (doubling, contents kept) so that `needed` tokens fit.
-void ensure(DeviceModel& dm, DeviceSequence& seq, int needed) {
+void ensure(const DeviceModel& dm, Lane& lane, DeviceSequence& seq, int needed) {
   if (needed <= seq.capacity) return;
   const ModelConfig& c = dm.cfg;
   int cap = std::max(seq.capacity, 64);
@@ -583,20 +585,20 @@ void ensure(DeviceModel& dm, DeviceSequence& seq, int needed) {
     nk[l].resize(sz(cap, row));
     nv[l].resize(sz(cap, row));
     if (seq.length > 0) {
-      copy_d2d(dm.stream.get(), nk[l].get(), seq.k[l].get(), sz(seq.length, row));
-      copy_d2d(dm.stream.get(), nv[l].get(), seq.v[l].get(), sz(seq.length, row));
+      copy_d2d(lane.stream.get(), nk[l].get(), seq.k[l].get(), sz(seq.length, row));
+      copy_d2d(lane.stream.get(), nv[l].get(), seq.v[l].get(), sz(seq.length, row));
     }
   }
-  dm.stream.sync();
+  lane.stream.sync();
   seq.k.swap(nk);
   seq.v.swap(nv);
   seq.capacity = cap;
 }
 }  // namespace
 
-void decode_step(DeviceModel& dm, std::vector<DeviceDecodeEntry>& entries) {
+void decode_step(const DeviceModel& dm, Lane& lane, std::vector<DeviceDecodeEntry>& entries) {
   const ModelConfig& c = dm.cfg;
-  const cudaStream_t s = dm.stream.get();
+  const cudaStream_t s = lane.stream.get();
   const int H = c.hidden, N = c.heads, M = c.kvHeads, D = c.headDim, V = c.vocab;
   const size_t kvRow = sz(M, D);
   for (const DeviceDecodeEntry& e : entries) {
@@ -626,13 +628,13 @@ void decode_step(DeviceModel& dm, std::vector<DeviceDecodeEntry>& entries) {
     rowStart[b] = static_cast<int>(ids.size());
     for (size_t i = 0; i < e.ids.size(); ++i) positions.push_back(e.seq->length + static_cast<int>(i));
     ids.insert(ids.end(), e.ids.begin(), e.ids.end());
-    ensure(dm, *e.seq, e.seq->length + static_cast<int>(e.ids.size()));
+    ensure(dm, lane, *e.seq, e.seq->length + static_cast<int>(e.ids.size()));
   }
   for (size_t g = 1; g < segs.size(); ++g) segs[g].row0 = segs[g - 1].row0 + segs[g - 1].rows;
   const int T = static_cast<int>(ids.size());
-  Workspace& ws = workspace(dm);
+  Workspace& ws = workspace(lane);
   Forward& f = ws.rope;
-  upload_rope(dm, f, positions);
+  upload_rope(dm, lane, f, positions);
   f.ids.upload(ids.data(), ids.size(), s);
   DeviceBuffer<float>&x = ws.x, &lse = ws.lse;
   x.resize(sz(T, H));
@@ -652,7 +654,7 @@ void decode_step(DeviceModel& dm, std::vector<DeviceDecodeEntry>& entries) {
                   D, seq.length);
       }
     };
-    layer_forward(dm, segs, l, x.get(), T, f.cos.get(), f.sin.get(), a, attend, st);
+    layer_forward(dm, lane, segs, l, x.get(), T, f.cos.get(), f.sin.get(), a, attend, st);
   }
 
   // Only the last new row of each sequence is scored.
@@ -666,7 +668,7 @@ void decode_step(DeviceModel& dm, std::vector<DeviceDecodeEntry>& entries) {
     copy_d2d(s, last.get() + sz(b, H), x.get() + sz(row, H), H);
   }
   rmsnorm(s, normed.get(), nullptr, last.get(), dm.finalNorm.get(), B, H, c.rmsEps);
-  linear(s, logits.get(), st.of(s, normed.get(), sz(B, H)), dm.lmHead, nullptr, B, H, V);
+  linear(lane.blas, logits.get(), st.of(s, normed.get(), sz(B, H)), dm.lmHead, nullptr, B, H, V);
   const std::vector<float> host = logits.download(s);
   for (int b = 0; b < B; ++b) {
     DeviceDecodeEntry& e = entries[b];

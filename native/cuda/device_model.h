@@ -4,10 +4,12 @@
 // loss run chunk by chunk), so no [T, V] fp32 matrix is stored.
 #pragma once
 #include <memory>
+#include <mutex>
 #include <random>
 #include <vector>
 
 #include "cpu/sample.h"
+#include "cuda/blas.h"
 #include "cuda/ops.h"
 #include "cuda/runtime.h"
 #include "engine/model.h"
@@ -20,29 +22,44 @@ struct DeviceLayer {
   DeviceBuffer<float> inNorm, postNorm, qNorm, kNorm, b[4];
 };
 
-// Device buffers reused across calls (activations, gradients, logit chunks), grown on demand.
-struct Workspace;
-
+// The frozen model: written while loading, read-only afterwards, so both lanes read it at once.
 struct DeviceModel {
   ModelConfig cfg;
-  Stream stream;
   DeviceBuffer<bf16> embed, lmHeadOwned;
   const bf16* lmHead = nullptr;  // lmHeadOwned, or embed when tied
   DeviceBuffer<float> finalNorm;
   std::vector<DeviceLayer> layers;
   bool checkpoint = false;  // keep only layer inputs for the backward and recompute the rest
   int logitRows = 64;       // rows of logits materialized at once
-  std::shared_ptr<Workspace> work;  // last member: freed before the stream
+};
+
+// Device buffers reused across the calls of one lane (activations, gradients, logit chunks, RoPE
+// tables, bf16 staging), grown on demand.
+struct Workspace;
+
+// One lane of calls. The engine decodes in one lane and trains, scores and moves adapters in the
+// other, at the same time, so everything a call changes besides the memory it names (an adapter, a
+// KV cache) is the lane's own: its stream, its cuBLAS handle (with that handle's workspace) and its
+// buffers. The lanes share only the weights. A lane runs one call at a time: the caller holds lock
+// for the call's length. Every call returns with its lane's stream idle (its results downloaded or
+// the stream synchronized), so what one lane wrote is complete before the other lane's next call
+// reads it, with no events between the streams.
+struct Lane {
+  explicit Lane(bool urgent) : stream(urgent) {}
+  std::mutex lock;
+  Stream stream;
+  Blas blas{stream.get()};
+  std::shared_ptr<Workspace> work;  // last member: freed before the handle and the stream
 };
 
 // Uploads count elements of a weight file's data (fp32, fp16 or bf16) as bf16, converting on the
 // host a slice at a time, so no full fp32 copy of a large matrix is ever made.
-void upload_bf16(DeviceModel& dm, DeviceBuffer<bf16>& dst, const uint8_t* data, DType dtype, size_t count);
+void upload_bf16(Lane& lane, DeviceBuffer<bf16>& dst, const uint8_t* data, DType dtype, size_t count);
 // Uploads the small fp32 tensors of a host model (norm weights, biases) into dm.
-void upload_vectors(DeviceModel& dm, const Model& host);
+void upload_vectors(DeviceModel& dm, Lane& lane, const Model& host);
 
 // Random weights made on the device (bench/): matrices ~ N(0, std^2) in bf16, norm weights 1, no biases.
-std::unique_ptr<DeviceModel> random_model(const ModelConfig& cfg, uint64_t seed, float std);
+std::unique_ptr<DeviceModel> random_model(const ModelConfig& cfg, uint64_t seed, float std, Lane& lane);
 
 // An adapter whose parameters, gradients, AdamW moments and EMA copy live on the device.
 struct DeviceAdapter {
@@ -51,9 +68,9 @@ struct DeviceAdapter {
   int64_t step = 0;
 };
 
-std::shared_ptr<DeviceAdapter> upload_adapter(const DeviceModel& dm, const Adapter& host);
+std::shared_ptr<DeviceAdapter> upload_adapter(Lane& lane, const Adapter& host);
 // Host copy (params, grads, m, v, ema, step) of a device adapter.
-Adapter download_adapter(const DeviceModel& dm, const DeviceAdapter& a);
+Adapter download_adapter(Lane& lane, const DeviceAdapter& a);
 
 // Which LoRA weights a pass uses; params null for the base model.
 struct DeviceLoraView {
@@ -62,12 +79,13 @@ struct DeviceLoraView {
 };
 
 // Logits [T, V] of every position (copied to the host: the API returns them).
-std::vector<float> forward_logits(DeviceModel& dm, const DeviceLoraView& lora, const std::vector<int32_t>& ids);
+std::vector<float> forward_logits(const DeviceModel& dm, Lane& lane, const DeviceLoraView& lora,
+                                  const std::vector<int32_t>& ids);
 // log p(ids[t] | ids[<t]) for t >= start.
-std::vector<float> token_logprobs(DeviceModel& dm, const DeviceLoraView& lora, const std::vector<int32_t>& ids,
-                                  int start);
+std::vector<float> token_logprobs(const DeviceModel& dm, Lane& lane, const DeviceLoraView& lora,
+                                  const std::vector<int32_t>& ids, int start);
 
-SdpoStepResult sdpo_step(DeviceModel& dm, DeviceAdapter& adapter, const std::vector<SdpoSample>& batch,
+SdpoStepResult sdpo_step(const DeviceModel& dm, Lane& lane, DeviceAdapter& adapter, const std::vector<SdpoSample>& batch,
                          const SdpoStepOptions& opt);
 
 struct DeviceSequence {
@@ -92,6 +110,6 @@ struct DeviceDecodeEntry {
 
 // Appends each entry's ids to its sequence in one pass and samples its next token. Entries may use
 // different adapters (or none): rows are grouped by adapter so each adapter's LoRA branch runs once.
-void decode_step(DeviceModel& dm, std::vector<DeviceDecodeEntry>& entries);
+void decode_step(const DeviceModel& dm, Lane& lane, std::vector<DeviceDecodeEntry>& entries);
 
 }  // namespace claas::cuda

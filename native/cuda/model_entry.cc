@@ -18,12 +18,38 @@ namespace {
 
 using namespace napi;
 
-// A loaded device model; the worker threads of one engine never run two calls at once on it
-// (the TypeScript engine serializes its calls), and the lock keeps that true for any caller.
+// A loaded device model and its two lanes (device_model.h): decode runs in `interactive`, every
+// other call (forward, tokenLogprobs, sdpoStep, adapter upload, download and clone) in `background`.
+// The engine (src/engine/engine.ts) sends a decode while a step runs, from the libuv pool, so the
+// two lanes' calls really run on two threads at once; a lane's lock keeps its own calls one at a
+// time whatever the caller does. The engine never lets a call read an adapter that a step is
+// writing, a step writes only its own adapter (disjoint device memory from every other adapter),
+// and only decode touches KV caches; the weights are read-only. The interactive stream has the
+// higher priority, so decode kernels get SMs ahead of the step's as they free up.
+// Not verified without a GPU (this was written on a machine with none; the test in
+// test/cuda-parity.test.ts checks it where a device is present): that the two streams' kernels do
+// overlap on the device and decode calls finish while a step runs; that the per-stream cuBLAS handles
+// give bit-identical GEMMs whether or not the other lane is busy (cuBLAS documents this for one
+// handle per stream); that the priorities help decode latency; and how much the implicit device-wide
+// synchronization of cudaFree (a step frees per-sample buffers, a decode frees a KV cache as it
+// grows) holds one lane back while the other has work queued.
 struct Loaded {
   std::unique_ptr<DeviceModel> dm;
-  std::mutex lock;
+  std::unique_ptr<Lane> interactive, background;
 };
+
+// Runs fn as its lane's only call. A failed call's queued kernels are waited for before the lane is
+// let go, so none of them still writes memory (an adapter) that the other lane may read next.
+template <typename Fn>
+auto in_lane(Lane& lane, Fn&& fn) -> decltype(fn()) {
+  std::lock_guard<std::mutex> g(lane.lock);
+  try {
+    return fn();
+  } catch (...) {
+    (void)cudaStreamSynchronize(lane.stream.get());
+    throw;
+  }
+}
 
 // What one JavaScript object has reported to V8 as external memory (the device memory it keeps
 // alive), so that V8 weighs it when scheduling collections. Touched on the main thread only. Once
@@ -112,8 +138,8 @@ class AdapterWrap : public Napi::ObjectWrap<AdapterWrap> {
     Napi::Env env = info.Env();
     return guarded(env, [&]() -> Napi::Value {
       live();
-      std::lock_guard<std::mutex> g(model->lock);
-      const Adapter h = download_adapter(*model->dm, *adapter);
+      Lane& lane = *model->background;
+      const Adapter h = in_lane(lane, [&] { return download_adapter(lane, *adapter); });
       Napi::Object o = Napi::Object::New(env);
       o.Set("params", to_js(env, h.params));
       o.Set("ema", to_js(env, h.ema));
@@ -128,8 +154,9 @@ class AdapterWrap : public Napi::ObjectWrap<AdapterWrap> {
     Napi::Env env = info.Env();
     return guarded(env, [&]() -> Napi::Value {
       live();
-      std::lock_guard<std::mutex> g(model->lock);
-      return Wrap(env, upload_adapter(*model->dm, download_adapter(*model->dm, *adapter)), model);
+      Lane& lane = *model->background;
+      auto copy = in_lane(lane, [&] { return upload_adapter(lane, download_adapter(lane, *adapter)); });
+      return Wrap(env, std::move(copy), model);
     });
   }
   Napi::Value Bytes(const Napi::CallbackInfo& info) {
@@ -191,7 +218,9 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
                                     InstanceMethod("sdpoStep", &ModelWrap::SdpoStep),
                                     InstanceMethod("createSequence", &ModelWrap::CreateSequence),
                                     InstanceMethod("decode", &ModelWrap::Decode),
-                                    InstanceMethod("dispose", &ModelWrap::Dispose)});
+                                    InstanceMethod("dispose", &ModelWrap::Dispose),
+                                    // Decode has a lane of its own (Loaded), so the engine may send it during a step.
+                                    InstanceValue("concurrentLanes", Napi::Boolean::New(env, true), napi_enumerable)});
     ctor = Napi::Persistent(f);
     ctor.SuppressDestruct();
   }
@@ -262,8 +291,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       a.v = optional("v", std::vector<float>(n, 0.0f));
       a.grads.assign(n, 0.0f);
       a.step = o.Has("step") && !o.Get("step").IsUndefined() ? static_cast<int64_t>(get_num(o, "step")) : 0;
-      std::lock_guard<std::mutex> g(model->lock);
-      return AdapterWrap::Wrap(env, upload_adapter(*model->dm, a), model);
+      Lane& lane = *model->background;
+      return AdapterWrap::Wrap(env, in_lane(lane, [&] { return upload_adapter(lane, a); }), model);
     });
   }
 
@@ -285,8 +314,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       return run_async(
           env,
           [m, ids, adapter, useEma, out]() {
-            std::lock_guard<std::mutex> g(m->lock);
-            *out = forward_logits(*m->dm, view_of(adapter, useEma), *ids);
+            Lane& lane = *m->background;
+            in_lane(lane, [&] { *out = forward_logits(*m->dm, lane, view_of(adapter, useEma), *ids); });
           },
           [out](Napi::Env e) -> Napi::Value { return to_js(e, *out); });
     });
@@ -305,8 +334,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       return run_async(
           env,
           [m, ids, adapter, start, out]() {
-            std::lock_guard<std::mutex> g(m->lock);
-            *out = token_logprobs(*m->dm, view_of(adapter, false), *ids, start);
+            Lane& lane = *m->background;
+            in_lane(lane, [&] { *out = token_logprobs(*m->dm, lane, view_of(adapter, false), *ids, start); });
           },
           [out](Napi::Env e) -> Napi::Value { return to_js(e, *out); });
     });
@@ -374,12 +403,14 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       return run_async(
           env,
           [m, entries, seqs, adapters, bytes]() {
-            std::lock_guard<std::mutex> g(m->lock);
-            decode_step(*m->dm, *entries);
-            for (const auto& q : *seqs) bytes->push_back(sequence_bytes(*q));
+            Lane& lane = *m->interactive;
+            in_lane(lane, [&] {
+              decode_step(*m->dm, lane, *entries);
+              for (const auto& q : *seqs) bytes->push_back(sequence_bytes(*q));
+            });
           },
           [entries, bytes, reported = std::move(reported)](Napi::Env e) -> Napi::Value {
-            // The KV caches' growth, measured under the lock; a sequence disposed meanwhile reports nothing.
+            // The KV caches' growth, measured in the lane; a sequence disposed meanwhile reports nothing.
             for (size_t i = 0; i < reported.size(); ++i) reported[i]->set(e, (*bytes)[i]);
             Napi::Array out = Napi::Array::New(e, entries->size());
             for (uint32_t i = 0; i < entries->size(); ++i) {
@@ -454,8 +485,8 @@ class ModelWrap : public Napi::ObjectWrap<ModelWrap> {
       return run_async(
           env,
           [m, adapter, batch, opt, result]() {
-            std::lock_guard<std::mutex> g(m->lock);
-            *result = sdpo_step(*m->dm, *adapter, *batch, opt);
+            Lane& lane = *m->background;
+            in_lane(lane, [&] { *result = sdpo_step(*m->dm, lane, *adapter, *batch, opt); });
           },
           [result](Napi::Env e) -> Napi::Value {
             const SdpoStepResult& r = *result;
@@ -602,6 +633,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
           auto dm = std::make_unique<DeviceModel>();
           dm->cfg = c;
           dm->layers.resize(c.layers);
+          auto interactive = std::make_unique<Lane>(true), background = std::make_unique<Lane>(false);
           // The large matrices go straight from the mapped file to bf16 on the device; the small
           // fp32 tensors (norms, biases) are read as the CPU engine reads them.
           const auto matrix = [&](const float** slot) -> DeviceBuffer<bf16>* {
@@ -633,7 +665,7 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
             if (p.src.offset > f.size() || bytes > f.size() - p.src.offset) {
               fail("E_WEIGHTS", "tensor data lies outside " + p.src.file + " (file truncated?)");
             }
-            upload_bf16(*dm, *dst, f.data() + p.src.offset, p.src.dtype, p.src.count);
+            upload_bf16(*background, *dst, f.data() + p.src.offset, p.src.dtype, p.src.count);
           }
           if (dm->lmHeadOwned.size()) {
             dm->lmHead = dm->lmHeadOwned.get();
@@ -648,10 +680,12 @@ Napi::Value LoadModel(const Napi::CallbackInfo& info) {
             for (int b = 0; b < 4; ++b) ok = ok && (!c.bias[b] || w.b[b]);
             if (!ok) fail("E_WEIGHTS", "missing weights in layer " + std::to_string(l));
           }
-          upload_vectors(*dm, *host);
+          upload_vectors(*dm, *background, *host);
           dm->checkpoint = checkpoint;
           dm->logitRows = logitRows;
           loaded->dm = std::move(dm);
+          loaded->interactive = std::move(interactive);
+          loaded->background = std::move(background);
         },
         [loaded](Napi::Env e) -> Napi::Value { return ModelWrap::Wrap(e, loaded); });
   });
@@ -679,9 +713,12 @@ Napi::Value LoadRandomModel(const Napi::CallbackInfo& info) {
     return run_async(
         env,
         [loaded, cfg, seed, std, checkpoint, logitRows]() {
-          loaded->dm = random_model(cfg, seed, std);
+          auto background = std::make_unique<Lane>(false);
+          loaded->dm = random_model(cfg, seed, std, *background);
           loaded->dm->checkpoint = checkpoint;
           loaded->dm->logitRows = logitRows;
+          loaded->interactive = std::make_unique<Lane>(true);
+          loaded->background = std::move(background);
         },
         [loaded](Napi::Env e) -> Napi::Value { return ModelWrap::Wrap(e, loaded); });
   });

@@ -6,9 +6,11 @@
 
 #include <cmath>
 #include <cstring>
+#include <memory>
 
 #include "cpu/ops.h"
 #include "cpu/sdpo_loss.h"
+#include "cuda/blas.h"
 #include "cuda/ops.h"
 #include "cuda/runtime.h"
 #include "engine/errors.h"
@@ -30,6 +32,11 @@ class Dev {
     for (const Guarded& g : owned_) cudaFree(g.base);
   }
   cudaStream_t s() const { return stream_.get(); }
+  // Made on first use: only the GEMM ops need a handle, and each op call has a stream of its own.
+  const Blas& blas() {
+    if (!blas_) blas_ = std::make_unique<Blas>(s());
+    return *blas_;
+  }
   template <typename X>
   X* alloc(size_t n) {
     const size_t bytes = n * sizeof(X);
@@ -82,6 +89,7 @@ class Dev {
     }
   }
   Stream stream_;
+  std::unique_ptr<Blas> blas_;
   std::vector<Guarded> owned_;
 };
 
@@ -162,7 +170,7 @@ T_ linear_cuda(const T_& a) {
   const int T = a.integer("T"), I = a.integer("I"), O = a.integer("O");
   Dev d;
   float* y = d.alloc<float>(sz(T, O));
-  linear(d.s(), y, d.in_bf16(a.floats("x", sz(T, I))), d.in_bf16(a.floats("W", sz(O, I))),
+  linear(d.blas(), y, d.in_bf16(a.floats("x", sz(T, I))), d.in_bf16(a.floats("W", sz(O, I))),
          a.f.count("b") ? d.in(a.floats("b", O)) : nullptr, T, I, O);
   T_ r;
   r.f["y"] = d.get(y, sz(T, O));
@@ -180,7 +188,7 @@ T_ linear_backward_input_cuda(const T_& a) {
   const int T = a.integer("T"), I = a.integer("I"), O = a.integer("O");
   Dev d;
   float* dx = d.in(a.floats("dx0", sz(T, I)));
-  linear_backward_input(d.s(), dx, d.in_bf16(a.floats("dy", sz(T, O))), d.in_bf16(a.floats("W", sz(O, I))), T, I, O,
+  linear_backward_input(d.blas(), dx, d.in_bf16(a.floats("dy", sz(T, O))), d.in_bf16(a.floats("W", sz(O, I))), T, I, O,
                         a.number("accumulate") != 0);
   T_ r;
   r.f["dx"] = d.get(dx, sz(T, I));
@@ -202,7 +210,7 @@ T_ lora_cuda(const T_& a) {
   Dev d;
   float* y = d.in(a.floats("y0", sz(T, O)));
   float* u = d.alloc<float>(sz(T, R));
-  lora(d.s(), y, u, d.in(a.floats("x", sz(T, I))), d.in(a.floats("A", sz(R, I))), d.in(a.floats("B", sz(O, R))), T, I,
+  lora(d.blas(), y, u, d.in(a.floats("x", sz(T, I))), d.in(a.floats("A", sz(R, I))), d.in(a.floats("B", sz(O, R))), T, I,
        O, R, static_cast<float>(a.number("scale")));
   T_ r;
   r.f["y"] = d.get(y, sz(T, O));
@@ -227,7 +235,7 @@ T_ lora_backward_cuda(const T_& a) {
   float* dx = d.in(a.floats("dx0", sz(T, I)));
   float* dA = d.in(a.floats("dA0", sz(R, I)));
   float* dB = d.in(a.floats("dB0", sz(O, R)));
-  lora_backward(d.s(), dx, dA, dB, d.in(a.floats("dy", sz(T, O))), d.in(a.floats("x", sz(T, I))),
+  lora_backward(d.blas(), dx, dA, dB, d.in(a.floats("dy", sz(T, O))), d.in(a.floats("x", sz(T, I))),
                 d.in(a.floats("u", sz(T, R))), d.in(a.floats("A", sz(R, I))), d.in(a.floats("B", sz(O, R))), T, I, O, R,
                 static_cast<float>(a.number("scale")), d.alloc<float>(sz(T, R)));
   T_ r;

@@ -34,10 +34,10 @@ __global__ void fill_kernel(float* out, size_t n, float value) {
 
 }  // namespace
 
-std::unique_ptr<DeviceModel> random_model(const ModelConfig& cfg, uint64_t seed, float std) {
+std::unique_ptr<DeviceModel> random_model(const ModelConfig& cfg, uint64_t seed, float std, Lane& lane) {
   auto dm = std::make_unique<DeviceModel>();
   dm->cfg = cfg;
-  const cudaStream_t s = dm->stream.get();
+  const cudaStream_t s = lane.stream.get();
   uint64_t stream = seed * 0x9e3779b97f4a7c15ull;
   const auto normal = [&](DeviceBuffer<bf16>& d, size_t n) {
     d.resize(n);
@@ -66,7 +66,7 @@ std::unique_ptr<DeviceModel> random_model(const ModelConfig& cfg, uint64_t seed,
     ones(d.qNorm, cfg.headDim);
     ones(d.kNorm, cfg.headDim);
   }
-  dm->stream.sync();
+  lane.stream.sync();
   return dm;
 }
 

@@ -53,7 +53,16 @@ void note_device_bytes(size_t bytes, bool allocated) {
   }
 }
 
-Stream::Stream() { CLAAS_CUDA(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking)); }
+Stream::Stream() : Stream(false) {}
+Stream::Stream(bool urgent) {
+  if (!urgent) {
+    CLAAS_CUDA(cudaStreamCreateWithFlags(&s_, cudaStreamNonBlocking));
+    return;
+  }
+  int least = 0, greatest = 0;
+  CLAAS_CUDA(cudaDeviceGetStreamPriorityRange(&least, &greatest));
+  CLAAS_CUDA(cudaStreamCreateWithPriority(&s_, cudaStreamNonBlocking, greatest));
+}
 Stream::~Stream() {
   if (s_) cudaStreamDestroy(s_);
 }

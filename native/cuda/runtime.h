@@ -1,5 +1,5 @@
 // Device runtime for the CUDA backend: error checks, device probe, owned device buffers and the
-// stream every op runs on.
+// streams ops run on.
 #pragma once
 #include <cuda_runtime.h>
 
@@ -86,10 +86,13 @@ class DeviceBuffer {
   size_t n_ = 0, cap_ = 0;
 };
 
-// A non-blocking stream owned for the lifetime of a model (or of one op call).
+// A non-blocking stream owned for the lifetime of a model lane (or of one op call).
 class Stream {
  public:
   Stream();
+  // urgent: the device's highest stream priority, so that when SMs free up, this stream's waiting
+  // blocks are placed before those of normal streams (decoding next to a training step).
+  explicit Stream(bool urgent);
   ~Stream();
   Stream(const Stream&) = delete;
   Stream& operator=(const Stream&) = delete;

@@ -1,8 +1,9 @@
 // The engine facade: open a model folder, create / load / save LoRA adapters, score sequences and run
 // SDPO steps. Every heavy call runs in the addon off the event loop, in one of two lanes: decoding for
-// the people waiting on replies, and everything else (training, scoring). On the CPU the lanes run at
-// once, so a training step does not stall decoding; calls within a lane run in order, and an adapter
-// is never read while a step updates it.
+// the people waiting on replies, and everything else (training, scoring). On every backend the lanes
+// run at once (CPU: threads; CUDA: a stream each; WebGPU: the step in chunks, decoding in between), so
+// a training step does not stall decoding; calls within a lane run in order,
+// and an adapter is never read while a step updates it.
 import { availableParallelism } from 'node:os';
 import { basename, resolve } from 'node:path';
 import { fromNative, InputError, ShapeError } from '../errors.js';
@@ -244,7 +245,9 @@ function ids(name: string, values: ArrayLike<number>, vocab: number, allowEmpty 
 
 /**
  * Which queue an engine call waits in: `interactive` (decoding replies) or `background` (training,
- * scoring, saving). Only the CPU backend runs the two at once; a GPU backend has one queue.
+ * scoring, saving). The backends run the two at once (CPU: threads; CUDA: a stream each; WebGPU: the
+ * step submitted layer by layer, decoding in between); a backend without NativeModel.concurrentLanes
+ * would have one queue.
  */
 export type Lane = 'interactive' | 'background';
 
@@ -297,7 +300,7 @@ export class Engine implements Disposable {
 
   /**
    * Frees the weights (and, on the GPU, the device). Adapters and sequences of this engine are
-   * unusable afterwards; calls already running finish first on the CPU and CUDA engines.
+   * unusable afterwards; calls already running finish first.
    */
   dispose(): void {
     this.model.dispose();

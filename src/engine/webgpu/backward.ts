@@ -3,7 +3,7 @@
 // per-tensor gradient buffers).
 import type { LoraView } from './adapter.js';
 import type { ModelContext } from './context.js';
-import type { Activations } from './forward.js';
+import { drain, type Activations } from './forward.js';
 import { lora_backward } from './ops/lora.js';
 import { rmsnorm_backward } from './ops/rmsnorm.js';
 import { rope_backward } from './ops/rope.js';
@@ -25,6 +25,11 @@ function projectBackward(ctx: ModelContext, lv: LoraView, grads: LoraView, l: nu
 
 /** Back-propagates dxf [T, H] through the model kept in acts; LoRA gradients are added into grads. */
 export function backward(ctx: ModelContext, lv: LoraView, grads: LoraView, acts: Activations, dxf: GPUBuffer): void {
+  drain(backwardChunks(ctx, lv, grads, acts, dxf));
+}
+
+/** backward() recorded a layer at a time, pausing after each (see forwardChunks). */
+export function* backwardChunks(ctx: ModelContext, lv: LoraView, grads: LoraView, acts: Activations, dxf: GPUBuffer): Generator<void, void> {
   const c = ctx.cfg, gpu = ctx.gpu, ws = ctx.ws;
   const T = acts.T, H = c.hidden, N = c.heads, M = c.kvHeads, D = c.headDim, F = c.intermediate;
   const get = (name: string, n: number) => ws.get(`bw.${name}`, n);
@@ -63,5 +68,6 @@ export function backward(ctx: ModelContext, lv: LoraView, grads: LoraView, acts:
     projectBackward(ctx, lv, grads, l, 2, dxn, dv, a.xn1, a.loraU[2]!, T, true);
     gpu.copy(dh1, 0, dx, 0, T * H * 4);
     rmsnorm_backward(gpu, dx, dxn, a.x, a.rstd1, w.inNorm, T, H, true);
+    if (l > 0) yield;
   }
 }

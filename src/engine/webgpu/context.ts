@@ -1,5 +1,6 @@
 // What every GPU pass shares: the device, the configuration, the frozen weights (uploaded once, the
-// matrices in the storage weight-storage.ts picked), the scratch workspace and RoPE tables.
+// matrices in the storage weight-storage.ts picked) and RoPE tables; plus the scratch workspace of
+// the call it serves (withWorkspace gives each call in flight its own, over the same weights).
 import type { NativeConfig } from '../native.js';
 import type { WeightSpec } from '../../model/weights.js';
 import { WeightsError } from '../../errors.js';
@@ -52,16 +53,23 @@ export function ropeTableData(positions: ArrayLike<number>, D: number, theta: nu
   return { cos, sin };
 }
 
-export class ModelContext {
-  readonly ws: Workspace;
-  private rope: { T: number; cos: GPUBuffer; sin: GPUBuffer } | null = null;
+/** RoPE tables for positions 0..T-1, shared by every context over one model. */
+interface RopeCache {
+  table: { T: number; cos: GPUBuffer; sin: GPUBuffer } | null;
+}
 
+export class ModelContext {
   private constructor(
     readonly gpu: Gpu,
     readonly cfg: NativeConfig,
     readonly weights: ModelWeights,
-  ) {
-    this.ws = new Workspace(gpu);
+    readonly ws: Workspace,
+    private readonly rope: RopeCache,
+  ) {}
+
+  /** The same model with `ws` as scratch: what one call in flight works in. */
+  withWorkspace(ws: Workspace): ModelContext {
+    return new ModelContext(this.gpu, this.cfg, this.weights, ws, this.rope);
   }
 
   /**
@@ -137,7 +145,7 @@ export class ModelContext {
         b: BIAS.map((b, i) => (cfg.bias[i] ? need(b, l, `${b} ${where}`) : null)),
       });
     }
-    return new ModelContext(gpu, cfg, weights);
+    return new ModelContext(gpu, cfg, weights, new Workspace(gpu), { table: null });
   }
 
   moduleIn(m: number): number {
@@ -150,13 +158,16 @@ export class ModelContext {
 
   /** RoPE tables for positions 0..T-1 (a longer table serves: rows depend only on the position). */
   ropeTables(T: number): { cos: GPUBuffer; sin: GPUBuffer } {
-    if (!this.rope || this.rope.T < T) {
-      const n = Math.max(T, this.rope ? this.rope.T * 2 : 256);
+    let table = this.rope.table;
+    if (!table || table.T < T) {
+      const n = Math.max(T, table ? table.T * 2 : 256);
       const positions = Array.from({ length: n }, (_, i) => i);
       const { cos, sin } = ropeTableData(positions, this.cfg.headDim, this.cfg.ropeTheta);
-      // Old tables may still be bound by pending commands; the workspace frees them later.
-      this.rope = { T: n, cos: this.gpu.upload(cos, 'rope.cos'), sin: this.gpu.upload(sin, 'rope.sin') };
+      // Replaced tables are never destroyed here: a call in flight (a step between its forward and
+      // its backward) may still record commands that bind them; they go when collected.
+      table = { T: n, cos: this.gpu.upload(cos, 'rope.cos'), sin: this.gpu.upload(sin, 'rope.sin') };
+      this.rope.table = table;
     }
-    return this.rope;
+    return table;
   }
 }

@@ -145,6 +145,14 @@ export function layerForward(ctx: ModelContext, segments: readonly LoraSegment[]
  * layer keeps its activations under `prefix` for a backward; otherwise one set is reused.
  */
 export function forward(ctx: ModelContext, lv: LoraView | null, ids: Int32Array, T: number, keep: boolean, prefix: string): Activations {
+  return drain(forwardChunks(ctx, lv, ids, T, keep, prefix));
+}
+
+/**
+ * forward() recorded a layer at a time: the generator pauses after each layer's commands, so that
+ * a caller can submit them and let other calls in (runChunks) before it records the next.
+ */
+export function* forwardChunks(ctx: ModelContext, lv: LoraView | null, ids: Int32Array, T: number, keep: boolean, prefix: string): Generator<void, Activations> {
   const c = ctx.cfg, gpu = ctx.gpu, ws = ctx.ws;
   const H = c.hidden, N = c.heads, M = c.kvHeads, D = c.headDim;
   const { cos, sin } = ctx.ropeTables(T);
@@ -158,12 +166,30 @@ export function forward(ctx: ModelContext, lv: LoraView | null, ids: Int32Array,
     const a = layerActs(ctx, keep ? `${prefix}.l${l}` : `${prefix}.l`, xs[l]!, T, segments);
     layerForward(ctx, segments, l, xs[l]!, xs[l + 1]!, T, cos, sin, a, attend);
     if (keep) layers.push(a);
+    yield;
   }
   const xLast = xs[c.layers]!;
   const rstdF = ws.get(`${prefix}.rstdF`, T);
   const xf = ws.get(`${prefix}.xf`, T * H);
   rmsnorm(gpu, xf, rstdF, xLast, ctx.weights.finalNorm, T, H, c.rmsEps);
   return { T, layers, xLast, rstdF, xf, cos, sin };
+}
+
+/** Runs a chunked pass to its end without pausing. */
+export function drain<R>(chunks: Generator<void, R>): R {
+  for (;;) {
+    const next = chunks.next();
+    if (next.done) return next.value;
+  }
+}
+
+/** Runs a chunked pass, awaiting `pause` (which submits what was recorded) between its chunks. */
+export async function runChunks<R>(chunks: Generator<void, R>, pause: () => Promise<void>): Promise<R> {
+  for (;;) {
+    const next = chunks.next();
+    if (next.done) return next.value;
+    await pause();
+  }
 }
 
 /**

@@ -163,8 +163,8 @@ export async function decodeStep(ctx: ModelContext, entries: readonly NativeDeco
       host.set(new Float32Array(await gpu.read(logits, n * V * 4)), r0 * V);
     }
   } finally {
-    for (const t of [...temps, ...retired]) t.destroy();
-    ws.release();
+    // The read submitted everything this call recorded (or, after a failure, destroyBuffers does).
+    destroyBuffers(gpu, [...temps, ...retired]);
   }
   return entries.map((e, b) => {
     const s = seqs[b]!;

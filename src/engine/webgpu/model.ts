@@ -2,6 +2,14 @@
 // kernels. Weights and adapters live on the GPU; logits, log-probs, metrics and adapter state are
 // the only readbacks. The model, its adapters and its sequences free their GPU memory on dispose(); each
 // call holds what it uses until it ends.
+//
+// Decoding runs while a training or scoring call is in flight (concurrentLanes): the two share the
+// device's one queue, which runs commands in the order they were submitted, so interleaving is safe
+// as long as no buffer one call writes is touched by the other. Each call therefore works in its own
+// workspace (WorkspacePool) and the step submits its work in chunks (sdpo-step.ts), so a decode's
+// commands reach the queue between two chunks. Calls on one adapter never overlap a step writing it:
+// the engine orders them (engine.ts). Device-level scratch (ops/rmsnorm.ts, ops/sdpo_loss.ts) is
+// written and read within one synchronous stretch of recording, which no other call can split.
 import { EngineError, InputError } from '../../errors.js';
 import type { WeightSpec } from '../../model/weights.js';
 import type {
@@ -18,7 +26,7 @@ import type {
 import { GpuAdapter, Lifetime } from './adapter.js';
 import { ModelContext } from './context.js';
 import { Gpu } from './device.js';
-import { forward, lmHead } from './forward.js';
+import { forwardChunks, lmHead, runChunks } from './forward.js';
 import { decodeStep, GpuSequence } from './generate.js';
 import { ATTENTION_MAX_D } from './ops/attention.js';
 import { log_softmax } from './ops/log_softmax.js';
@@ -28,6 +36,10 @@ import { token_logp } from './ops/token_logp.js';
 import { SdpoStepRunner } from './sdpo-step.js';
 import { logitChunks } from './vocab.js';
 import { decideWeightStorage, type StorageDecision, type WeightStorageRequest } from './weight-storage.js';
+import { WorkspacePool } from './workspace.js';
+
+/** Which workspace a call takes: decode passes are a few rows, the others whole sequences. */
+type CallKind = 'decode' | 'pass';
 
 function checkIds(ids: Int32Array, vocab: number, what: string): void {
   if (!(ids instanceof Int32Array)) throw new InputError(`${what} must be an Int32Array`);
@@ -37,14 +49,16 @@ function checkIds(ids: Int32Array, vocab: number, what: string): void {
 export class WebGpuModel implements NativeModel {
   /** The device goes once no call is running; later calls fail with E_DISPOSED. */
   readonly life: Lifetime = new Lifetime('model', () => this.gpu.destroy());
-  private readonly stepRunner: SdpoStepRunner;
+  /** Decoding may run while a step (or scoring) is in flight; see the header. */
+  readonly concurrentLanes = true;
+  private readonly workspaces: WorkspacePool;
 
   private constructor(
     readonly gpu: Gpu,
     readonly ctx: ModelContext,
     readonly storage: StorageDecision,
   ) {
-    this.stepRunner = new SdpoStepRunner(ctx);
+    this.workspaces = new WorkspacePool(gpu);
   }
 
   /**
@@ -87,9 +101,10 @@ export class WebGpuModel implements NativeModel {
 
   /**
    * Runs `work` holding the model and `used` (acquired in order; E_DISPOSED for any already disposed),
-   * so that a dispose() meanwhile frees them only once the work is done.
+   * so that a dispose() meanwhile frees them only once the work is done, in a context with a
+   * workspace of its own for as long as it runs.
    */
-  private async holding<T>(used: readonly ({ readonly life: Lifetime } | null)[], work: () => Promise<T>): Promise<T> {
+  private async holding<T>(kind: CallKind, used: readonly ({ readonly life: Lifetime } | null)[], work: (ctx: ModelContext) => Promise<T>): Promise<T> {
     const held: Lifetime[] = [];
     try {
       for (const r of [this, ...new Set(used)]) {
@@ -97,11 +112,24 @@ export class WebGpuModel implements NativeModel {
         r.life.acquire();
         held.push(r.life);
       }
-      return await work();
+      const ws = this.workspaces.acquire(kind);
+      try {
+        return await work(this.ctx.withWorkspace(ws));
+      } finally {
+        this.workspaces.giveBack(ws);
+      }
     } finally {
-      this.ctx.ws.release();
       for (const r of held.reverse()) r.release();
     }
+  }
+
+  /**
+   * Submits what a pass recorded so far and waits for the GPU to run it, so that a decode arriving
+   * meanwhile is queued next instead of behind the rest of the pass.
+   */
+  private async pause(): Promise<void> {
+    this.gpu.flush();
+    await this.gpu.device.queue.onSubmittedWorkDone();
   }
 
   createAdapter(options: Parameters<NativeModel['createAdapter']>[0]): NativeAdapter {
@@ -114,14 +142,14 @@ export class WebGpuModel implements NativeModel {
     checkIds(ids, this.ctx.cfg.vocab, 'ids');
     if (ids.length === 0) throw new InputError('ids must not be empty');
     const ad = this.adapterArg(adapter);
-    return this.holding([ad], async () => {
+    return this.holding('pass', [ad], async (ctx) => {
       const lv = ad ? (useEma ? ad.ema() : ad.params) : null;
-      const T = ids.length, V = this.ctx.cfg.vocab;
-      const acts = forward(this.ctx, lv, ids, T, false, 'fw');
+      const T = ids.length, V = ctx.cfg.vocab;
+      const acts = await runChunks(forwardChunks(ctx, lv, ids, T, false, 'fw'), () => this.pause());
       const out = new Float32Array(T * V);
-      for (const [r0, n] of logitChunks(this.ctx, T)) {
-        const logits = this.ctx.ws.get('fwd.logits', n * V);
-        lmHead(this.ctx, logits, acts.xf, r0, n, 'fw');
+      for (const [r0, n] of logitChunks(ctx, T)) {
+        const logits = ctx.ws.get('fwd.logits', n * V);
+        lmHead(ctx, logits, acts.xf, r0, n, 'fw');
         out.set(new Float32Array(await this.gpu.read(logits, n * V * 4)), r0 * V);
       }
       return out;
@@ -134,16 +162,16 @@ export class WebGpuModel implements NativeModel {
     const T = ids.length;
     if (!Number.isInteger(start) || start < 1 || start >= T) throw new InputError('start must be in [1, ids.length)');
     const ad = this.adapterArg(adapter);
-    return this.holding([ad], async () => {
+    return this.holding('pass', [ad], async (ctx) => {
       const lv = ad?.params ?? null;
-      const R = T - start, V = this.ctx.cfg.vocab, ws = this.ctx.ws;
-      const acts = forward(this.ctx, lv, ids, T, false, 'fw');
+      const R = T - start, V = ctx.cfg.vocab, ws = ctx.ws;
+      const acts = await runChunks(forwardChunks(ctx, lv, ids, T, false, 'fw'), () => this.pause());
       const out = ws.get('lp.out', R);
-      for (const [r0, n] of logitChunks(this.ctx, R)) {
+      for (const [r0, n] of logitChunks(ctx, R)) {
         const logits = ws.get('lp.logits', n * V), logp = ws.get('lp.logp', n * V), lse = ws.get('lp.lse', n), part = ws.get('lp.part', n);
         const y = ws.get('lp.y', n);
         this.gpu.write(y, ids.subarray(start + r0, start + r0 + n));
-        lmHead(this.ctx, logits, acts.xf, start - 1 + r0, n, 'fw');
+        lmHead(ctx, logits, acts.xf, start - 1 + r0, n, 'fw');
         log_softmax(this.gpu, logp, lse, logits, n, V);
         token_logp(this.gpu, part, logp, y, n, V);
         this.gpu.copy(part, 0, out, r0 * 4, n * 4);
@@ -177,7 +205,7 @@ export class WebGpuModel implements NativeModel {
     if (!(options.topK >= 1 && options.topK <= V)) throw new InputError('topK must be in [1, vocab]');
     const maxK = Math.min(TOPK_MAX_K, SDPO_LOSS_MAX_K);
     if (options.topK > maxK || samples.some((s) => (s.teacherK ?? 0) > maxK)) throw new InputError(`the WebGPU backend keeps at most ${maxK} teacher top-K entries per position (use topK <= ${maxK})`);
-    return this.holding([a], () => this.stepRunner.run(a, samples, options));
+    return this.holding('pass', [a], (ctx) => new SdpoStepRunner(ctx).run(a, samples, options));
   }
 
   createSequence(seed: number): NativeSequence {
@@ -200,7 +228,7 @@ export class WebGpuModel implements NativeModel {
       if (e.ids.length === 0) throw new InputError('entry.ids is empty');
     });
     if (entries.length === 0) return [];
-    return this.holding([...seqs, ...adapters], () => decodeStep(this.ctx, entries, adapters.map((a) => a?.params ?? null)));
+    return this.holding('decode', [...seqs, ...adapters], (ctx) => decodeStep(ctx, entries, adapters.map((a) => a?.params ?? null)));
   }
 
   dispose(): void {

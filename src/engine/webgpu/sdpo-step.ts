@@ -2,11 +2,18 @@
 // current adapter, or supplied by a remote teacher), base log-probs, then per optimizer step the
 // student forward, SDPO loss, backward, global-norm clip, AdamW and EMA. Only metrics, the gradient
 // norm's partial sums and (at the end) the adapter state come back to the host.
+//
+// The step runs in chunks (a layer of a forward or backward, a chunk of logits rows, an optimizer
+// update): after each, what it recorded is submitted and the step waits for the GPU to finish it, so
+// a decode that arrives meanwhile gets its commands onto the queue between two chunks rather than
+// behind the whole step. The commands and their order are those of an unchunked step, so the
+// numbers are too. A runner serves one step (its buffers are its own); run it in a context whose
+// workspace no other call in flight uses.
 import type { NativeSample, NativeStepOptions, NativeStepResult } from '../native.js';
-import type { GpuAdapter, LoraView } from './adapter.js';
+import { destroyBuffers, type GpuAdapter, type LoraView } from './adapter.js';
 import type { ModelContext } from './context.js';
-import { backward } from './backward.js';
-import { forward, lmHead } from './forward.js';
+import { backwardChunks } from './backward.js';
+import { forwardChunks, lmHead, runChunks, type Activations } from './forward.js';
 import { adamw } from './ops/adamw.js';
 import { axpby } from './ops/axpby.js';
 import { log_softmax, log_softmax_backward } from './ops/log_softmax.js';
@@ -72,18 +79,24 @@ export class SdpoStepRunner {
     return b;
   }
 
+  /** Submits what was recorded and waits until the GPU has done it (and whatever came before it). */
   private async sync(): Promise<void> {
     this.ctx.gpu.flush();
     await this.ctx.gpu.device.queue.onSubmittedWorkDone();
+  }
+
+  /** Runs a chunked pass, submitting and waiting after each chunk (see the header). */
+  private chunked<R>(chunks: Generator<void, R>): Promise<R> {
+    return runChunks(chunks, () => this.sync());
   }
 
   /**
    * Runs the forward on `ids` and hands the log-probs of the rows that score the response after `P`
    * prompt tokens to `use`, a chunk of rows at a time (logp [n, V] of response rows r0..r0+n-1).
    */
-  private responseLogp(lv: LoraView | null, ids: Int32Array, P: number, T: number, keep: boolean, prefix: string, use: (logp: GPUBuffer, r0: number, n: number) => void) {
+  private *responseLogp(lv: LoraView | null, ids: Int32Array, P: number, T: number, keep: boolean, prefix: string, use: (logp: GPUBuffer, r0: number, n: number) => void): Generator<void, Activations> {
     const ctx = this.ctx, V = ctx.cfg.vocab;
-    const acts = forward(ctx, lv, ids, P + T, keep, prefix);
+    const acts = yield* forwardChunks(ctx, lv, ids, P + T, keep, prefix);
     for (const [r0, n] of logitChunks(ctx, T)) {
       const logits = ctx.ws.get('sd.logits', n * V);
       lmHead(ctx, logits, acts.xf, P - 1 + r0, n, prefix);
@@ -91,6 +104,7 @@ export class SdpoStepRunner {
       const lse = ctx.ws.get('sd.lse', n);
       log_softmax(ctx.gpu, logp, lse, logits, n, V);
       use(logp, r0, n);
+      yield;
     }
     return acts;
   }
@@ -105,7 +119,7 @@ export class SdpoStepRunner {
     if (part !== dst) this.ctx.gpu.copy(part, 0, dst, r0 * width * 4, n * width * 4);
   }
 
-  private teacherTargets(lv: LoraView | null, s: NativeSample, y: GPUBuffer, K: number): Targets {
+  private *teacherTargets(lv: LoraView | null, s: NativeSample, y: GPUBuffer, K: number): Generator<void, Targets> {
     const ctx = this.ctx, V = ctx.cfg.vocab, T = s.response.length;
     if (s.teacherK !== undefined && s.teacherK > 0) {
       const k = s.teacherK;
@@ -118,7 +132,7 @@ export class SdpoStepRunner {
       };
     }
     const tt: Targets = { K, idx: this.buffer(T * K, 'tt.idx'), logp: this.buffer(T * K, 'tt.logp'), tail: this.buffer(T, 'tt.tail'), token: this.buffer(T, 'tt.token') };
-    this.responseLogp(lv, concat(s.teacherPrompt, s.response), s.teacherPrompt.length, T, false, 'fw', (logp, r0, n) => {
+    yield* this.responseLogp(lv, concat(s.teacherPrompt, s.response), s.teacherPrompt.length, T, false, 'fw', (logp, r0, n) => {
       const whole = r0 === 0 && n === T;
       const idx = whole ? tt.idx : ctx.ws.get('tt.idxPart', n * K), val = whole ? tt.logp : ctx.ws.get('tt.logpPart', n * K);
       const tail = whole ? tt.tail : ctx.ws.get('tt.tailPart', n), token = whole ? tt.token : ctx.ws.get('tt.tokenPart', n);
@@ -136,10 +150,9 @@ export class SdpoStepRunner {
     try {
       return await this.step(adapter, samples, opt);
     } finally {
-      this.ctx.gpu.flush();
-      for (const b of this.temps) b.destroy();
+      // After a failure, commands naming them may be unsubmitted in the encoder other calls share.
+      destroyBuffers(this.ctx.gpu, this.temps);
       this.temps.length = 0;
-      this.ctx.ws.release();
     }
   }
 
@@ -151,23 +164,24 @@ export class SdpoStepRunner {
     // Teacher: the adapter truly off (base), the EMA copy, or the adapter as it is before this step.
     let t0 = performance.now();
     const teacherView = opt.teacher === 1 ? adapter.params : opt.teacher === 2 ? adapter.ema() : null;
-    const buffers: SampleBuffers[] = samples.map((s) => {
+    const buffers: SampleBuffers[] = [];
+    for (const s of samples) {
       const T = s.response.length, P = s.prompt.length;
       const y = this.upload(s.response, 'sd.y');
       const old = this.upload(s.oldLogprobs ?? new Float32Array(T).fill(NaN), 'sd.old');
-      const targets = this.teacherTargets(teacherView, s, y, opt.topK);
-      return { P, T, ids: concat(s.prompt, s.response), y, old, base: this.buffer(T, 'sd.base'), targets };
-    });
+      const targets = await this.chunked(this.teacherTargets(teacherView, s, y, opt.topK));
+      buffers.push({ P, T, ids: concat(s.prompt, s.response), y, old, base: this.buffer(T, 'sd.base'), targets });
+    }
     await this.sync();
     timings.teacherMs = performance.now() - t0;
 
     t0 = performance.now();
     for (const b of buffers) {
-      this.responseLogp(null, b.ids, b.P, b.T, false, 'fw', (logp, r0, n) => {
+      await this.chunked(this.responseLogp(null, b.ids, b.P, b.T, false, 'fw', (logp, r0, n) => {
         const part = r0 === 0 && n === b.T ? b.base : ws.get('sd.basePart', n);
         token_logp(gpu, part, logp, this.rows('sd.yPart', b.y, r0, n, b.T), n, V);
         this.place(part, b.base, r0, n);
-      });
+      }));
     }
     await this.sync();
     timings.baseMs = performance.now() - t0;
@@ -196,7 +210,7 @@ export class SdpoStepRunner {
         // Per chunk of response rows: the loss, d/dlogits, then into the final hidden states of the
         // scoring rows; the backward through the model runs once all rows are in. (Logits exist only a
         // chunk at a time, so the loss and the LM-head backward count in studentForwardMs.)
-        const acts = this.responseLogp(adapter.params, b.ids, b.P, T, true, 'st', (logp, r0, n) => {
+        const acts = await this.chunked(this.responseLogp(adapter.params, b.ids, b.P, T, true, 'st', (logp, r0, n) => {
           const ds = ws.get('sd.ds', n * V);
           const v = ws.get('sd.v', n * 4);
           const part = (name: string, src: GPUBuffer, width = 1) => this.rows(name, src, r0, n, T, width);
@@ -207,13 +221,13 @@ export class SdpoStepRunner {
           const dRows = ws.get('sd.dRows', n * H);
           lmHeadBackwardRows(ctx, dRows, dlogits, n);
           gpu.copy(dRows, 0, dxf, (b.P - 1 + r0) * H * 4, n * H * 4);
-        });
+        }));
         row += T;
         await this.sync();
         timings.studentForwardMs += performance.now() - tf;
 
         const tb = performance.now();
-        backward(ctx, adapter.params, adapter.grads, acts, dxf);
+        await this.chunked(backwardChunks(ctx, adapter.params, adapter.grads, acts, dxf));
         await this.sync();
         timings.backwardMs += performance.now() - tb;
       }

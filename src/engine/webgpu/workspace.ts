@@ -1,5 +1,7 @@
 // Named scratch buffers that grow and are reused across passes (activations, gradients, staging),
-// plus zeroing by copy from a zero buffer so that clearing stays in order with the kernels.
+// plus zeroing by copy from a zero buffer so that clearing stays in order with the kernels; and the
+// pool that gives each call in flight a workspace of its own, so that calls interleaved at their
+// awaits (a decode during a training step) never write or free each other's scratch buffers.
 import type { Gpu } from './device.js';
 
 export class Workspace {
@@ -35,9 +37,67 @@ export class Workspace {
     this.gpu.copy(this.zeros, 0, buf, floatOffset * 4, bytes);
   }
 
-  /** Destroys buffers replaced by larger ones; call when nothing pending can use them. */
+  /**
+   * Destroys buffers replaced by larger ones. Recorded commands may name them, and the encoder is
+   * shared with other calls, so what is pending is submitted first (a submit naming a destroyed
+   * buffer fails; destroying one after its submit is allowed).
+   */
   release(): void {
+    if (this.retired.length === 0) return;
+    submitPending(this.gpu);
     for (const b of this.retired) b.destroy();
     this.retired = [];
+  }
+
+  /** Destroys every buffer (the workspace must not be used again). */
+  destroy(): void {
+    submitPending(this.gpu);
+    for (const b of [...this.retired, ...[...this.buffers.values()].map((h) => h.buf), ...(this.zeros ? [this.zeros] : [])]) b.destroy();
+    this.retired = [];
+    this.buffers.clear();
+    this.zeros = null;
+    this.zeroBytes = 0;
+  }
+}
+
+function submitPending(gpu: Gpu): void {
+  try {
+    gpu.flush();
+  } catch {
+    // A device error seen earlier; the call that hit it reports it, and the next call does too.
+  }
+}
+
+/**
+ * Workspaces handed to calls in flight, one each. A workspace goes back idle when its call ends and
+ * is reused by the next call of the same kind (decode passes are a few rows, training passes whole
+ * sequences, so each kind keeps buffers of its own sizes). When two calls of one kind overlap, the
+ * second gets a new workspace, destroyed on its return while another of that kind is idle, so the
+ * pool keeps one idle workspace per kind.
+ */
+export class WorkspacePool {
+  private readonly idle = new Map<string, Workspace>();
+  private readonly busy = new Map<Workspace, string>();
+
+  constructor(private readonly gpu: Gpu) {}
+
+  acquire(kind: string): Workspace {
+    let ws = this.idle.get(kind);
+    if (ws) this.idle.delete(kind);
+    else ws = new Workspace(this.gpu);
+    this.busy.set(ws, kind);
+    return ws;
+  }
+
+  giveBack(ws: Workspace): void {
+    const kind = this.busy.get(ws);
+    if (kind === undefined) throw new Error('giveBack: the workspace is not in use');
+    this.busy.delete(ws);
+    if (this.idle.has(kind)) {
+      ws.destroy();
+      return;
+    }
+    ws.release();
+    this.idle.set(kind, ws);
   }
 }
