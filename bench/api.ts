@@ -47,5 +47,5 @@ console.table(bench.table());
 const p50 = (i: number) => (bench.tasks[i]!.result as { latency: { p50: number } }).latency.p50;
 agent.destroy();
 await app.close();
-service.close();
+await service.close();
 console.log(JSON.stringify({ engine_ms: Number(p50(0).toFixed(4)), service_ms: Number(p50(1).toFixed(4)), api_ms: Number(p50(2).toFixed(4)), overhead_ms: Number((p50(2) - p50(0)).toFixed(4)) }));

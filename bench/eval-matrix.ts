@@ -59,7 +59,7 @@ try {
 } finally {
   await app.close();
   await orchestrator.close();
-  service.close();
+  await service.close();
 }
 const f = (x: number) => x.toFixed(2);
 console.log(`\n| config | ${styles.map((s) => `${s}: before → after (events)`).join(' | ')} | accuracy Δ | control Δ | distinct-2 ratio | entropy ratio | max KL to base | all ${styles.length} in sequence: min at end (worst seed) | refused updates |`);

@@ -7,8 +7,8 @@ import { Engine } from './engine/engine.js';
 import { ClaasError } from './errors.js';
 import { writeRandomModel } from './model/random-model.js';
 import { serve } from './serve-command.js';
-import { KeyStore, type Role } from './auth/keys.js';
-import { openDb } from './store/db.js';
+import { ApiKeys, type Role } from './auth/keys.js';
+import { openStore, resolveDatabase } from './store/store.js';
 import { adherenceSvg } from './eval/plot.js';
 import { runEval } from './eval/run.js';
 import { STYLES, type StyleName } from './toy/styles.js';
@@ -20,7 +20,9 @@ commands:
   serve         the OpenAI-compatible server with the learning loop (embedded engine, or vLLM)
                   --model <dir>   model folder (default: the toy assistant in models/toy; "random": a
                                   small random Qwen3 chat model written to --data)
-                  --data <dir>    state directory: SQLite database and adapters (default: ./data)
+                  --data <dir>    state directory: adapters, and the SQLite database (default: ./data)
+                  --database <db> the database: a SQLite file, or a postgres://user:password@host/db URL
+                                  (default: <data>/claas.db; the schema is created and migrated on start)
                   --port <n> (8000)  --host <addr> (127.0.0.1)  --threads <n>
                   --backend <b>   auto (default: CUDA, then a hardware WebGPU adapter, then the CPU), cpu,
                                   webgpu (also a software adapter such as llvmpipe) or cuda
@@ -49,7 +51,7 @@ commands:
                   keys create --tenant <t> [--role user|admin] [--name <label>]
                   keys list
                   keys revoke <id>
-                  --data <dir>    state directory (default: ./data)
+                  --data <dir>    state directory (default: ./data)   --database <db>: as for serve
   eval          teach a running server each style through /v1/feedback and measure it on held-out probes
                   --url <url> (http://127.0.0.1:8000)  --key <api key>  --styles caps,oneline,name,signoff
                   --events <n> (8)  --every <k> (2)  --probes <n> (20)  --open-probes <n> (2 × probes)  --seed <n> (1)
@@ -109,26 +111,25 @@ async function demo(opts: { model?: string; data: string; steps: number; threads
   console.log(`adapter saved in PEFT format: ${out}`);
 }
 
-function keysCommand(data: string, args: string[], opts: { tenant?: string; role: string; name?: string }): void {
-  const db = openDb(join(data, 'claas.db'));
+async function keysCommand(database: string, args: string[], opts: { tenant?: string; role: string; name?: string }): Promise<void> {
+  const [action, id] = args;
+  if (action !== 'create' && action !== 'list' && action !== 'revoke') throw new ClaasError('E_USAGE', 'keys needs create, list or revoke');
+  const store = await openStore(database);
   try {
-    const keys = new KeyStore(db);
-    const [action, id] = args;
+    const keys = new ApiKeys(store.apiKeys);
     if (action === 'create') {
       if (!opts.tenant) throw new ClaasError('E_USAGE', 'keys create needs --tenant <tenant>');
-      const { key, info } = keys.create({ tenant: opts.tenant, role: opts.role as Role, name: opts.name });
+      const { key, info } = await keys.create({ tenant: opts.tenant, role: opts.role as Role, name: opts.name });
       console.log(`created key ${info.id} for tenant "${info.tenant}" (${info.role}); it is shown only now:\n${key}`);
     } else if (action === 'list') {
-      for (const k of keys.list()) console.log(`${k.id}  ${k.tenant.padEnd(16)} ${k.role.padEnd(5)} ${new Date(k.createdAt).toISOString()}  ${k.revokedAt ? `revoked ${new Date(k.revokedAt).toISOString()}` : 'active'}  ${k.name ?? ''}`);
-    } else if (action === 'revoke') {
-      if (!id) throw new ClaasError('E_USAGE', 'keys revoke needs the key id (see keys list)');
-      keys.revoke(id);
-      console.log(`revoked key ${id}`);
+      for (const k of await keys.list()) console.log(`${k.id}  ${k.tenant.padEnd(16)} ${k.role.padEnd(5)} ${new Date(k.createdAt).toISOString()}  ${k.revokedAt ? `revoked ${new Date(k.revokedAt).toISOString()}` : 'active'}  ${k.name ?? ''}`);
     } else {
-      throw new ClaasError('E_USAGE', 'keys needs create, list or revoke');
+      if (!id) throw new ClaasError('E_USAGE', 'keys revoke needs the key id (see keys list)');
+      await keys.revoke(id);
+      console.log(`revoked key ${id}`);
     }
   } finally {
-    db.close();
+    await store.close();
   }
 }
 
@@ -168,6 +169,7 @@ async function main(argv: string[]): Promise<number> {
     options: {
       model: { type: 'string' },
       data: { type: 'string', default: './data' },
+      database: { type: 'string' },
       steps: { type: 'string', default: '5' },
       threads: { type: 'string' },
       backend: { type: 'string' },
@@ -226,6 +228,7 @@ async function main(argv: string[]): Promise<number> {
       await serve({
         model: values.model,
         data: values.data!,
+        database: values.database,
         port: Number(values.port),
         host: values.host!,
         threads,
@@ -249,7 +252,7 @@ async function main(argv: string[]): Promise<number> {
       });
       return 0;
     case 'keys':
-      keysCommand(resolve(values.data!), positionals, { tenant: values.tenant, role: values.role!, name: values.name });
+      await keysCommand(resolveDatabase(values.database, values.data!), positionals, { tenant: values.tenant, role: values.role!, name: values.name });
       return 0;
     case 'eval': {
       const styles = values.styles!.split(',').map((x) => x.trim()) as StyleName[];

@@ -10,13 +10,15 @@ import { ClaasError } from './errors.js';
 import { weightFiles } from './model/weights.js';
 import { openServer, writeRandomChatModel } from './serve/open.js';
 import { VllmGenerator } from './serve/vllm-generator.js';
-import { KeyStore } from './auth/keys.js';
-import { openDb } from './store/db.js';
+import { ApiKeys } from './auth/keys.js';
+import { openStore, resolveDatabase } from './store/store.js';
 import { startRetention } from './store/retention.js';
 
 export interface ServeOptions {
   model?: string;
   data: string;
+  /** A SQLite file or a postgres:// URL (default: <data>/claas.db). */
+  database?: string;
   port: number;
   host: string;
   threads?: number;
@@ -114,13 +116,16 @@ export async function serve(opts: ServeOptions): Promise<void> {
   if (!Number.isInteger(opts.maxQueuedJobs) || opts.maxQueuedJobs < 1) throw new ClaasError('E_USAGE', `--max-queued-jobs must be a positive integer (got ${opts.maxQueuedJobs})`);
   const data = resolve(opts.data);
   const loopback = isLoopback(opts.host);
+  const database = resolveDatabase(opts.database, data);
   {
-    const db = openDb(join(data, 'claas.db'));
-    const hasKeys = new KeyStore(db).hasActive();
-    db.close();
+    // Opened first: an unreachable database fails the start before the model loads.
+    const store = await openStore(database);
+    const hasKeys = await new ApiKeys(store.apiKeys).hasActive().finally(() => store.close());
     if (!loopback && !hasKeys) {
-      throw new ClaasError('E_USAGE', `refusing to listen on ${opts.host} without API keys: anyone who reaches it could train and read every adapter. Create one first: claas keys create --tenant <tenant> --role admin --data ${opts.data}`);
+      const where = opts.database === undefined ? `--data ${opts.data}` : `--database ${opts.database}`;
+      throw new ClaasError('E_USAGE', `refusing to listen on ${opts.host} without API keys: anyone who reaches it could train and read every adapter. Create one first: claas keys create --tenant <tenant> --role admin ${where}`);
     }
+    console.log(`state: ${store.sql.description}`);
     console.log(hasKeys ? 'API keys required (Authorization: Bearer <key>)' : 'no API keys: listening on loopback only, without authentication (claas keys create adds keys)');
   }
   const modelDir = resolveModel(opts.model, data);
@@ -130,6 +135,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
   const t0 = performance.now();
   const { service, orchestrator, profile } = await openServer(modelDir, {
     dataDir: data,
+    database,
     threads: opts.threads,
     backend: (opts.backend ?? 'auto') as BackendRequest,
     webgpuWeights: opts.webgpuWeights as WeightStorageRequest | undefined,
@@ -167,7 +173,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     requestTimeoutMs: Math.round(requestTimeoutS * 1000),
   });
   const stopRetention = opts.retentionDays > 0
-    ? startRetention(service.store, orchestrator.jobs, opts.retentionDays * 86_400_000, (r) => {
+    ? startRetention(service.store.completions, orchestrator.jobs, opts.retentionDays * 86_400_000, (r) => {
         if (r.completions + r.feedbackItems > 0) app.log.info({ ...r }, 'retention: expired records deleted');
       })
     : () => {};
@@ -188,9 +194,9 @@ export async function serve(opts: ServeOptions): Promise<void> {
         .close()
         .finally(() => clearInterval(idle))
         .then(() => orchestrator.close())
+        .then(() => service.close())
         .then(
           () => {
-            service.close();
             console.log('stopped');
             done();
           },

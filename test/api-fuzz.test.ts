@@ -64,5 +64,5 @@ test('1,200 random request bodies: never a 5xx, and the server still answers', a
   const ok = await app.inject({ method: 'POST', url: '/v1/chat/completions', payload: { model, messages: [{ role: 'user', content: 'still there?' }], max_tokens: 2 } });
   assert.equal(ok.statusCode, 200);
   await app.close();
-  service.close();
+  await service.close();
 });

@@ -30,7 +30,7 @@ before(async () => {
 
 after(async () => {
   await app.close();
-  service.close();
+  await service.close();
 });
 
 test('chat: non-streamed and streamed replies agree under the same seed, and the record is stored', async () => {
@@ -39,7 +39,7 @@ test('chat: non-streamed and streamed replies agree under the same seed, and the
   assert.ok(plain.id.startsWith('chatcmpl-'));
   const choice = plain.choices[0]!;
   assert.ok(['stop', 'length'].includes(choice.finish_reason));
-  assert.equal(plain.usage?.completion_tokens, service.store.get(plain.id)?.choices[0]?.outputIds.length);
+  assert.equal(plain.usage?.completion_tokens, (await service.store.completions.get(plain.id))?.choices[0]?.outputIds.length);
 
   const stream = await client.chat.completions.create({ model, messages, max_tokens: 24, temperature: 0.9, seed: 7, stream: true, stream_options: { include_usage: true } });
   let text = '';
@@ -59,14 +59,14 @@ test('chat: non-streamed and streamed replies agree under the same seed, and the
   assert.equal(ids.size, 1, 'every chunk carries the same completion id');
   assert.ok(chunks > 3, `tokens arrive as separate chunks (${chunks})`);
   assert.deepEqual(usage, plain.usage);
-  const record = service.store.get([...ids][0]!);
+  const record = await service.store.completions.get([...ids][0]!);
   assert.ok(record, 'the streamed completion is stored under the id the client saw');
-  assert.deepEqual(record.choices[0]!.outputIds, service.store.get(plain.id)!.choices[0]!.outputIds);
+  assert.deepEqual(record.choices[0]!.outputIds, (await service.store.completions.get(plain.id))!.choices[0]!.outputIds);
 });
 
 test('greedy generation through the API equals the engine greedy tokens', async () => {
   const r = await client.chat.completions.create({ model, messages, max_tokens: 16, temperature: 0 });
-  const record = service.store.get(r.id)!;
+  const record = (await service.store.completions.get(r.id))!;
   const engine = service.engine;
   const seq = engine.createSequence(0);
   const greedy = { temperature: 0, topP: 1, topK: 0, topLogprobs: 0 };
@@ -85,7 +85,7 @@ test('n=2, logprobs with top_logprobs, and a stop sequence', async () => {
   assert.equal(r.choices.length, 2);
   for (const c of r.choices) {
     const lp = c.logprobs!.content!;
-    assert.equal(lp.length, service.store.get(r.id)!.choices[c.index]!.outputIds.length);
+    assert.equal(lp.length, (await service.store.completions.get(r.id))!.choices[c.index]!.outputIds.length);
     for (const t of lp) {
       assert.ok(t.logprob <= 0);
       assert.equal(t.top_logprobs.length, 3);
@@ -108,7 +108,7 @@ test('tools are rendered through the chat template', async () => {
     max_tokens: 4,
     tools: [{ type: 'function', function: { name: 'get_weather', description: 'Weather for a city', parameters: { type: 'object', properties: { city: { type: 'string' } } } } }],
   });
-  const record = service.store.get(r.id)!;
+  const record = (await service.store.completions.get(r.id))!;
   const prompt = service.tokenizer.decode(record.promptIds);
   assert.match(prompt, /<tools>[\s\S]*get_weather[\s\S]*<\/tools>/);
 });
@@ -126,7 +126,7 @@ test('completions and models', async () => {
   const list = await client.models.list();
   assert.deepEqual(list.data.map((m) => m.id), [model, 'ana/style']);
   const viaAdapter = await client.chat.completions.create({ model: 'ana/style', messages, max_tokens: 4, temperature: 0 });
-  assert.equal(service.store.get(viaAdapter.id)!.adapter, 'ana/style');
+  assert.equal((await service.store.completions.get(viaAdapter.id))!.adapter, 'ana/style');
   assert.equal((await client.models.retrieve('ana/style')).id, 'ana/style');
   service.removeAdapter('ana/style');
 });
@@ -163,7 +163,7 @@ test('bad requests get 4xx errors in OpenAI shape', async () => {
   // The values that change nothing are accepted; the end-user id is kept with the record.
   const ok = await fetch(`${base}/v1/chat/completions`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify({ model, messages, max_tokens: 2, presence_penalty: 0, frequency_penalty: null, tool_choice: 'auto', user: 'end-user-7' }) });
   assert.equal(ok.status, 200);
-  assert.equal((service.store.get(((await ok.json()) as { id: string }).id)!.request as { user?: string }).user, 'end-user-7');
+  assert.equal(((await service.store.completions.get(((await ok.json()) as { id: string }).id))!.request as { user?: string }).user, 'end-user-7');
   const unknown = await fetch(`${base}/v1/nothing`);
   assert.equal(unknown.status, 404);
   assert.equal(((await unknown.json()) as { error: { code: string } }).error.code, 'not_found');

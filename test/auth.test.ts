@@ -11,7 +11,7 @@ import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../src/api/app.js';
-import { KeyStore } from '../src/auth/keys.js';
+import { ApiKeys } from '../src/auth/keys.js';
 import { RateLimiter } from '../src/auth/rate-limit.js';
 import { tempDir } from '../src/model/random-model.js';
 import type { Orchestrator } from '../src/orchestrator/orchestrator.js';
@@ -58,10 +58,10 @@ before(async () => {
     orchestrator: { batchSize: 1, maxWaitMs: 10, maxQueuedJobs: 1000 },
     guard: { maxUpdateKl: 50, probeTokens: 2 },
   }));
-  const keys = new KeyStore(service.store.db);
-  key.admin = keys.create({ tenant: 'ops', role: 'admin' }).key;
-  key.a = keys.create({ tenant: 'a', role: 'user', name: 'Ana' }).key;
-  key.b = keys.create({ tenant: 'b', role: 'user' }).key;
+  const keys = new ApiKeys(service.store.apiKeys);
+  key.admin = (await keys.create({ tenant: 'ops', role: 'admin' })).key;
+  key.a = (await keys.create({ tenant: 'a', role: 'user', name: 'Ana' })).key;
+  key.b = (await keys.create({ tenant: 'b', role: 'user' })).key;
   const sink = new Writable({ write: (chunk, _enc, done) => ((logs += chunk), done()) });
   app = await buildApp(service, { orchestrator, logger: { level: 'info', stream: sink } });
   url = await app.listen({ host: '127.0.0.1', port: 0 });
@@ -70,7 +70,7 @@ before(async () => {
 after(async () => {
   await app.close();
   await orchestrator.close();
-  service.close();
+  await service.close();
 });
 
 test('keys: none or a wrong one is 401; public routes stay open; admin routes need admin', async () => {
@@ -99,7 +99,7 @@ test("tenants: B's key cannot see or touch A's adapters, completions, jobs and e
 
   const chat = await call('POST', '/v1/chat/completions', 'a', chatBody('a/style'));
   assert.equal(chat.status, 200);
-  assert.equal(service.store.get(chat.body.id)!.tenant, 'a');
+  assert.equal((await service.store.completions.get(chat.body.id))!.tenant, 'a');
   const fb = await call('POST', '/v1/feedback', 'a', { lora_id: 'a/style', completion_id: chat.body.id, feedback: 'Shorter.' });
   assert.equal(fb.status, 202);
 
@@ -118,7 +118,7 @@ test("tenants: B's key cannot see or touch A's adapters, completions, jobs and e
   assert.equal((await call('DELETE', '/v1/tenants/a/data', 'b')).status, 404);
   assert.deepEqual(((await call('GET', '/v1/models', 'b')).body.data as Json[]).map((m) => m.id), ['random-tiny', 'b/own']);
   assert.deepEqual(((await call('GET', '/v1/lora', 'b')).body.data as Json[]).map((a) => a.lora_id), ['b/own']);
-  assert.ok(service.store.get(chat.body.id), "A's record is untouched");
+  assert.ok(await service.store.completions.get(chat.body.id), "A's record is untouched");
 
   // A: its own things work; the admin sees everyone's.
   assert.equal((await call('GET', `/v1/feedback/jobs/${fb.body.job_id}`, 'a')).status, 200);
@@ -131,15 +131,15 @@ test("tenants: B's key cannot see or touch A's adapters, completions, jobs and e
   // Deleting data: one record, then everything of tenant A.
   const other = await call('POST', '/v1/chat/completions', 'a', chatBody('random-tiny'));
   assert.deepEqual((await call('DELETE', `/v1/completions/${other.body.id}`, 'a')).body, { id: other.body.id, deleted: true });
-  assert.equal(service.store.get(other.body.id), undefined);
+  assert.equal(await service.store.completions.get(other.body.id), undefined);
   assert.equal((await call('DELETE', `/v1/completions/${other.body.id}`, 'a')).status, 404);
-  for (let i = 0; i < 200 && orchestrator.jobs.get(fb.body.job_id)!.status !== 'done'; i++) await new Promise((r) => setTimeout(r, 20));
+  for (let i = 0; i < 200 && (await orchestrator.jobs.get(fb.body.job_id))!.status !== 'done'; i++) await new Promise((r) => setTimeout(r, 20));
   const gone = await call('DELETE', '/v1/tenants/a/data', 'a');
   assert.equal(gone.status, 200);
   assert.deepEqual(gone.body.deleted, { completions: 1, feedback_items: 1 });
-  assert.equal(service.store.get(chat.body.id), undefined);
-  assert.equal(orchestrator.jobs.get(fb.body.job_id)!.items.length, 0, 'the feedback text is gone');
-  assert.equal(orchestrator.jobs.get(fb.body.job_id)!.status, 'done', 'the job and its result stay');
+  assert.equal(await service.store.completions.get(chat.body.id), undefined);
+  assert.equal((await orchestrator.jobs.get(fb.body.job_id))!.items.length, 0, 'the feedback text is gone');
+  assert.equal((await orchestrator.jobs.get(fb.body.job_id))!.status, 'done', 'the job and its result stay');
 });
 
 test('a revoked key gets 401 at once', async () => {
@@ -197,25 +197,26 @@ test('rate limits per key and the per-adapter job bound answer 429 with Retry-Af
     assert.match(long.json().error.message, /accepts at most 40/);
     const again = await small2.inject({ method: 'POST', url: '/v1/feedback', payload: item, headers: { 'idempotency-key': 'k0' } });
     assert.equal(again.statusCode, 200, 'a repeat of an accepted request is still answered');
-    assert.equal(small.orchestrator.jobs.pending('t/q'), 2, 'both accepted jobs are queued');
+    assert.equal(await small.orchestrator.jobs.pending('t/q'), 2, 'both accepted jobs are queued');
     // Retention never touches queued feedback; it expires old records.
-    const r = sweep(small.service.store, small.orchestrator.jobs, 0, Date.now() + 1000);
+    const r = await sweep(small.service.store.completions, small.orchestrator.jobs, 0, Date.now() + 1000);
     assert.equal(r.feedbackItems, 0);
-    assert.equal(small.orchestrator.jobs.queuedIds().map((id) => small.orchestrator.jobs.get(id)!.items.length).join(','), '1,1');
+    const queued = await Promise.all((await small.orchestrator.jobs.queuedIds()).map((id) => small.orchestrator.jobs.get(id)));
+    assert.equal(queued.map((j) => j!.items.length).join(','), '1,1');
   } finally {
     await small2.close();
     await small.orchestrator.close();
-    small.service.close();
+    await small.service.close();
   }
 });
 
 test('retention deletes records older than the limit and keeps newer ones', async () => {
   const fresh = await call('POST', '/v1/chat/completions', 'a', chatBody('random-tiny'));
-  const createdAt = service.store.get(fresh.body.id)!.createdAt;
-  assert.equal(sweep(service.store, orchestrator.jobs, 60_000, createdAt + 59_000).completions, 0);
-  assert.ok(service.store.get(fresh.body.id));
-  assert.ok(sweep(service.store, orchestrator.jobs, 60_000, createdAt + 61_000).completions >= 1);
-  assert.equal(service.store.get(fresh.body.id), undefined);
+  const createdAt = (await service.store.completions.get(fresh.body.id))!.createdAt;
+  assert.equal((await sweep(service.store.completions, orchestrator.jobs, 60_000, createdAt + 59_000)).completions, 0);
+  assert.ok(await service.store.completions.get(fresh.body.id));
+  assert.ok((await sweep(service.store.completions, orchestrator.jobs, 60_000, createdAt + 61_000)).completions >= 1);
+  assert.equal(await service.store.completions.get(fresh.body.id), undefined);
 });
 
 test('claas keys create/list/revoke, and no listening beyond loopback without keys', () => {

@@ -42,7 +42,7 @@ before(async () => {
 after(async () => {
   await app.close();
   await orchestrator.close();
-  service.close();
+  await service.close();
 });
 
 const training = { learning_rate: 1e-4, alpha: 0.5, is_clip: 5, max_grad_norm: 0.5, kl_reg_weight: 0.001, teacher_top_k: 50 };
@@ -53,7 +53,7 @@ test("the original's batch is answered when its update is done, in its shape, tr
   const chat = await call('POST', '/v1/chat/completions', { model: 'ana/orig', messages: [{ role: 'user', content: prompt }], max_tokens: 6, temperature: 0 });
   assert.equal(chat.status, 200);
   const response = chat.body.choices[0].message.content as string;
-  const record = service.store.get(chat.body.id as string)!;
+  const record = (await service.store.completions.get(chat.body.id as string))!;
 
   const t0 = performance.now();
   const r = await call('POST', '/v1/feedback', { requests: [{ lora_id: 'ana/orig', prompt, response, feedback: 'Be brief.', training }], orchestration });
@@ -70,7 +70,7 @@ test("the original's batch is answered when its update is done, in its shape, tr
   for (const v of Object.values(b.timing_ms as Record<string, number>)) assert.ok(Number.isInteger(v) && v >= 0);
   assert.ok(b.timing_ms.total >= b.timing_ms.distill && b.timing_ms.total <= waited + 1, JSON.stringify(b.timing_ms));
   // Answered after the update, not queued behind a batch that was never going to fill.
-  const job = orchestrator.jobs.get(b.request_id as string)!;
+  const job = (await orchestrator.jobs.get(b.request_id as string))!;
   assert.equal(job.status, 'done');
   assert.equal(b.feedback_log_path, `/v1/feedback/jobs/${job.id}`);
   assert.equal((await call('GET', b.feedback_log_path as string)).body.status, 'done');
@@ -93,7 +93,7 @@ test('text the server never sent is tokenized; Prefer: wait gives our own reques
   const r = await call('POST', '/v1/feedback', { lora_id: 'ana/orig', prompt: 'Say hi.', response: 'hello there friend', feedback: 'Shorter.' }, { prefer: 'wait' });
   assert.equal(r.status, 200, JSON.stringify(r.body));
   assert.equal(r.body.status, 'ok');
-  const job = orchestrator.jobs.get(r.body.request_id as string)!;
+  const job = (await orchestrator.jobs.get(r.body.request_id as string))!;
   assert.equal(job.items[0]!.completionId, null);
   assert.equal(job.items[0]!.responseText, 'hello there friend');
   const eos = service.tokenizer.eosTokenId === undefined ? 0 : 1;
@@ -114,11 +114,11 @@ test("the original's requests that cannot be honoured are refused with the reaso
     [{ requests: [item], orchestration: { ...orchestration, nap: true } }, /unexpected property "nap"/],
     [{ requests: [{ ...item, training: { is_clip: 50 } }], orchestration }, /is_clip must be in \[1, 20\]/],
   ];
-  const before = orchestrator.jobs.queuedIds().length;
+  const before = (await orchestrator.jobs.queuedIds()).length;
   for (const [body, message] of cases) {
     const r = await call('POST', '/v1/feedback', body);
     assert.equal(r.status, 400, JSON.stringify(body));
     assert.match(r.body.error.message as string, message);
   }
-  assert.equal(orchestrator.jobs.queuedIds().length, before, 'nothing refused was stored');
+  assert.equal((await orchestrator.jobs.queuedIds()).length, before, 'nothing refused was stored');
 });

@@ -13,7 +13,7 @@ import { Readable } from 'node:stream';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../src/api/app.js';
 import { zipStream } from '../src/api/zip.js';
-import { KeyStore } from '../src/auth/keys.js';
+import { ApiKeys } from '../src/auth/keys.js';
 import { tempDir } from '../src/model/random-model.js';
 import type { Orchestrator } from '../src/orchestrator/orchestrator.js';
 import type { InferenceService } from '../src/serve/inference.js';
@@ -46,7 +46,7 @@ async function call(method: string, path: string, who?: string, body?: unknown) 
 }
 
 const sha = (b: Buffer) => createHash('sha256').update(b).digest('hex');
-const exists = (id: string) => orchestrator.registry.list().some((a) => a.id === id);
+const exists = async (id: string) => (await orchestrator.registry.list()).some((a) => a.id === id);
 
 /** The folder's files by name, as sha-256 of their bytes. */
 function folderHashes(folder: string): Record<string, string> {
@@ -81,9 +81,9 @@ before(async () => {
   const model = writeRandomChatModel(join(dir, 'random-tiny'));
   // Queued, never run: these tests are about the routes, not training.
   ({ service, orchestrator } = await openServer(model, { dataDir: join(dir, 'data'), threads: 2, orchestrator: { batchSize: 1000, maxWaitMs: 3_600_000 } }));
-  const keys = new KeyStore(service.store.db);
-  key.alice = keys.create({ tenant: 'alice', role: 'user' }).key;
-  key.bob = keys.create({ tenant: 'bob', role: 'user' }).key;
+  const keys = new ApiKeys(service.store.apiKeys);
+  key.alice = (await keys.create({ tenant: 'alice', role: 'user' })).key;
+  key.bob = (await keys.create({ tenant: 'bob', role: 'user' })).key;
   app = await buildApp(service, { orchestrator });
   url = await app.listen({ host: '127.0.0.1', port: 0 });
 });
@@ -91,7 +91,7 @@ before(async () => {
 after(async () => {
   await app.close();
   await orchestrator.close();
-  service.close();
+  await service.close();
 });
 
 test("GET /v1/health answers the original's shape, without a key, and nothing more", async () => {
@@ -130,7 +130,7 @@ test('POST /v1/lora/init refuses another base model, contradicting sizes, unknow
   assert.equal(other.status, 400);
   assert.equal(other.body.error.param, 'base_model');
   assert.ok(other.body.error.message.includes(JSON.stringify(service.modelName)), other.body.error.message);
-  assert.ok(!exists('alice/wrong-base'));
+  assert.ok(!(await exists('alice/wrong-base')));
 
   const conflict = await call('POST', '/v1/lora/init', 'alice', { lora_id: 'alice/conflict', rank: 8, lora_r: 16 });
   assert.equal(conflict.status, 400);
@@ -138,18 +138,18 @@ test('POST /v1/lora/init refuses another base model, contradicting sizes, unknow
   const alphaConflict = await call('POST', '/v1/lora/init', 'alice', { lora_id: 'alice/conflict', alpha: 8, lora_alpha: 16 });
   assert.equal(alphaConflict.status, 400);
   assert.match(alphaConflict.body.error.message, /alpha.*lora_alpha/);
-  assert.ok(!exists('alice/conflict'));
+  assert.ok(!(await exists('alice/conflict')));
 
   const unknown = await call('POST', '/v1/lora/init', 'alice', { lora_id: 'alice/unknown', lora_r: 8, lora_dropout: 0.1 });
   assert.equal(unknown.status, 400);
   assert.ok(unknown.body.error.message.includes('"lora_dropout"'), unknown.body.error.message);
-  assert.ok(!exists('alice/unknown'));
+  assert.ok(!(await exists('alice/unknown')));
 
   for (const body of [{ lora_r: 2 }, { lora_r: 256 }, { lora_alpha: 4 }, { lora_alpha: 512 }]) {
     const r = await call('POST', '/v1/lora/init', 'alice', { lora_id: 'alice/range', ...body });
     assert.equal(r.status, 400, JSON.stringify(body));
   }
-  assert.ok(!exists('alice/range'));
+  assert.ok(!(await exists('alice/range')));
 
   // Unknown query parameters are named too, on this server's routes as on the original's.
   const list = await call('GET', '/v1/lora?prefix=alice/&limit=3', 'alice');
@@ -183,7 +183,7 @@ test('DELETE /v1/lora?lora_id= is idempotent: deleted true, then false', async (
   const first = await call('DELETE', '/v1/lora?lora_id=alice/scratch', 'alice');
   assert.equal(first.status, 200);
   assert.deepEqual(first.body, { deleted: true });
-  assert.ok(!exists('alice/scratch'));
+  assert.ok(!(await exists('alice/scratch')));
   assert.equal((await call('GET', '/v1/lora/alice/scratch', 'alice')).status, 404);
   const again = await call('DELETE', '/v1/lora?lora_id=alice%2Fscratch', 'alice');
   assert.equal(again.status, 200);
@@ -212,7 +212,7 @@ test('a percent-encoded id works in GET, rollback, export and DELETE paths', asy
   const rolled = await call('POST', '/v1/lora/alice%2Fcoder-v1/rollback', 'alice', { version: 2 });
   assert.equal(rolled.status, 200, JSON.stringify(rolled.body));
   assert.equal(rolled.body.current_version, 2);
-  assert.equal(registry.get(id).currentVersion, 2);
+  assert.equal((await registry.get(id)).currentVersion, 2);
 
   const tarRes = await raw('GET', '/v1/lora/alice%2Fcoder-v1/export', 'alice');
   assert.equal(tarRes.status, 200);
@@ -228,7 +228,7 @@ test('a percent-encoded id works in GET, rollback, export and DELETE paths', asy
   const deleted = await call('DELETE', '/v1/lora/alice%2Fscratch2', 'alice');
   assert.equal(deleted.status, 200);
   assert.deepEqual(deleted.body, { lora_id: 'alice/scratch2', deleted: true });
-  assert.ok(!exists('alice/scratch2'));
+  assert.ok(!(await exists('alice/scratch2')));
   assert.equal((await call('DELETE', '/v1/lora/alice%2Fscratch2', 'alice')).status, 404, 'as the unencoded path answers');
   assert.equal((await call('GET', '/v1/lora/alice%2Fscratch2', 'alice')).status, 404);
 
@@ -241,7 +241,7 @@ test('a percent-encoded id works in GET, rollback, export and DELETE paths', asy
 
 test("GET /v1/lora/export?lora_id= is a ZIP of the current version's folder that Python's zipfile unpacks byte for byte", async () => {
   const id = 'alice/coder-v1';
-  const version = orchestrator.registry.get(id).currentVersion;
+  const version = (await orchestrator.registry.get(id)).currentVersion;
   assert.equal(version, 2, 'the previous test rolled it forward');
   const res = await raw('GET', `/v1/lora/export?lora_id=${encodeURIComponent(id)}`, 'alice');
   assert.equal(res.status, 200);
@@ -274,7 +274,7 @@ test("GET /v1/lora/export?lora_id= is a ZIP of the current version's folder that
 
 test("bob cannot list, read, delete, export or roll back alice's adapter through any of these forms", async () => {
   const id = 'alice/coder-v1';
-  const before = orchestrator.registry.get(id);
+  const before = await orchestrator.registry.get(id);
   assert.deepEqual((await call('GET', '/v1/lora?prefix=alice/', 'bob')).body.loras, []);
 
   const refused: [string, string, unknown, number][] = [
@@ -301,13 +301,13 @@ test("bob cannot list, read, delete, export or roll back alice's adapter through
     assert.ok(r.body.error, `${method} ${path} answers an error`);
     assert.equal(r.body.lora_id, undefined);
   }
-  const after = orchestrator.registry.get(id);
+  const after = await orchestrator.registry.get(id);
   assert.equal(after.currentVersion, before.currentVersion);
   assert.equal(after.versions.length, before.versions.length);
-  assert.ok(exists(id) && exists('alice/export'));
+  assert.ok((await exists(id)) && (await exists('alice/export')));
   // bob's own adapter, by the same forms, works: the refusals above are about ownership.
   assert.equal((await call('GET', '/v1/lora/bob%2Fcoder-v1', 'bob')).status, 200);
-  assert.equal((await raw('GET', '/v1/lora/export?lora_id=bob/coder-v1', 'bob').then(async (r) => { await r.arrayBuffer(); return r.status; })), 200);
+  assert.equal(await raw('GET', '/v1/lora/export?lora_id=bob/coder-v1', 'bob').then(async (r) => { await r.arrayBuffer(); return r.status; }), 200);
   assert.deepEqual((await call('DELETE', '/v1/lora?lora_id=bob/coder-v1', 'bob')).body, { deleted: true });
 });
 

@@ -7,7 +7,7 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { rng, tempDir } from '../src/model/random-model.js';
-import { openDb, prepare } from '../src/store/db.js';
+import { openStore } from '../src/store/store.js';
 import { writeRandomChatModel } from '../src/serve/open.js';
 
 const cli = fileURLToPath(new URL('../src/cli.js', import.meta.url));
@@ -77,8 +77,9 @@ test('SIGKILL during updates loses no acknowledged feedback and leaves versions 
   assert.ok(killedRunning >= 3, `kills that landed while a job was running: ${killedRunning} of 5`);
   assert.deepEqual([...jobs.values()].map((j) => j.status), acknowledged.map(() => 'done'), JSON.stringify([...jobs]));
 
-  const db = openDb(join(data, 'claas.db'));
-  const versions = prepare(db, 'SELECT version, job_id FROM adapter_versions WHERE adapter_id = ? ORDER BY version').all(id) as { version: number; job_id: string | null }[];
+  const store = await openStore(join(data, 'claas.db'));
+  const versions = (await store.adapters.get(id))!.versions.map((v) => ({ version: v.version, job_id: v.jobId }));
+  await store.close();
   // Jobs queued together train together: each batch wrote one version, none was trained twice.
   const trained = versions.filter((v) => v.job_id !== null);
   const used = new Set([...jobs.values()].map((j) => j.result!.version));
@@ -93,5 +94,4 @@ test('SIGKILL during updates loses no acknowledged feedback and leaves versions 
   for (const e of entries) {
     for (const f of ['adapter_config.json', 'adapter_model.safetensors', 'optimizer.safetensors', 'ema_model.safetensors']) assert.ok(existsSync(join(folder, e, f)), `${e}/${f}`);
   }
-  db.close();
 });

@@ -9,7 +9,7 @@ import { Writable } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
 import { buildApp } from '../src/api/app.js';
-import { KeyStore } from '../src/auth/keys.js';
+import { ApiKeys } from '../src/auth/keys.js';
 import { tempDir } from '../src/model/random-model.js';
 import { TOY_MODEL } from '../src/serve-command.js';
 import { openServer } from '../src/serve/open.js';
@@ -27,10 +27,10 @@ test('the dashboard shows a real feedback batch, its sample and metrics, in head
     const chat = (await post('/v1/chat/completions', { model: 'ana/style', messages: [{ role: 'user', content: 'What is the opposite of hot?' }], max_tokens: 24, temperature: 0 })) as { id: string; choices: { message: { content: string } }[] };
     const feedback = 'Write in all capitals.';
     const { job_id: jobId } = (await post('/v1/feedback', { lora_id: 'ana/style', completion_id: chat.id, feedback })) as { job_id: string };
-    let job = orchestrator.jobs.get(jobId)!;
+    let job = (await orchestrator.jobs.get(jobId))!;
     for (let i = 0; i < 500 && job.status !== 'done' && job.status !== 'failed'; i++) {
       await new Promise((r) => setTimeout(r, 20));
-      job = orchestrator.jobs.get(jobId)!;
+      job = (await orchestrator.jobs.get(jobId))!;
     }
     assert.equal(job.status, 'done', job.error ?? '');
     await post('/v1/eval/runs', { seed: 7, styles: { caps: { before: 0, after: 0.5, events: null } }, retention_delta: 0, control_delta: 0 });
@@ -64,7 +64,7 @@ test('the dashboard shows a real feedback batch, its sample and metrics, in head
     await browser.close();
     await app.close();
     await orchestrator.close();
-    service.close();
+    await service.close();
   }
 });
 
@@ -73,9 +73,9 @@ test('with keys, the dashboard needs an admin key (a browser may pass it once as
   let logs = '';
   const app = await buildApp(service, { orchestrator, logger: { level: 'info', stream: new Writable({ write: (c, _e, done) => ((logs += c), done()) }) } });
   try {
-    const keys = new KeyStore(service.store.db);
-    const admin = keys.create({ tenant: 'ops', role: 'admin' }).key;
-    const user = keys.create({ tenant: 'ana', role: 'user' }).key;
+    const keys = new ApiKeys(service.store.apiKeys);
+    const admin = (await keys.create({ tenant: 'ops', role: 'admin' })).key;
+    const user = (await keys.create({ tenant: 'ana', role: 'user' })).key;
     assert.equal((await app.inject({ url: '/v1/dashboard' })).statusCode, 401);
     assert.equal((await app.inject({ url: '/v1/dashboard/data' })).statusCode, 401);
     assert.equal((await app.inject({ url: '/v1/dashboard', headers: { authorization: `Bearer ${user}` } })).statusCode, 403);
@@ -90,6 +90,6 @@ test('with keys, the dashboard needs an admin key (a browser may pass it once as
   } finally {
     await app.close();
     await orchestrator.close();
-    service.close();
+    await service.close();
   }
 });

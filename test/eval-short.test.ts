@@ -58,6 +58,6 @@ test('feedback teaches the toy assistant each style within 8 events without cost
   } finally {
     await app.close();
     await orchestrator.close();
-    service.close();
+    await service.close();
   }
 });

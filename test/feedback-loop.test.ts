@@ -54,7 +54,7 @@ before(async () => {
 after(async () => {
   await app.close();
   await orchestrator.close();
-  service.close();
+  await service.close();
 });
 
 test('chat -> feedback -> new version serves the next chat -> rollback', async () => {
@@ -64,7 +64,7 @@ test('chat -> feedback -> new version serves the next chat -> rollback', async (
 
   const chat = await call('POST', '/v1/chat/completions', { model: id, messages, max_tokens: 8, temperature: 0 });
   assert.equal(chat.status, 200);
-  assert.equal(service.store.get(chat.body.id)!.adapterVersion, 'v0001');
+  assert.equal((await service.store.completions.get(chat.body.id))!.adapterVersion, 'v0001');
 
   const fb = await call('POST', '/v1/feedback', { lora_id: id, completion_id: chat.body.id, feedback: 'Answer in capital letters only.', learning_rate: 5e-3 });
   assert.equal(fb.status, 202, JSON.stringify(fb.body));
@@ -82,17 +82,18 @@ test('chat -> feedback -> new version serves the next chat -> rollback', async (
   assert.equal(models.body.data.find((m: { id: string }) => m.id === id).root, `${id}@v0002`);
 
   const next = await call('POST', '/v1/chat/completions', { model: id, messages, max_tokens: 8, temperature: 0 });
-  assert.equal(service.store.get(next.body.id)!.adapterVersion, 'v0002');
+  assert.equal((await service.store.completions.get(next.body.id))!.adapterVersion, 'v0002');
   // The update moved the model: the reply's log-probability under v2 differs from v1's.
-  const before = service.store.get(chat.body.id)!.choices[0]!.outputLogprobs;
-  const v2 = await service.engine.logprobs([...service.store.get(chat.body.id)!.promptIds, ...service.store.get(chat.body.id)!.choices[0]!.outputIds], (await service.lease(id))!.adapter, service.store.get(chat.body.id)!.promptIds.length);
+  const before = (await service.store.completions.get(chat.body.id))!.choices[0]!.outputLogprobs;
+  const record = (await service.store.completions.get(chat.body.id))!;
+  const v2 = await service.engine.logprobs([...record.promptIds, ...record.choices[0]!.outputIds], (await service.lease(id))!.adapter, record.promptIds.length);
   assert.ok(Array.from(v2).some((lp, i) => Math.abs(lp - before[i]!) > 1e-4));
 
   const rolled = await call('POST', `/v1/lora/${id}/rollback`, { version: 1 });
   assert.equal(rolled.body.current_version, 1);
   const after = await call('POST', '/v1/chat/completions', { model: id, messages, max_tokens: 8, temperature: 0 });
-  assert.equal(service.store.get(after.body.id)!.adapterVersion, 'v0001');
-  assert.deepEqual(service.store.get(after.body.id)!.choices[0]!.outputIds, service.store.get(chat.body.id)!.choices[0]!.outputIds, 'v1 answers exactly as before');
+  assert.equal((await service.store.completions.get(after.body.id))!.adapterVersion, 'v0001');
+  assert.deepEqual((await service.store.completions.get(after.body.id))!.choices[0]!.outputIds, (await service.store.completions.get(chat.body.id))!.choices[0]!.outputIds, 'v1 answers exactly as before');
 });
 
 test('16 chats during an update are all answered, each by a known version', async () => {
@@ -100,7 +101,7 @@ test('16 chats during an update are all answered, each by a known version', asyn
   const fb = await call('POST', '/v1/feedback', { lora_id: id, completion_id: chat.body.id, feedback: 'Shorter, please.', steps: 3, learning_rate: 1e-3 });
   const chats = await Promise.all(Array.from({ length: 16 }, (_, i) => call('POST', '/v1/chat/completions', { model: id, messages: [{ role: 'user', content: `question ${i}` }], max_tokens: 6 })));
   assert.ok(chats.every((c) => c.status === 200));
-  const versions = new Set(chats.map((c) => service.store.get(c.body.id)!.adapterVersion));
+  const versions = new Set(await Promise.all(chats.map(async (c) => (await service.store.completions.get(c.body.id))!.adapterVersion)));
   for (const v of versions) assert.match(v!, /^v000[13]$/);
   const job = await waitJob(fb.body.job_id);
   assert.equal(job.status, 'done');
@@ -162,7 +163,7 @@ test('with memory, the teacher also sees the earlier feedback of this adapter wh
 });
 
 test('bad feedback and adapter requests get clear 4xx errors and change nothing', async () => {
-  const jobsBefore = orchestrator.jobs.queuedIds().length;
+  const jobsBefore = (await orchestrator.jobs.queuedIds()).length;
   const cases: [string, string, unknown, number, RegExp][] = [
     ['POST', '/v1/feedback', { lora_id: id, completion_id: 'chatcmpl-nope', feedback: 'x' }, 404, /completion chatcmpl-nope does not exist/],
     ['POST', '/v1/feedback', { lora_id: id, prompt: 'a', response: 'b', feedback: '' }, 400, /feedback/],
@@ -187,7 +188,7 @@ test('bad feedback and adapter requests get clear 4xx errors and change nothing'
     assert.equal(r.status, status, `${path} ${String(JSON.stringify(body)).slice(0, 80)} -> ${JSON.stringify(r.body)}`);
     assert.match(r.body.error.message, message);
   }
-  assert.equal(orchestrator.jobs.queuedIds().length, jobsBefore);
+  assert.equal((await orchestrator.jobs.queuedIds()).length, jobsBefore);
   const ok = await call('POST', '/v1/chat/completions', { model: id, messages, max_tokens: 2 });
   assert.equal(ok.status, 200);
 });

@@ -8,7 +8,7 @@ import Fastify from 'fastify';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../src/api/app.js';
 import { registerAccess } from '../src/api/access.js';
-import { KeyStore } from '../src/auth/keys.js';
+import { ApiKeys } from '../src/auth/keys.js';
 import { RateLimiter } from '../src/auth/rate-limit.js';
 import { tempDir } from '../src/model/random-model.js';
 import type { Orchestrator } from '../src/orchestrator/orchestrator.js';
@@ -43,9 +43,9 @@ before(async () => {
     orchestrator: { batchSize: 1, maxWaitMs: 0 },
     guard: { maxUpdateKl: 50, probeTokens: 2 },
   }));
-  const keys = new KeyStore(service.store.db);
-  key.alice = keys.create({ tenant: 'alice', role: 'user' }).key;
-  key.bob = keys.create({ tenant: 'bob', role: 'user' }).key;
+  const keys = new ApiKeys(service.store.apiKeys);
+  key.alice = (await keys.create({ tenant: 'alice', role: 'user' })).key;
+  key.bob = (await keys.create({ tenant: 'bob', role: 'user' })).key;
   app = await buildApp(service, { orchestrator });
   url = await app.listen({ host: '127.0.0.1', port: 0 });
   assert.equal((await call('POST', '/v1/lora/init', 'alice', { lora_id: 'alice/mine', rank: 2, alpha: 4 })).status, 201);
@@ -61,7 +61,7 @@ before(async () => {
 after(async () => {
   await app.close();
   await orchestrator.close();
-  service.close();
+  await service.close();
 });
 
 /** Bob's requests that name alice's things, per route. */
@@ -102,22 +102,22 @@ function attacks(): Record<string, { path: string; body?: unknown }[]> {
 }
 
 /** What alice has, to compare after the walk. */
-function aliceState() {
-  const a = orchestrator.registry.get('alice/mine');
+async function aliceState() {
+  const a = await orchestrator.registry.get('alice/mine');
   return {
     versions: a.versions.map((v) => `${v.version}:${v.status}`),
     current: a.currentVersion,
-    record: service.store.get(alice.record)?.id ?? null,
-    job: orchestrator.jobs.get(alice.job)?.status ?? null,
-    adapters: orchestrator.registry.list().filter((x) => x.id.startsWith('alice/')).map((x) => x.id),
-    runs: (service.store.db.prepare("SELECT id FROM eval_runs WHERE tenant = 'alice'").pluck().all() as string[]).sort(),
+    record: (await service.store.completions.get(alice.record))?.id ?? null,
+    job: (await orchestrator.jobs.get(alice.job))?.status ?? null,
+    adapters: (await orchestrator.registry.list()).filter((x) => x.id.startsWith('alice/')).map((x) => x.id),
+    runs: (await service.store.evalRuns.list({ tenant: 'alice' }, 1000)).map((r) => r.id).sort(),
   };
 }
 
 test("every user route declares what it owns, and bob reaches none of alice's things through any of them", async () => {
   const declared = app.routeDeclarations;
   const table = attacks();
-  const before = aliceState();
+  const before = await aliceState();
   const seen = new Set<string>();
   let walked = 0;
   for (const route of declared) {
@@ -151,7 +151,7 @@ test("every user route declares what it owns, and bob reaches none of alice's th
     }
   }
   assert.deepEqual(Object.keys(table).filter((k) => !seen.has(k)), [], 'every entry of the walk is a registered route');
-  assert.deepEqual(aliceState(), before, "alice's adapter, versions, record, job and eval runs are as they were");
+  assert.deepEqual(await aliceState(), before, "alice's adapter, versions, record, job and eval runs are as they were");
   assert.ok(walked > 40, `requests walked: ${walked}`);
 });
 
@@ -169,7 +169,7 @@ test('a query parameter no route takes is a 400 naming it; a percent-encoded mod
 
 test('the server refuses to start with a user route that declares nothing it owns', async () => {
   const bare = Fastify();
-  registerAccess(bare, { keys: new KeyStore(service.store.db), requireKeys: false, rates: new RateLimiter({}) }, service, orchestrator);
+  registerAccess(bare, { keys: new ApiKeys(service.store.apiKeys), requireKeys: false, rates: new RateLimiter({}) }, service, orchestrator);
   assert.throws(() => bare.get('/v1/anything/:id', async () => ({})), /declares nothing it owns/);
   // Public and admin routes need no declaration; a declared one is taken.
   bare.get('/v1/open', { config: { access: 'public' } }, async () => ({}));

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../src/api/app.js';
-import { KeyStore } from '../src/auth/keys.js';
+import { ApiKeys } from '../src/auth/keys.js';
 import type { Adapter } from '../src/engine/engine.js';
 import type { ChatMessage } from '../src/model/chat-template.js';
 import { tempDir } from '../src/model/random-model.js';
@@ -74,9 +74,9 @@ function assertClose(actual: number[], expected: number[], what: string) {
 before(async () => {
   const dir = tempDir();
   service = await openInference(writeRandomChatModel(join(dir, 'random-tiny')), { dataDir: join(dir, 'data'), threads: 2, maxPromptTokens });
-  const keys = new KeyStore(service.store.db);
-  key.alice = keys.create({ tenant: 'alice', role: 'user' }).key;
-  key.bob = keys.create({ tenant: 'bob', role: 'user' }).key;
+  const keys = new ApiKeys(service.store.apiKeys);
+  key.alice = (await keys.create({ tenant: 'alice', role: 'user' })).key;
+  key.bob = (await keys.create({ tenant: 'bob', role: 'user' })).key;
   // One SDPO step on this very completion, so the adapter's scores differ from the base model's.
   trained = service.engine.createAdapter({ rank: 4, alpha: 8, seed: 3 });
   const ids = expectedIds();
@@ -88,7 +88,7 @@ before(async () => {
 
 after(async () => {
   await app.close();
-  service.close();
+  await service.close();
 });
 
 test("the original's request gets logprobs, tokens, counts and their sum", async () => {

@@ -9,8 +9,7 @@ import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import OpenAI from 'openai';
 import { tempDir } from '../src/model/random-model.js';
-import { openDb } from '../src/store/db.js';
-import { CompletionStore } from '../src/store/completions.js';
+import { openStore } from '../src/store/store.js';
 
 const cli = fileURLToPath(new URL('../src/cli.js', import.meta.url));
 
@@ -59,15 +58,15 @@ test('32 concurrent chats succeed and SIGTERM during them loses none', async () 
   // What the server wrote is its user's alone: the database (prompts, replies, key hashes) and the data folder.
   assert.equal(statSync(join(data, 'claas.db')).mode & 0o777, 0o600);
   assert.equal(statSync(data).mode & 0o077, 0, 'the data folder is closed to others');
-  const store = new CompletionStore(openDb(join(data, 'claas.db')));
+  const store = await openStore(join(data, 'claas.db'));
   for (const r of results) {
     assert.ok(r.text.length > 0);
-    const record = store.get(r.id);
+    const record = await store.completions.get(r.id);
     assert.ok(record, `record ${r.id} was stored`);
     assert.ok(record.choices[0]!.outputIds.length > 0);
     assert.equal(record.choices[0]!.text.length > 0, true);
   }
-  store.close();
+  await store.close();
 });
 
 test('an unknown option is a usage error naming it (exit 2); --help prints the usage (exit 0)', () => {

@@ -10,7 +10,7 @@ import { connect } from 'node:net';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { buildApp } from '../src/api/app.js';
-import { KeyStore } from '../src/auth/keys.js';
+import { ApiKeys } from '../src/auth/keys.js';
 import { tempDir } from '../src/model/random-model.js';
 import type { Orchestrator } from '../src/orchestrator/orchestrator.js';
 import type { InferenceService } from '../src/serve/inference.js';
@@ -34,16 +34,16 @@ async function call(method: string, path: string, who: string, body?: unknown, h
   return { status: res.status, body: (await res.json()) as Json };
 }
 
-const jobCount = () => (service.store.db.prepare('SELECT COUNT(*) FROM jobs').pluck().get() as number);
+const jobCount = async () => (await service.store.sql.query<{ n: number }>('SELECT COUNT(*) AS n FROM jobs'))[0]!.n;
 
 before(async () => {
   const dir = tempDir();
   const model = writeRandomChatModel(join(dir, 'random-tiny'));
   // Queued, never run: these tests are about what is accepted.
   ({ service, orchestrator } = await openServer(model, { dataDir: join(dir, 'data'), threads: 2, orchestrator: { batchSize: 1000, maxWaitMs: 3_600_000, maxQueuedJobs: 1000 } }));
-  const keys = new KeyStore(service.store.db);
-  key.alice = keys.create({ tenant: 'alice', role: 'user' }).key;
-  key.bob = keys.create({ tenant: 'bob', role: 'user' }).key;
+  const keys = new ApiKeys(service.store.apiKeys);
+  key.alice = (await keys.create({ tenant: 'alice', role: 'user' })).key;
+  key.bob = (await keys.create({ tenant: 'bob', role: 'user' })).key;
   app = await buildApp(service, { orchestrator });
   url = await app.listen({ host: '127.0.0.1', port: 0 });
   assert.equal((await call('POST', '/v1/lora/init', 'alice', { lora_id: 'alice/mine', rank: 2, alpha: 4 })).status, 201);
@@ -53,13 +53,13 @@ before(async () => {
 after(async () => {
   await app.close();
   await orchestrator.close();
-  service.close();
+  await service.close();
 });
 
 test("bob cannot train on alice's reply through an item the batch schema refused", async () => {
   const chat = await call('POST', '/v1/chat/completions', 'alice', { model: 'alice/mine', messages: [{ role: 'user', content: 'private' }], max_tokens: 3 });
   assert.equal(chat.status, 200);
-  const before = jobCount();
+  const before = await jobCount();
   const bypass = await call('POST', '/v1/feedback', 'bob', { lora_id: 'bob/mine', feedback: 'x', requests: [{ lora_id: 'bob/mine', completion_id: [chat.body.id], feedback: 'be brief' }] });
   assert.equal(bypass.status, 400, JSON.stringify(bypass.body));
   // An unknown id in an array gave 404 before: the answer must not depend on whether alice's id exists.
@@ -67,12 +67,12 @@ test("bob cannot train on alice's reply through an item the batch schema refused
   assert.equal(unknown.status, 400);
   const direct = await call('POST', '/v1/feedback', 'bob', { requests: [{ lora_id: 'bob/mine', completion_id: chat.body.id, feedback: 'be brief' }] });
   assert.equal(direct.status, 404, "alice's record reads as missing");
-  assert.equal(jobCount(), before, 'nothing was stored');
+  assert.equal(await jobCount(), before, 'nothing was stored');
 });
 
 test('the batch limits hold whatever else the body carries; malformed bodies are 400, never 500', async () => {
   const item = { lora_id: 'bob/mine', messages: [{ role: 'user', content: 'q' }], response: 'r', feedback: 'f' };
-  const before = jobCount();
+  const before = await jobCount();
   const cases: [string, unknown][] = [
     ['101 items', { requests: Array.from({ length: 101 }, () => item) }],
     ['101 items beside a valid single item', { ...item, requests: Array.from({ length: 101 }, () => item) }],
@@ -89,7 +89,7 @@ test('the batch limits hold whatever else the body carries; malformed bodies are
     assert.equal(r.status, 400, `${what}: ${JSON.stringify(r.body).slice(0, 300)}`);
     assert.equal(typeof r.body.error?.message, 'string', `${what}: a message says what was wrong`);
   }
-  assert.equal(jobCount(), before, 'nothing was stored');
+  assert.equal(await jobCount(), before, 'nothing was stored');
   assert.equal((await call('POST', '/v1/feedback', 'bob', { requests: [item, item] })).status, 202, 'a valid batch is still taken');
 });
 
@@ -106,16 +106,16 @@ test("idempotency keys are per tenant: bob's use of alice's key neither reads no
   assert.equal((await call('POST', '/v1/feedback', 'bob', item('bob'), { 'idempotency-key': 'shared-2' })).status, 202);
   const hers = await call('POST', '/v1/feedback', 'alice', item('alice'), { 'idempotency-key': 'shared-2' });
   assert.equal(hers.status, 202);
-  assert.equal(orchestrator.jobs.get(hers.body.job_id)!.adapterId, 'alice/mine');
+  assert.equal((await orchestrator.jobs.get(hers.body.job_id))!.adapterId, 'alice/mine');
 });
 
 test("a raw item longer than the model's context is refused before it is stored; chat goes on", async () => {
   const context = service.engine.config.maxPositionEmbeddings;
-  const before = jobCount();
+  const before = await jobCount();
   const big = await call('POST', '/v1/feedback', 'bob', { lora_id: 'bob/mine', prompt: 'x '.repeat(context + 10), response: 'ok', feedback: 'be brief' });
   assert.equal(big.status, 400);
   assert.match(big.body.error.message, /tokens/);
-  assert.equal(jobCount(), before);
+  assert.equal(await jobCount(), before);
   const longAnswer = await call('POST', '/v1/feedback', 'bob', { requests: [{ lora_id: 'bob/mine', prompt: 'q', response: 'y '.repeat(context + 10), feedback: 'f' }] });
   assert.equal(longAnswer.status, 400);
   assert.match(longAnswer.body.error.message, /^requests\[0\]/);

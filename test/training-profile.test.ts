@@ -119,6 +119,6 @@ test("the toy's profile is in force: /v1/models shows it, new adapters and updat
   } finally {
     await app.close();
     await orchestrator.close();
-    service.close();
+    await service.close();
   }
 });

@@ -43,7 +43,7 @@ before(async () => {
 after(async () => {
   await app.close();
   await orchestrator.close();
-  service.close();
+  await service.close();
 });
 
 test('load_lora_adapter serves a folder by name until unload; a registry adapter is not unloaded there', async () => {

@@ -131,7 +131,7 @@ test('an update in vLLM mode: drain, sleep, step, wake, load the new version, al
   assert.deepEqual(await upstreamModels(), ['random-tiny', `${id}@v0001`]);
 
   // The recorded tokens and log-probs are the model's own (teacher-forced under version 1).
-  const record = service.store.get(chat.body.id)!;
+  const record = (await service.store.completions.get(chat.body.id))!;
   assert.equal(record.adapterVersion, 'v0001');
   const v1 = await service.engine.loadAdapter(orchestrator.registry.dir(id, 1));
   const choice = record.choices[0]!;
@@ -170,13 +170,13 @@ test('an update in vLLM mode: drain, sleep, step, wake, load the new version, al
   assert.ok(chats.length >= 8, `${chats.length} chats ran during the test`);
   for (const c of chats) {
     assert.equal(c.status, 200);
-    assert.ok(['v0001', 'v0002'].includes(service.store.get(c.id)!.adapterVersion!));
+    assert.ok(['v0001', 'v0002'].includes((await service.store.completions.get(c.id))!.adapterVersion!));
   }
   const draining = orchestrator.lock.transitions.filter((t) => t.mode === 'draining').at(-1)!.at;
   const resumed = orchestrator.lock.transitions.filter((t) => t.mode === 'serving').at(-1)!.at;
   const during = chats.filter((c) => c.start >= draining && c.start < resumed);
   assert.ok(during.length >= 1, 'some chats arrived while the update ran');
-  for (const c of during) assert.equal(service.store.get(c.id)!.adapterVersion, 'v0002', 'a chat that waited for the update is served by the new version');
+  for (const c of during) assert.equal((await service.store.completions.get(c.id))!.adapterVersion, 'v0002', 'a chat that waited for the update is served by the new version');
 
   // The upstream went through sleep and wake, got the new version, and lost the old one.
   const health = (await call(base, 'GET', '/v1/admin/status')).body;

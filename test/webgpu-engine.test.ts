@@ -229,7 +229,7 @@ after(async () => {
   if (skip) return;
   await app.close();
   await orchestrator.close();
-  service.close();
+  await service.close();
 });
 
 test('learning loop on WebGPU: chat -> feedback -> the new version serves the next chat -> rollback', { skip }, async () => {
@@ -240,7 +240,7 @@ test('learning loop on WebGPU: chat -> feedback -> the new version serves the ne
   assert.equal(created.status, 201, JSON.stringify(created.body));
   const chat = await call('POST', '/v1/chat/completions', { model: id, messages, max_tokens: 8, temperature: 0 });
   assert.equal(chat.status, 200);
-  assert.equal(service.store.get(chat.body.id)!.adapterVersion, 'v0001');
+  assert.equal((await service.store.completions.get(chat.body.id))!.adapterVersion, 'v0001');
   const fb = await call('POST', '/v1/feedback', { lora_id: id, completion_id: chat.body.id, feedback: 'Answer in capital letters only.', learning_rate: 5e-3 });
   assert.equal(fb.status, 202, JSON.stringify(fb.body));
   const job = await waitJob(fb.body.job_id);
@@ -249,14 +249,14 @@ test('learning loop on WebGPU: chat -> feedback -> the new version serves the ne
   assert.equal(job.result.promoted, true);
   assert.ok(job.result.metrics.teacherStudentKl > 0, 'the hindsight teacher differs from the student');
   const next = await call('POST', '/v1/chat/completions', { model: id, messages, max_tokens: 8, temperature: 0 });
-  assert.equal(service.store.get(next.body.id)!.adapterVersion, 'v0002');
-  const rec = service.store.get(chat.body.id)!;
+  assert.equal((await service.store.completions.get(next.body.id))!.adapterVersion, 'v0002');
+  const rec = (await service.store.completions.get(chat.body.id))!;
   const v2 = await service.engine.logprobs([...rec.promptIds, ...rec.choices[0]!.outputIds], (await service.lease(id))!.adapter, rec.promptIds.length);
   assert.ok(Array.from(v2).some((lp, i) => Math.abs(lp - rec.choices[0]!.outputLogprobs[i]!) > 1e-4), 'the update moved the model');
   const rolled = await call('POST', `/v1/lora/${id}/rollback`, { version: 1 });
   assert.equal(rolled.body.current_version, 1);
   const again = await call('POST', '/v1/chat/completions', { model: id, messages, max_tokens: 8, temperature: 0 });
-  assert.deepEqual(service.store.get(again.body.id)!.choices[0]!.outputIds, rec.choices[0]!.outputIds, 'v1 answers exactly as before');
+  assert.deepEqual((await service.store.completions.get(again.body.id))!.choices[0]!.outputIds, rec.choices[0]!.outputIds, 'v1 answers exactly as before');
 });
 
 const cli = fileURLToPath(new URL('../src/cli.js', import.meta.url));

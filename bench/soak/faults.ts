@@ -4,7 +4,8 @@
 // database names is complete (none half-written is visible).
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import { join } from 'node:path';
-import { openDb, prepare } from '../../src/store/db.js';
+import type { SqlDatabase, SqlValue } from '../../src/store/sql.js';
+import { openStore } from '../../src/store/store.js';
 import { post, sleep, startServer } from './server.js';
 
 export interface FaultResult {
@@ -85,24 +86,24 @@ export async function runFaults(dir: string, kills: number, seed = 1): Promise<F
   const server = await startServer(data, args);
   for (let i = 0; i < 600; i++) {
     const m = await fetch(`${server.url}/v1/lora/${adapter}`).then((r) => r.ok);
-    const db = openDb(join(data, 'claas.db'));
-    const open = prepare(db, "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')").pluck().get() as number;
-    db.close();
+    const store = await openStore(join(data, 'claas.db'));
+    const open = await count(store.sql, "SELECT COUNT(*) AS n FROM jobs WHERE status IN ('queued', 'running')").finally(() => store.close());
     if (m && open === 0) break;
     await sleep(200);
   }
   await server.stop();
 
-  const db = openDb(join(data, 'claas.db'));
+  const store = await openStore(join(data, 'claas.db'));
+  const db = store.sql;
   try {
-    const byId = prepare(db, 'SELECT COUNT(*) FROM jobs WHERE id = ?').pluck();
-    const items = prepare(db, 'SELECT COUNT(*) FROM feedback_items WHERE job_id = ?').pluck();
     let lost = 0;
-    for (const id of acked.values()) if (byId.get(id) !== 1 || items.get(id) !== 1) lost++;
-    const duplicated = prepare(db, 'SELECT COUNT(*) FROM (SELECT idempotency_key FROM jobs WHERE idempotency_key IS NOT NULL GROUP BY idempotency_key HAVING COUNT(*) > 1)').pluck().get() as number;
-    const twice = prepare(db, 'SELECT COUNT(*) FROM (SELECT job_id FROM adapter_versions WHERE job_id IS NOT NULL GROUP BY adapter_id, job_id HAVING COUNT(*) > 1)').pluck().get() as number;
-    const unfinished = prepare(db, "SELECT COUNT(*) FROM jobs WHERE status IN ('queued', 'running')").pluck().get() as number;
-    const versions = prepare(db, 'SELECT version FROM adapter_versions WHERE adapter_id = ?').pluck().all(adapter) as number[];
+    for (const id of acked.values()) {
+      if ((await count(db, 'SELECT COUNT(*) AS n FROM jobs WHERE id = ?', [id])) !== 1 || (await count(db, 'SELECT COUNT(*) AS n FROM feedback_items WHERE job_id = ?', [id])) !== 1) lost++;
+    }
+    const duplicated = await count(db, 'SELECT COUNT(*) AS n FROM (SELECT idempotency_key FROM jobs WHERE idempotency_key IS NOT NULL GROUP BY idempotency_key HAVING COUNT(*) > 1) AS d');
+    const twice = await count(db, 'SELECT COUNT(*) AS n FROM (SELECT job_id FROM adapter_versions WHERE job_id IS NOT NULL GROUP BY adapter_id, job_id HAVING COUNT(*) > 1) AS d');
+    const unfinished = await count(db, "SELECT COUNT(*) AS n FROM jobs WHERE status IN ('queued', 'running')");
+    const versions = (await db.query<{ version: number }>('SELECT version FROM adapter_versions WHERE adapter_id = ?', [adapter])).map((r) => r.version);
     const folder = join(data, 'adapters', ...adapter.split('/'));
     const names = new Set(versions.map((v) => `v${String(v).padStart(4, '0')}`));
     let torn = 0;
@@ -123,6 +124,10 @@ export async function runFaults(dir: string, kills: number, seed = 1): Promise<F
       versions_torn: torn,
     };
   } finally {
-    db.close();
+    await store.close();
   }
+}
+
+async function count(db: SqlDatabase, sql: string, params: SqlValue[] = []): Promise<number> {
+  return (await db.query<{ n: number }>(sql, params))[0]!.n;
 }

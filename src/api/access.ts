@@ -3,7 +3,7 @@
 // routes (keys, metrics, vLLM admin) need an admin key. Without keys, on loopback, the local operator
 // may do everything. Rate limits are per key (per address without keys).
 import type { FastifyInstance, FastifyReply, FastifyRequest } from 'fastify';
-import type { KeyStore } from '../auth/keys.js';
+import type { ApiKeys } from '../auth/keys.js';
 import type { RateLimiter } from '../auth/rate-limit.js';
 import type { Orchestrator } from '../orchestrator/orchestrator.js';
 import type { InferenceService } from '../serve/inference.js';
@@ -61,7 +61,7 @@ const LOCAL: Principal = { keyId: null, tenant: null, admin: true };
 const ANONYMOUS: Principal = { keyId: null, tenant: null, admin: false };
 
 export interface AccessOptions {
-  keys: KeyStore;
+  keys: ApiKeys;
   /** Keys are required even when none exists (the server is reachable beyond loopback). */
   requireKeys: boolean;
   rates: RateLimiter;
@@ -113,12 +113,12 @@ export function registerAccess(app: FastifyInstance, opts: AccessOptions, servic
       request.principal = ANONYMOUS;
       return;
     }
-    if (!opts.requireKeys && !opts.keys.hasActive()) {
+    if (!opts.requireKeys && !(await opts.keys.hasActive())) {
       request.principal = LOCAL;
     } else {
       const key = presentedKey(request);
       if (!key) return deny(reply, 401, 'This server needs an API key: send "Authorization: Bearer <key>".', 'missing_api_key');
-      const info = opts.keys.verify(key);
+      const info = await opts.keys.verify(key);
       if (!info) return deny(reply, 401, 'The API key is not valid (unknown or revoked).', 'invalid_api_key');
       request.principal = { keyId: info.id, tenant: info.tenant, admin: info.role === 'admin' };
     }
@@ -165,7 +165,7 @@ export function registerAccess(app: FastifyInstance, opts: AccessOptions, servic
               return reply.status(403).send(openAiError(`This key belongs to tenant "${p.tenant}": lora_id must be "${p.tenant}/<name>" (got ${JSON.stringify(v)}).`, 'invalid_request_error', 'lora_id', 'forbidden'));
             }
             if (owned === 'completion_id') {
-              const record = service.store.get(v);
+              const record = await service.store.completions.get(v);
               if (record && record.tenant !== p.tenant) return missing(`completion ${v} does not exist`);
             }
           }
@@ -181,12 +181,12 @@ export function registerAccess(app: FastifyInstance, opts: AccessOptions, servic
           if (params.tenant !== p.tenant) return missing(`tenant ${String(params.tenant)} does not exist`);
           break;
         case 'job': {
-          const job = orchestrator?.jobs.get(String(params.id));
+          const job = await orchestrator?.jobs.get(String(params.id));
           if (job && !mine(job.adapterId)) return missing(`job ${String(params.id)} does not exist`);
           break;
         }
         case 'record': {
-          const record = service.store.get(String(params.id));
+          const record = await service.store.completions.get(String(params.id));
           if (record && record.tenant !== p.tenant) return missing(`completion ${String(params.id)} does not exist`);
           break;
         }

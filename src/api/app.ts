@@ -21,7 +21,7 @@ import { adminRoutes } from './admin.js';
 import { evalRunRoutes } from './eval-runs.js';
 import { dashboardRoutes } from './dashboard.js';
 import { registerAccess } from './access.js';
-import { KeyStore } from '../auth/keys.js';
+import { ApiKeys } from '../auth/keys.js';
 import { RateLimiter, type RateLimit } from '../auth/rate-limit.js';
 
 export interface AppOptions {
@@ -57,7 +57,7 @@ export async function buildApp(service: InferenceService, options: AppOptions = 
     ajv: { customOptions: { removeAdditional: false, coerceTypes: false, allErrors: false } },
   });
   registerErrorHandlers(app, [service.engine.modelDir, tmpdir(), ...(options.orchestrator ? [dirname(options.orchestrator.registry.root)] : [])]);
-  const keys = new KeyStore(service.store.db);
+  const keys = new ApiKeys(service.store.apiKeys);
   registerAccess(app, { keys, requireKeys: options.requireKeys ?? false, rates: new RateLimiter({ ...options.rateLimits }) }, service, options.orchestrator);
   const counters: RequestCounters = { requests: new Map() };
   app.addHook('onResponse', async (request, reply) => {
@@ -68,11 +68,11 @@ export async function buildApp(service: InferenceService, options: AppOptions = 
     openapi: { info: { title: 'CLaaS', description: 'OpenAI-compatible serving of a continually learning assistant.', version: '0.1.0' } },
   });
   await app.register(swaggerUi, { routePrefix: '/docs' });
-  await app.register(adminRoutes(keys, service.store, options.orchestrator?.jobs ?? null));
-  await app.register(evalRunRoutes(service.store.db));
+  await app.register(adminRoutes(keys, service.store.completions, options.orchestrator?.jobs ?? null));
+  await app.register(evalRunRoutes(service.store.evalRuns));
   await app.register(chatRoutes(service));
   await app.register(completionRoutes(service));
-  await app.register(completionRecordRoutes(service.store));
+  await app.register(completionRecordRoutes(service.store.completions));
   await app.register(modelRoutes(service, options.orchestrator));
   await app.register(healthRoutes(service, counters));
   await app.register(vllmAdminRoutes(service));

@@ -78,7 +78,7 @@ export const compatLoraRoutes = (registry: AdapterRegistry): FastifyPluginAsync 
       { config: { owns: ['lora_id'] }, schema: { querystring: byLoraId(exportQuery.properties), response: { '4xx': errorSchema } } },
       async (request, reply) => {
         const id = request.query.lora_id;
-        const { dir, files } = registry.versionFiles(id, request.query.version === undefined ? undefined : Number(request.query.version));
+        const { dir, files } = await registry.versionFiles(id, request.query.version === undefined ? undefined : Number(request.query.version));
         const entries = await openVersionFiles(dir, files, id);
         // The original's file name: the id with "/" as "__".
         return reply.type('application/zip').header('content-disposition', `attachment; filename="${id.replace('/', '__')}.zip"`).send(zipStream(entries));
@@ -86,12 +86,12 @@ export const compatLoraRoutes = (registry: AdapterRegistry): FastifyPluginAsync 
     );
 
     const owned = { config: { owns: ['adapter'] as const } };
-    app.get('/v1/lora/:id', { ...owned, schema: { params: oneId, response: { '4xx': errorSchema } } }, async (request) => adapterJson(registry.get(addressedId(request))));
+    app.get('/v1/lora/:id', { ...owned, schema: { params: oneId, response: { '4xx': errorSchema } } }, async (request) => adapterJson(await registry.get(addressedId(request))));
     app.delete('/v1/lora/:id', { ...owned, schema: { params: oneId, response: { '4xx': errorSchema } } }, async (request) => deleteAdapter(registry, addressedId(request)));
     app.get<{ Querystring: { version?: string } }>('/v1/lora/:id/export', { ...owned, schema: { params: oneId, querystring: exportQuery, response: { '4xx': errorSchema } } }, async (request, reply) => {
       const id = addressedId(request);
       // "/v1/lora/ana/export" is a request for the adapter "ana/export" itself, not an export.
-      if (!(request.params as { id: string }).id.includes('/')) return adapterJson(registry.get(id));
+      if (!(request.params as { id: string }).id.includes('/')) return adapterJson(await registry.get(id));
       return sendExport(registry, id, request.query.version, reply);
     });
     app.post<{ Body: { version: number } }>('/v1/lora/:id/rollback', { ...owned, schema: { params: oneId, body: rollbackBody, response: { '4xx': errorSchema } } }, async (request) =>

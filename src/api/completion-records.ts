@@ -12,7 +12,7 @@ export const completionRecordRoutes = (store: CompletionStore): FastifyPluginAsy
       '/v1/completions/:id',
       { config: { owns: ['record'] }, schema: { params: { type: 'object', properties: { id: { type: 'string', minLength: 1, maxLength: 200 } } }, response: { '4xx': errorSchema } } },
       async (request) => {
-        const r = store.get(request.params.id);
+        const r = await store.get(request.params.id);
         if (!r) throw new NotFoundError(`completion ${request.params.id} does not exist`);
         return {
           id: r.id,

@@ -54,7 +54,7 @@ export const completionRoutes = (service: InferenceService): FastifyPluginAsync 
           // vLLM's prompt_logprobs: [null, {token_id: {logprob, rank, decoded_token}}, ...] for the prompt.
           let promptLogprobs: unknown;
           if (body.prompt_logprobs !== undefined && body.prompt_logprobs !== null) {
-            const ids = service.store.get(out.id)!.promptIds;
+            const ids = (await service.store.completions.get(out.id))!.promptIds;
             const rows = await service.promptLogprobs(body.model, ids, body.prompt_logprobs);
             promptLogprobs = rows.map((r) =>
               r === null

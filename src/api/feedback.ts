@@ -4,7 +4,7 @@
 // GET /v1/feedback/jobs/:id: queued, running, done (version, metrics, guard) or failed (reason).
 import type { FastifyPluginAsync } from 'fastify';
 import { InputError, NotFoundError } from '../errors.js';
-import type { FeedbackItem, JobRecord, TrainingOptions } from '../orchestrator/feedback-jobs.js';
+import type { JobRecord, NewJob, TrainingOptions } from '../store/jobs.js';
 import type { Orchestrator } from '../orchestrator/orchestrator.js';
 import { checkAdapterId } from '../orchestrator/adapter-ids.js';
 import { errorSchema } from './schemas.js';
@@ -100,7 +100,7 @@ function either<T>(where: string, ours: [string, T | undefined], original: [stri
   return ours[1] ?? original[1];
 }
 
-function toJob(b: ItemBody, i: number): { adapterId: string; options: TrainingOptions; items: FeedbackItem[] } {
+function toJob(b: ItemBody, i: number): NewJob {
   const where = `requests[${i}]`;
   checkAdapterId(b.lora_id);
   if (b.feedback.trim() === '') throw new InputError(`${where}.feedback is empty`);
@@ -207,7 +207,7 @@ export const feedbackRoutes = (orchestrator: Orchestrator): FastifyPluginAsync =
           const it = job.items[0]!;
           const prompt = it.messages?.length === 1 ? (it.messages[0] as { content?: unknown }).content : undefined;
           if (it.responseText === null || typeof prompt !== 'string') continue;
-          const stored = orchestrator.storedReply(job.adapterId, prompt, it.responseText, request.principal?.tenant ?? null);
+          const stored = await orchestrator.storedReply(job.adapterId, prompt, it.responseText, request.principal?.tenant ?? null);
           if (stored) job.items[0] = { ...it, ...stored, messages: null, responseText: null };
         }
         if (wait) {
@@ -230,12 +230,12 @@ export const feedbackRoutes = (orchestrator: Orchestrator): FastifyPluginAsync =
           const [job] = await orchestrator.settled(ids);
           return reply.status(200).send(originalAnswer(job!, orchestrator.sleepsServing, performance.now() - t0));
         }
-        const status = (id: string) => ({ job_id: id, status: orchestrator.jobs.get(id)!.status });
-        return reply.status(repeated ? 200 : 202).send(batch ? { jobs: ids.map(status) } : status(ids[0]!));
+        const statuses = await Promise.all(ids.map(async (id) => ({ job_id: id, status: (await orchestrator.jobs.get(id))!.status })));
+        return reply.status(repeated ? 200 : 202).send(batch ? { jobs: statuses } : statuses[0]!);
       },
     );
     app.get<{ Params: { id: string } }>('/v1/feedback/jobs/:id', { config: { owns: ['job'] }, schema: { params: { type: 'object', properties: { id: { type: 'string' } } }, response: { '4xx': errorSchema } } }, async (request) => {
-      const job = orchestrator.jobs.get(request.params.id);
+      const job = await orchestrator.jobs.get(request.params.id);
       if (!job) throw new NotFoundError(`job ${request.params.id} does not exist`);
       return {
         job_id: job.id,

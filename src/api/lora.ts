@@ -2,7 +2,8 @@
 // "tenant/name"; clients chat with that id as the model and get its current version. Clients of the
 // original CLaaS service send its field names (lora_r, lora_alpha, base_model) and read `loras`.
 import type { FastifyPluginAsync, FastifyReply } from 'fastify';
-import type { AdapterInfo, AdapterRegistry } from '../orchestrator/adapters.js';
+import type { AdapterRegistry } from '../orchestrator/adapters.js';
+import type { AdapterInfo } from '../store/adapters.js';
 import { versionDir } from '../orchestrator/adapter-ids.js';
 import { mayUseAdapter } from './access.js';
 import { openAiError } from './errors.js';
@@ -32,14 +33,14 @@ export async function deleteAdapter(registry: AdapterRegistry, id: string) {
   return { lora_id: id, deleted: true };
 }
 
-export function sendExport(registry: AdapterRegistry, id: string, version: string | undefined, reply: FastifyReply) {
-  const { stream, filename } = registry.exportVersion(id, version === undefined ? undefined : Number(version));
+export async function sendExport(registry: AdapterRegistry, id: string, version: string | undefined, reply: FastifyReply) {
+  const { stream, filename } = await registry.exportVersion(id, version === undefined ? undefined : Number(version));
   return reply.type('application/gzip').header('content-disposition', `attachment; filename="${filename}"`).send(stream);
 }
 
 export async function rollback(registry: AdapterRegistry, id: string, version: number) {
   await registry.promote(id, version);
-  return adapterJson(registry.get(id));
+  return adapterJson(await registry.get(id));
 }
 
 /**
@@ -109,13 +110,13 @@ export const loraRoutes = (registry: AdapterRegistry): FastifyPluginAsync =>
       { config: { owns: ['own-data'] }, schema: { querystring: { type: 'object', additionalProperties: false, properties: { prefix: { type: 'string', maxLength: 129 } } }, response: { '4xx': errorSchema } } },
       async (request) => {
         const prefix = request.query.prefix ?? '';
-        const visible = registry.list().filter((a) => mayUseAdapter(request.principal, a.id) && a.id.startsWith(prefix));
+        const visible = (await registry.list()).filter((a) => mayUseAdapter(request.principal, a.id) && a.id.startsWith(prefix));
         // `loras` (ids only) is the original service's answer; `data` is this server's.
         return { data: visible.map(adapterJson), loras: visible.map((a) => a.id) };
       },
     );
     app.get<{ Params: { tenant: string; name: string } }>('/v1/lora/:tenant/:name', { config: { owns: ['adapter'] }, schema: { params: idParams, response: { '4xx': errorSchema } } }, async (request) =>
-      adapterJson(registry.get(`${request.params.tenant}/${request.params.name}`)),
+      adapterJson(await registry.get(`${request.params.tenant}/${request.params.name}`)),
     );
     app.delete<{ Params: { tenant: string; name: string } }>('/v1/lora/:tenant/:name', { config: { owns: ['adapter'] }, schema: { params: idParams, response: { '4xx': errorSchema } } }, async (request) =>
       deleteAdapter(registry, `${request.params.tenant}/${request.params.name}`),

@@ -3,18 +3,9 @@
 // Lookups read the database on every request, so a revoked key stops working at once.
 import { createHash, randomBytes } from 'node:crypto';
 import { InputError, NotFoundError } from '../errors.js';
-import { prepare, type Db } from '../store/db.js';
+import type { ApiKeyStore, KeyInfo, Role } from '../store/api-keys.js';
 
-export type Role = 'user' | 'admin';
-
-export interface KeyInfo {
-  id: string;
-  tenant: string;
-  role: Role;
-  name: string | null;
-  createdAt: number;
-  revokedAt: number | null;
-}
+export type { KeyInfo, Role };
 
 const TENANT = /^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$/;
 const KEY = /^sk-claas-([0-9a-f]{12})-[A-Za-z0-9_-]{43}$/;
@@ -28,54 +19,36 @@ export function checkTenant(tenant: unknown): string {
 
 const hash = (key: string) => createHash('sha256').update(key).digest('hex');
 
-function info(row: Record<string, unknown>): KeyInfo {
-  return { id: row.id as string, tenant: row.tenant as string, role: row.role as Role, name: (row.name as string | null) ?? null, createdAt: row.created_at as number, revokedAt: (row.revoked_at as number | null) ?? null };
-}
-
-export class KeyStore {
-  private readonly q;
-
-  constructor(db: Db) {
-    this.q = {
-      insert: prepare(db, 'INSERT INTO api_keys (id, hash, tenant, role, name, created_at) VALUES (?, ?, ?, ?, ?, ?)'),
-      byHash: prepare(db, 'SELECT * FROM api_keys WHERE hash = ? AND revoked_at IS NULL'),
-      all: prepare(db, 'SELECT * FROM api_keys ORDER BY created_at, rowid'),
-      revoke: prepare(db, 'UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL'),
-      byId: prepare(db, 'SELECT * FROM api_keys WHERE id = ?'),
-      anyActive: prepare(db, 'SELECT 1 FROM api_keys WHERE revoked_at IS NULL LIMIT 1'),
-    };
-  }
+export class ApiKeys {
+  constructor(private readonly store: ApiKeyStore) {}
 
   /** Creates a key; the returned `key` is the only time it is visible. */
-  create(opts: { tenant: string; role: Role; name?: string | null }): { key: string; info: KeyInfo } {
+  async create(opts: { tenant: string; role: Role; name?: string | null }): Promise<{ key: string; info: KeyInfo }> {
     checkTenant(opts.tenant);
     if (opts.role !== 'user' && opts.role !== 'admin') throw new InputError(`role must be "user" or "admin" (got ${JSON.stringify(opts.role)})`);
     if (opts.name !== undefined && opts.name !== null && (typeof opts.name !== 'string' || opts.name.length > 200)) throw new InputError('name must be a string of at most 200 characters');
     const id = randomBytes(6).toString('hex');
     const key = `sk-claas-${id}-${randomBytes(32).toString('base64url')}`;
-    this.q.insert.run(id, hash(key), opts.tenant, opts.role, opts.name ?? null, Date.now());
-    return { key, info: info(this.q.byId.get(id) as Record<string, unknown>) };
+    return { key, info: await this.store.add({ id, hash: hash(key), tenant: opts.tenant, role: opts.role, name: opts.name ?? null }) };
   }
 
-  list(): KeyInfo[] {
-    return (this.q.all.all() as Record<string, unknown>[]).map(info);
+  list(): Promise<KeyInfo[]> {
+    return this.store.list();
   }
 
-  revoke(id: string): KeyInfo {
-    const row = this.q.byId.get(id) as Record<string, unknown> | undefined;
-    if (!row) throw new NotFoundError(`key ${id} does not exist`);
-    this.q.revoke.run(Date.now(), id);
-    return info(this.q.byId.get(id) as Record<string, unknown>);
+  async revoke(id: string): Promise<KeyInfo> {
+    if (!(await this.store.get(id))) throw new NotFoundError(`key ${id} does not exist`);
+    await this.store.revoke(id);
+    return (await this.store.get(id))!;
   }
 
   /** The active key matching `key`, if any. */
-  verify(key: string): KeyInfo | undefined {
+  async verify(key: string): Promise<KeyInfo | undefined> {
     if (!KEY.test(key)) return undefined;
-    const row = this.q.byHash.get(hash(key)) as Record<string, unknown> | undefined;
-    return row ? info(row) : undefined;
+    return this.store.activeByHash(hash(key));
   }
 
-  hasActive(): boolean {
-    return this.q.anyActive.get() !== undefined;
+  hasActive(): Promise<boolean> {
+    return this.store.hasActive();
   }
 }

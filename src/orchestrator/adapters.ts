@@ -1,6 +1,6 @@
 // Adapters and their versions. Every version is an immutable PEFT folder
-// <root>/<tenant>/<name>/vNNNN (written to a temporary name, then renamed) with a row in SQLite; the
-// adapter's id is a stable alias served at its current (promoted) version.
+// <root>/<tenant>/<name>/vNNNN (written to a temporary name, then renamed) with a row in the store
+// (written after the folder); the adapter's id is a stable alias served at its current (promoted) version.
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, rmSync, writeFileSync } from 'node:fs';
 import type { Readable } from 'node:stream';
 import * as tar from 'tar';
@@ -12,7 +12,7 @@ import { ClaasError, InputError, NotFoundError } from '../errors.js';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, EMA_WEIGHTS, OPTIMIZER_STATE } from '../engine/peft.js';
 import type { InferenceService } from '../serve/inference.js';
 import type { AdapterLease } from '../serve/resident-adapters.js';
-import { inTransaction, prepare, type Db, type Statement } from '../store/db.js';
+import type { AdapterInfo, AdapterStore, NewVersion } from '../store/adapters.js';
 import { importFileLimits, MAX_ADAPTER_CONFIG_BYTES } from '../serve/work-bounds.js';
 import { checkAdapterId, versionDir } from './adapter-ids.js';
 
@@ -21,28 +21,6 @@ const IMPORT_PREFIX = '.import-';
 
 /** An archive entry's name without a leading "./". */
 const entryName = (path: string) => path.replace(/^\.\//, '');
-
-export type VersionStatus = 'initial' | 'promoted' | 'rejected' | 'candidate';
-
-export interface VersionInfo {
-  version: number;
-  createdAt: number;
-  parentVersion: number | null;
-  status: VersionStatus;
-  reason: string | null;
-  metrics: Record<string, unknown> | null;
-  jobId: string | null;
-}
-
-export interface AdapterInfo {
-  id: string;
-  createdAt: number;
-  rank: number;
-  alpha: number;
-  targetModules: string[];
-  currentVersion: number;
-  versions: VersionInfo[];
-}
 
 export interface CreateAdapterRequest {
   rank?: number;
@@ -60,28 +38,13 @@ export interface AdapterDefaults {
 }
 
 export class AdapterRegistry {
-  private readonly q: Record<string, Statement>;
-
   constructor(
-    private readonly db: Db,
+    private readonly store: AdapterStore,
     private readonly engine: Engine,
     private readonly service: InferenceService,
     readonly root: string,
     readonly defaults: AdapterDefaults = { rank: 32, alpha: 64, targetModules: [...LORA_MODULES] },
-  ) {
-    this.q = {
-      insertAdapter: prepare(db, 'INSERT INTO adapters (id, created_at, rank, alpha, target_modules, current_version) VALUES (?, ?, ?, ?, ?, ?)'),
-      insertVersion: prepare(db, 'INSERT INTO adapter_versions (adapter_id, version, created_at, parent_version, status, reason, metrics_json, job_id) VALUES (?, ?, ?, ?, ?, ?, ?, ?)'),
-      adapter: prepare(db, 'SELECT * FROM adapters WHERE id = ?'),
-      adapters: prepare(db, 'SELECT * FROM adapters ORDER BY id'),
-      versions: prepare(db, 'SELECT * FROM adapter_versions WHERE adapter_id = ? ORDER BY version'),
-      maxVersion: prepare(db, 'SELECT MAX(version) FROM adapter_versions WHERE adapter_id = ?').pluck(),
-      setCurrent: prepare(db, 'UPDATE adapters SET current_version = ? WHERE id = ?'),
-      setStatus: prepare(db, 'UPDATE adapter_versions SET status = ?, reason = ? WHERE adapter_id = ? AND version = ?'),
-      deleteAdapter: prepare(db, 'DELETE FROM adapters WHERE id = ?'),
-      byJob: prepare(db, 'SELECT version FROM adapter_versions WHERE adapter_id = ? AND job_id = ?').pluck(),
-    };
-  }
+  ) {}
 
   /** The name the base model is served under (what a new adapter's base_model must name). */
   get baseModel(): string {
@@ -92,120 +55,88 @@ export class AdapterRegistry {
     return join(this.root, ...checkAdapterId(id).split('/'), versionDir(version));
   }
 
-  private row(id: string): Record<string, unknown> {
-    const r = this.q.adapter!.get(checkAdapterId(id)) as Record<string, unknown> | undefined;
-    if (!r) throw new NotFoundError(`adapter ${id} does not exist`);
-    return r;
+  async get(id: string): Promise<AdapterInfo> {
+    const info = await this.store.get(checkAdapterId(id));
+    if (!info) throw new NotFoundError(`adapter ${id} does not exist`);
+    return info;
   }
 
-  get(id: string): AdapterInfo {
-    const r = this.row(id);
-    const versions = (this.q.versions!.all(id) as Record<string, unknown>[]).map((v) => ({
-      version: v.version as number,
-      createdAt: v.created_at as number,
-      parentVersion: (v.parent_version as number | null) ?? null,
-      status: v.status as VersionStatus,
-      reason: (v.reason as string | null) ?? null,
-      metrics: v.metrics_json ? (JSON.parse(v.metrics_json as string) as Record<string, unknown>) : null,
-      jobId: (v.job_id as string | null) ?? null,
-    }));
-    return {
-      id,
-      createdAt: r.created_at as number,
-      rank: r.rank as number,
-      alpha: r.alpha as number,
-      targetModules: JSON.parse(r.target_modules as string) as string[],
-      currentVersion: r.current_version as number,
-      versions,
-    };
-  }
-
-  list(): AdapterInfo[] {
-    return (this.q.adapters!.all() as Record<string, unknown>[]).map((r) => this.get(r.id as string));
+  list(): Promise<AdapterInfo[]> {
+    return this.store.list();
   }
 
   /** A new adapter at version 1 (B = 0: it starts as the base model), served under its id. */
   async create(id: string, req: CreateAdapterRequest = {}): Promise<AdapterInfo> {
-    checkAdapterId(id);
-    if (this.q.adapter!.get(id)) throw new InputError(`adapter ${id} already exists`);
+    if (await this.store.get(checkAdapterId(id))) throw new InputError(`adapter ${id} already exists`);
     if (id === this.service.modelName) throw new InputError(`${id} is the base model's name`);
     const targets = validateTargets(req.targetModules ?? this.defaults.targetModules);
     const adapter = this.engine.createAdapter({ rank: req.rank ?? this.defaults.rank, alpha: req.alpha ?? this.defaults.alpha, targetModules: targets, seed: req.seed });
     const dir = this.dir(id, 1);
     rmSync(join(dir, '..'), { recursive: true, force: true }); // leftovers of an adapter deleted before
     await this.engine.saveAdapter(adapter, dir);
-    inTransaction(this.db, () => {
-      this.q.insertAdapter!.run(id, Date.now(), adapter.rank, adapter.alpha, JSON.stringify(targets), 1);
-      this.q.insertVersion!.run(id, 1, Date.now(), null, 'initial', null, null, null);
-    });
+    if (!(await this.store.create({ id, rank: adapter.rank, alpha: adapter.alpha, targetModules: targets }))) throw new InputError(`adapter ${id} already exists`);
     this.service.setAdapter(id, versionDir(1), adapter, this.dir(id, 1), true);
     return this.get(id);
   }
 
   /** Saves a trained adapter as the next version (not yet served). */
-  async addVersion(id: string, adapter: Adapter, info: { parent: number; status: VersionStatus; reason?: string; metrics?: Record<string, unknown>; jobId?: string }): Promise<number> {
-    this.row(id);
-    const version = ((this.q.maxVersion!.get(id) as number | null) ?? 0) + 1;
+  async addVersion(id: string, adapter: Adapter, info: NewVersion): Promise<number> {
+    await this.get(id);
+    const version = (await this.store.latestVersion(id)) + 1;
     await this.engine.saveAdapter(adapter, this.dir(id, version));
-    this.q.insertVersion!.run(id, version, Date.now(), info.parent, info.status, info.reason ?? null, info.metrics ? JSON.stringify(info.metrics) : null, info.jobId ?? null);
+    await this.store.addVersion(id, version, info);
     return version;
   }
 
   /** The version a job already wrote (after a crash between saving and finishing it), if any. */
-  versionOfJob(id: string, jobId: string): number | undefined {
-    return (this.q.byJob!.get(id, jobId) as number | undefined) ?? undefined;
+  versionOfJob(id: string, jobId: string): Promise<number | undefined> {
+    return this.store.versionOfJob(id, jobId);
   }
 
   /** Records why a version is not served. */
-  reject(id: string, version: number, reason: string): void {
-    this.q.setStatus!.run('rejected', reason, id, version);
+  reject(id: string, version: number, reason: string): Promise<void> {
+    return this.store.reject(id, version, reason);
   }
 
   /** Serves `version` under the adapter's id from now on. */
   async promote(id: string, version: number, adapter?: Adapter): Promise<void> {
-    this.row(id);
-    const exists = (this.q.versions!.all(id) as { version: number }[]).some((v) => v.version === version);
-    if (!exists) throw new NotFoundError(`adapter ${id} has no version ${version}`);
+    if (!(await this.get(id)).versions.some((v) => v.version === version)) throw new NotFoundError(`adapter ${id} has no version ${version}`);
     const loaded = adapter ?? (await this.engine.loadAdapter(this.dir(id, version)));
-    inTransaction(this.db, () => {
-      this.q.setCurrent!.run(version, id);
-      if (version !== 1) this.q.setStatus!.run('promoted', null, id, version);
-    });
+    await this.store.promote(id, version);
     this.service.setAdapter(id, versionDir(version), loaded, this.dir(id, version), true);
   }
 
   /** The version served now. */
-  currentVersion(id: string): number {
-    return this.row(id).current_version as number;
+  async currentVersion(id: string): Promise<number> {
+    return (await this.get(id)).currentVersion;
   }
 
   /** The adapter served now (loaded if it was evicted), leased: release it when done. */
   async lease(id: string): Promise<AdapterLease> {
-    const version = this.currentVersion(id);
+    const version = await this.currentVersion(id);
     // The database says what the adapter serves; should the served set have lost it, it is served again.
     if (!this.service.adapters.managed(id)) this.service.adapters.register(id, versionDir(version), this.dir(id, version), true);
     return this.service.adapters.acquire(id);
   }
 
-  /** A version's PEFT folder as a .tar.gz stream (the files at the top level). */
   /** A version's folder and the PEFT files in it (the current version when none is named). */
-  versionFiles(id: string, version?: number): { version: number; dir: string; files: string[] } {
-    const info = this.get(id);
+  async versionFiles(id: string, version?: number): Promise<{ version: number; dir: string; files: string[] }> {
+    const info = await this.get(id);
     const v = version ?? info.currentVersion;
     if (!info.versions.some((x) => x.version === v)) throw new NotFoundError(`adapter ${id} has no version ${v}`);
     const dir = this.dir(id, v);
     return { version: v, dir, files: [ADAPTER_CONFIG, ADAPTER_WEIGHTS, OPTIMIZER_STATE, EMA_WEIGHTS].filter((f) => existsSync(join(dir, f))) };
   }
 
-  exportVersion(id: string, version?: number): { stream: Readable; filename: string } {
-    const { version: v, dir, files } = this.versionFiles(id, version);
+  /** A version's PEFT folder as a .tar.gz stream (the files at the top level). */
+  async exportVersion(id: string, version?: number): Promise<{ stream: Readable; filename: string }> {
+    const { version: v, dir, files } = await this.versionFiles(id, version);
     return { stream: tar.c({ gzip: true, cwd: dir, portable: true }, files) as unknown as Readable, filename: `${id.replace('/', '-')}-${versionDir(v)}.tar.gz` };
   }
 
   /** A new adapter whose version 1 is the PEFT folder in a .tar.gz (checked against the base model). */
   async importArchive(id: string, archive: Buffer): Promise<AdapterInfo> {
-    checkAdapterId(id);
-    if (this.q.adapter!.get(id)) throw new InputError(`adapter ${id} already exists`);
+    if (await this.store.get(checkAdapterId(id))) throw new InputError(`adapter ${id} already exists`);
     // Unpacked inside the data directory (its quota, its permissions), never in the system's temp
     // folder; restore() removes what a killed import left.
     mkdirSync(this.root, { recursive: true });
@@ -250,10 +181,7 @@ export class AdapterRegistry {
       const bad = adapter.firstNonFinite();
       if (bad) throw new InputError(`the archive's weights hold a non-finite value (${bad.value} at index ${bad.index})`);
       await this.engine.saveAdapter(adapter, this.dir(id, 1));
-      inTransaction(this.db, () => {
-        this.q.insertAdapter!.run(id, Date.now(), adapter.rank, adapter.alpha, JSON.stringify(adapter.targetModules), 1);
-        this.q.insertVersion!.run(id, 1, Date.now(), null, 'initial', 'imported', null, null);
-      });
+      if (!(await this.store.create({ id, rank: adapter.rank, alpha: adapter.alpha, targetModules: adapter.targetModules, reason: 'imported' }))) throw new InputError(`adapter ${id} already exists`);
       this.service.setAdapter(id, versionDir(1), adapter, this.dir(id, 1), true);
       return this.get(id);
     } finally {
@@ -308,8 +236,7 @@ export class AdapterRegistry {
   }
 
   async delete(id: string): Promise<void> {
-    this.row(id);
-    this.q.deleteAdapter!.run(id);
+    if (!(await this.store.delete(checkAdapterId(id)))) throw new NotFoundError(`adapter ${id} does not exist`);
     this.service.removeAdapter(id);
     rmSync(join(this.root, ...id.split('/')), { recursive: true, force: true });
   }
@@ -323,7 +250,7 @@ export class AdapterRegistry {
     if (existsSync(this.root)) {
       for (const entry of readdirSync(this.root)) if (entry.startsWith(IMPORT_PREFIX)) rmSync(join(this.root, entry), { recursive: true, force: true });
     }
-    for (const info of this.list()) {
+    for (const info of await this.list()) {
       const folder = join(this.root, ...info.id.split('/'));
       const known = new Set(info.versions.map((v) => versionDir(v.version)));
       if (existsSync(folder)) {

@@ -15,7 +15,7 @@ import { remoteTeacherTargets } from '../train/remote-teacher.js';
 import { versionDir } from './adapter-ids.js';
 import type { AdapterRegistry } from './adapters.js';
 import type { CollapseGuard, GuardConfig } from './collapse-guard.js';
-import type { FeedbackItem, FeedbackJobs, JobRecord, TrainingOptions } from './feedback-jobs.js';
+import type { FeedbackItem, JobRecord, JobStore, NewJob, TrainingOptions } from '../store/jobs.js';
 import { ModeLock } from './mode-lock.js';
 import { EMBEDDED_UPDATES, type UpdateBackend } from './update-backend.js';
 import type { TrainingProfile } from '../model/training-profile.js';
@@ -57,11 +57,13 @@ export class Orchestrator {
   /** Adapters with a submission whose client waits for the update: their batch runs without waiting to fill. */
   private readonly urgent = new Set<string>();
   private readonly waiters = new Map<string, (() => void)[]>();
+  /** Adapters whose queue changed while their schedule() was busy: looked at again when it ends. */
+  private readonly again = new Set<string>();
   private closed = false;
   private readonly inFlight = new Set<Promise<void>>();
 
   constructor(
-    readonly jobs: FeedbackJobs,
+    readonly jobs: JobStore,
     readonly registry: AdapterRegistry,
     private readonly service: InferenceService,
     private readonly guard: CollapseGuard,
@@ -108,43 +110,34 @@ export class Orchestrator {
 
   /**
    * Validates and durably stores feedback; training happens later. Items are sized first (long texts
-   * tokenize off the event loop); the checks that decide what is stored then run with no wait between
-   * them and the write.
+   * tokenize off the event loop); the per-adapter bound on waiting jobs is checked in the transaction
+   * that stores them.
    */
-  async submit(jobs: { adapterId: string; options: TrainingOptions; items: FeedbackItem[] }[], idempotencyKey?: string, opts: { now?: boolean } = {}): Promise<{ ids: string[]; repeated: boolean }> {
-    const sizes: Promise<void>[] = [];
-    for (const [j, job] of jobs.entries()) {
-      this.registry.get(job.adapterId);
+  async submit(jobs: NewJob[], idempotencyKey?: string, opts: { now?: boolean } = {}): Promise<{ ids: string[]; repeated: boolean }> {
+    for (const job of jobs) {
+      await this.registry.get(job.adapterId);
       this.checkOptions(job.options);
       for (const it of job.items) {
-        if (it.completionId !== null) {
-          const record = this.service.store.get(it.completionId);
-          if (!record) throw new NotFoundError(`completion ${it.completionId} does not exist`);
-          if (!(record.request as { messages?: unknown }).messages) throw new InputError(`completion ${it.completionId} is a text completion; feedback needs a chat completion`);
-          if (!record.choices[it.choiceIndex]) throw new InputError(`completion ${it.completionId} has no choice ${it.choiceIndex}`);
-        }
-        sizes.push(this.checkSize(it, `requests[${j}]`));
+        if (it.completionId === null) continue;
+        const record = await this.service.store.completions.get(it.completionId);
+        if (!record) throw new NotFoundError(`completion ${it.completionId} does not exist`);
+        if (!(record.request as { messages?: unknown }).messages) throw new InputError(`completion ${it.completionId} is a text completion; feedback needs a chat completion`);
+        if (!record.choices[it.choiceIndex]) throw new InputError(`completion ${it.completionId} has no choice ${it.choiceIndex}`);
       }
     }
-    const settled = await Promise.allSettled(sizes);
+    const settled = await Promise.allSettled(jobs.flatMap((job, j) => job.items.map((it) => this.checkSize(it, `requests[${j}]`))));
     const refused = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (refused) throw refused.reason;
-    for (const job of jobs) this.registry.get(job.adapterId);
-    if (!(idempotencyKey && this.jobs.knownKey(idempotencyKey))) {
-      const adding = new Map<string, number>();
-      for (const job of jobs) adding.set(job.adapterId, (adding.get(job.adapterId) ?? 0) + 1);
-      for (const [adapterId, n] of adding) {
-        const pending = this.jobs.pending(adapterId);
-        if (pending + n > this.config.maxQueuedJobs) {
-          throw new BusyError(`adapter ${adapterId} has ${pending} feedback jobs waiting (limit ${this.config.maxQueuedJobs}); retry later`, Math.max(1, Math.ceil(this.config.maxWaitMs / 1000)));
-        }
-      }
+    for (const job of jobs) await this.registry.get(job.adapterId);
+    const out = await this.jobs.submit(jobs, { idempotencyKey, maxPending: this.config.maxQueuedJobs });
+    if (out.refused) {
+      const { adapterId, pending } = out.refused;
+      throw new BusyError(`adapter ${adapterId} has ${pending} feedback jobs waiting (limit ${this.config.maxQueuedJobs}); retry later`, Math.max(1, Math.ceil(this.config.maxWaitMs / 1000)));
     }
-    const out = this.jobs.submit(jobs, idempotencyKey);
     // A client waiting for its update does not wait for the batch to fill as well.
     if (opts.now) for (const job of jobs) this.urgent.add(job.adapterId);
     for (const job of jobs) this.schedule(job.adapterId);
-    return out;
+    return { ids: out.ids, repeated: out.repeated };
   }
 
   /** Whether an update puts serving to sleep around its step (vLLM) rather than training beside it. */
@@ -153,22 +146,27 @@ export class Orchestrator {
   }
 
   /** The stored reply of `adapterId` with this last user message and text (CompletionStore.findReply). */
-  storedReply(adapterId: string, prompt: string, response: string, tenant: string | null): { completionId: string; choiceIndex: number } | null {
-    return this.service.store.findReply(adapterId, prompt, response, tenant);
+  storedReply(adapterId: string, prompt: string, response: string, tenant: string | null): Promise<{ completionId: string; choiceIndex: number } | null> {
+    return this.service.store.completions.findReply(adapterId, prompt, response, tenant);
   }
 
   /** Resolves once every job in `ids` is done or failed. */
   async settled(ids: readonly string[]): Promise<JobRecord[]> {
     for (const id of ids) {
-      const finished = () => ['done', 'failed'].includes(this.jobs.get(id)?.status ?? 'done');
-      if (finished()) continue;
-      await new Promise<void>((resolve) => {
-        const list = this.waiters.get(id) ?? [];
-        list.push(resolve);
-        this.waiters.set(id, list);
-      });
+      // Waiting first, then reading: a job that finishes during the read still wakes this.
+      let wake!: () => void;
+      const woken = new Promise<void>((resolve) => (wake = resolve));
+      this.waiters.set(id, [...(this.waiters.get(id) ?? []), wake]);
+      const status = (await this.jobs.get(id))?.status ?? 'done';
+      if (status === 'done' || status === 'failed') {
+        const rest = (this.waiters.get(id) ?? []).filter((w) => w !== wake);
+        if (rest.length > 0) this.waiters.set(id, rest);
+        else this.waiters.delete(id);
+        continue;
+      }
+      await woken;
     }
-    return ids.map((id) => this.jobs.get(id)!);
+    return Promise.all(ids.map(async (id) => (await this.jobs.get(id))!));
   }
 
   private notify(ids: readonly string[]): void {
@@ -194,9 +192,11 @@ export class Orchestrator {
   }
 
   /** Resumes what a previous run left: interrupted jobs run again. */
-  start(): void {
-    this.jobs.requeueInterrupted();
-    for (const id of new Set(this.jobs.queuedIds().map((j) => this.jobs.get(j)!.adapterId))) this.schedule(id);
+  async start(): Promise<void> {
+    await this.jobs.requeueInterrupted();
+    const adapters = new Set<string>();
+    for (const id of await this.jobs.queuedIds()) adapters.add((await this.jobs.get(id))!.adapterId);
+    for (const id of adapters) this.schedule(id);
   }
 
   /** Stops scheduling and waits for a running update to finish. */
@@ -207,27 +207,44 @@ export class Orchestrator {
     await Promise.all([...this.inFlight]);
   }
 
-  private queuedFor(adapterId: string): JobRecord[] {
-    return this.jobs.queuedIds().map((id) => this.jobs.get(id)!).filter((j) => j.adapterId === adapterId);
+  private async queuedFor(adapterId: string): Promise<JobRecord[]> {
+    const jobs = await Promise.all((await this.jobs.queuedIds()).map((id) => this.jobs.get(id)));
+    return jobs.filter((j): j is JobRecord => j?.adapterId === adapterId);
   }
 
+  /**
+   * Looks at an adapter's queue: runs a batch when one is due, else waits for one to be. One look or
+   * batch per adapter at a time; asked again meanwhile, it looks again when that ends.
+   */
   private schedule(adapterId: string): void {
-    if (this.closed || this.busy.has(adapterId)) return;
-    const queued = this.queuedFor(adapterId);
-    if (queued.length === 0) return;
+    if (this.closed) return;
+    if (this.busy.has(adapterId)) {
+      this.again.add(adapterId);
+      return;
+    }
+    this.busy.add(adapterId);
+    const work = this.look(adapterId)
+      .catch((err: unknown) => console.error(`feedback jobs of ${adapterId}: ${err instanceof Error ? err.message : String(err)}`))
+      .finally(() => {
+        this.inFlight.delete(work);
+        this.busy.delete(adapterId);
+        if (this.again.delete(adapterId)) this.schedule(adapterId);
+      });
+    this.inFlight.add(work);
+  }
+
+  private async look(adapterId: string): Promise<void> {
+    const queued = await this.queuedFor(adapterId);
+    if (queued.length === 0 || this.closed) return;
     const items = queued.reduce((n, j) => n + j.items.length, 0);
     const waited = Date.now() - queued[0]!.createdAt;
     const urgent = this.urgent.delete(adapterId);
     if (items >= this.config.batchSize || waited >= this.config.maxWaitMs || urgent) {
       clearTimeout(this.timers.get(adapterId));
       this.timers.delete(adapterId);
-      const run = this.runBatch(adapterId, queued).finally(() => {
-        this.inFlight.delete(run);
-        this.busy.delete(adapterId);
-        this.schedule(adapterId);
-      });
-      this.busy.add(adapterId);
-      this.inFlight.add(run);
+      await this.runBatch(adapterId, queued);
+      // What was queued meanwhile, or left out of this batch, is looked at next.
+      this.again.add(adapterId);
     } else if (!this.timers.has(adapterId)) {
       this.timers.set(
         adapterId,
@@ -258,7 +275,7 @@ export class Orchestrator {
     const feedback = teacherFeedback(memory, item.feedback);
     const encode = (text: string) => tokenizer.encodeAsync(text, { addSpecialTokens: false });
     if (item.completionId !== null) {
-      const record = this.service.store.get(item.completionId);
+      const record = await this.service.store.completions.get(item.completionId);
       if (!record) throw new NotFoundError(`completion ${item.completionId} does not exist`);
       const request = record.request as { messages: ChatMessage[]; tools?: unknown[] };
       const choice = record.choices[item.choiceIndex]!;
@@ -275,13 +292,13 @@ export class Orchestrator {
   private async runBatch(adapterId: string, queued: JobRecord[]): Promise<void> {
     const batch = this.pick(queued);
     const ids = batch.map((j) => j.id);
-    this.jobs.markRunning(ids);
+    await this.jobs.markRunning(ids);
     try {
       const { memory: remember = 0, ...options } = { ...this.config.defaults, ...batch[0]!.options };
-      const parent = this.registry.currentVersion(adapterId);
-      const done = this.registry.versionOfJob(adapterId, batch[0]!.id);
+      const parent = await this.registry.currentVersion(adapterId);
+      const done = await this.registry.versionOfJob(adapterId, batch[0]!.id);
       const said = batch.flatMap((j) => j.items.map((it) => it.feedback));
-      const memory = remember > 0 ? this.jobs.learnedFeedback(adapterId, remember, said) : [];
+      const memory = remember > 0 ? await this.jobs.learnedFeedback(adapterId, remember, said) : [];
       const t0 = performance.now();
       const samples = done === undefined ? await Promise.all(batch.flatMap((j) => j.items.map((it) => this.sample(it, memory)))) : [];
       const phases: Record<string, number> = { samples: performance.now() - t0 };
@@ -317,9 +334,9 @@ export class Orchestrator {
       );
       // Where the time went, so a slow update can be read from its job (the step's own phases are in metrics.timings).
       const phasesMs = Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, Math.round(v * 10) / 10]));
-      this.jobs.finish(ids, 'done', { ...step!.result, ...(memory.length > 0 ? { memory } : {}), phases_ms: phasesMs }, null);
+      await this.jobs.finish(ids, 'done', { ...step!.result, ...(memory.length > 0 ? { memory } : {}), phases_ms: phasesMs }, null);
     } catch (err) {
-      this.jobs.finish(ids, 'failed', null, err instanceof Error ? err.message : String(err));
+      await this.jobs.finish(ids, 'failed', null, err instanceof Error ? err.message : String(err));
     } finally {
       this.notify(ids);
     }
@@ -363,7 +380,7 @@ export class Orchestrator {
       phases.save = performance.now() - t;
     } else {
       candidate = await this.service.engine.loadAdapter(registry.dir(adapterId, version));
-      metrics = registry.get(adapterId).versions.find((v) => v.version === version)?.metrics ?? undefined;
+      metrics = (await registry.get(adapterId)).versions.find((v) => v.version === version)?.metrics ?? undefined;
     }
     const t = performance.now();
     const served = await registry.lease(adapterId);
@@ -375,7 +392,7 @@ export class Orchestrator {
     }
     phases.guard = performance.now() - t;
     if (!verdict.passed) {
-      registry.reject(adapterId, version, verdict.reason!);
+      await registry.reject(adapterId, version, verdict.reason!);
       candidate.dispose();
     }
     return { version, candidate, passed: verdict.passed, result: { adapter: adapterId, version, parent_version: parent, promoted: verdict.passed, guard: verdict, metrics } };

@@ -8,7 +8,7 @@ import { InputError, NotFoundError } from '../errors.js';
 import type { ChatMessage, ChatTemplate, ToolDefinition } from '../model/chat-template.js';
 import type { GenerationDefaults } from '../model/generation-config.js';
 import type { Tokenizer } from '../model/tokenizer.js';
-import type { CompletionStore } from '../store/completions.js';
+import type { Store } from '../store/store.js';
 import { parseReply, ReplyStream, type ReplyDelta } from './reply-stream.js';
 import { ResidentAdapters, type AdapterLease } from './resident-adapters.js';
 import type { TokenGenerator } from './token-generator.js';
@@ -122,7 +122,8 @@ export class InferenceService {
     readonly template: ChatTemplate,
     readonly defaults: GenerationDefaults,
     readonly generator: TokenGenerator,
-    readonly store: CompletionStore,
+    /** The server's state (owned: closed with the service). */
+    readonly store: Store,
     options: InferenceOptions = {},
   ) {
     this.modelName = options.modelName ?? basename(engine.modelDir);
@@ -201,8 +202,8 @@ export class InferenceService {
   }
 
   /** Closes the state database (after the last request). */
-  close(): void {
-    this.store.close();
+  close(): Promise<void> {
+    return this.store.close();
   }
 
   /** Makes an adapter servable under `name` (replacing an earlier version atomically). */
@@ -361,7 +362,7 @@ export class InferenceService {
     const created = Math.floor(Date.now() / 1000);
     const id = req.id ?? newCompletionId(raw ? 'cmpl' : 'chatcmpl');
     const choices = await Promise.all(Array.from({ length: req.n }, (_, i) => choice(i)));
-    this.store.save({
+    await this.store.completions.save({
       id,
       createdAt: Date.now(),
       model: req.model,

@@ -8,11 +8,9 @@ import { readGenerationConfig } from '../model/generation-config.js';
 import { writeRandomModel } from '../model/random-model.js';
 import { Tokenizer } from '../model/tokenizer.js';
 import { writeTokenizerFiles } from '../model/toy-tokenizer.js';
-import { openDb } from '../store/db.js';
-import { CompletionStore } from '../store/completions.js';
+import { defaultDatabase, openStore } from '../store/store.js';
 import { AdapterRegistry } from '../orchestrator/adapters.js';
 import { CollapseGuard, DEFAULT_GUARD, type GuardConfig } from '../orchestrator/collapse-guard.js';
-import { FeedbackJobs } from '../orchestrator/feedback-jobs.js';
 import { DEFAULT_ORCHESTRATOR, Orchestrator, type OrchestratorConfig } from '../orchestrator/orchestrator.js';
 import { InferenceService, type InferenceOptions } from './inference.js';
 import { EMBEDDED_UPDATES } from '../orchestrator/update-backend.js';
@@ -23,8 +21,10 @@ import { VllmClient } from './vllm-client.js';
 import { VllmGenerator } from './vllm-generator.js';
 
 export interface OpenInferenceOptions extends EngineOpenOptions, InferenceOptions {
-  /** State directory (SQLite database, adapters); ':memory:' keeps the database in memory. */
+  /** State directory (adapters; the SQLite database unless `database` names another); ':memory:' keeps the database in memory. */
   dataDir: string;
+  /** The database: a SQLite file or a postgres:// URL (default: <dataDir>/claas.db). */
+  database?: string;
   /** Serve through this vLLM server (same base model) instead of the embedded engine. */
   vllm?: { url: string; apiKey?: string };
 }
@@ -38,8 +38,8 @@ export async function openInference(modelDir: string, options: OpenInferenceOpti
     const client = new VllmClient(options.vllm.url, { apiKey: options.vllm.apiKey });
     generator = new VllmGenerator(client, await client.baseModel());
   }
-  const db = openDb(options.dataDir === ':memory:' ? ':memory:' : join(options.dataDir, 'claas.db'));
-  return new InferenceService(engine, tokenizer, template, readGenerationConfig(modelDir), generator, new CompletionStore(db), options);
+  const store = await openStore(options.database ?? (options.dataDir === ':memory:' ? ':memory:' : defaultDatabase(options.dataDir)));
+  return new InferenceService(engine, tokenizer, template, readGenerationConfig(modelDir), generator, store, options);
 }
 
 export interface OpenServerOptions extends OpenInferenceOptions {
@@ -59,8 +59,7 @@ export async function openServer(modelDir: string, options: OpenServerOptions): 
   // Read before the weights load: a bad profile fails at once.
   const profile = readTrainingProfile(modelDir, readModelConfig(modelDir).hiddenSize);
   const service = await openInference(modelDir, options);
-  const db = service.store.db;
-  const registry = new AdapterRegistry(db, service.engine, service, join(options.dataDir, 'adapters'), profile.lora);
+  const registry = new AdapterRegistry(service.store.adapters, service.engine, service, join(options.dataDir, 'adapters'), profile.lora);
   await registry.restore();
   const fromProfile = { ...(profile.guardProbes.length > 0 ? { probes: profile.guardProbes } : {}), ...(profile.guardMaxUpdateKl !== undefined ? { maxUpdateKl: profile.guardMaxUpdateKl } : {}) };
   const guard = new CollapseGuard(service.engine, service.template, service.tokenizer, { ...DEFAULT_GUARD, ...fromProfile, ...options.guard }, service.stopTokenIds);
@@ -75,8 +74,8 @@ export async function openServer(modelDir: string, options: OpenServerOptions): 
     maxWaitMs: o.maxWaitMs ?? profile.feedback.batchWaitMs,
     defaults: { ...profile.training, ...o.defaults },
   };
-  const orchestrator = new Orchestrator(new FeedbackJobs(db), registry, service, guard, config, vllm ?? EMBEDDED_UPDATES, profile);
-  orchestrator.start();
+  const orchestrator = new Orchestrator(service.store.jobs, registry, service, guard, config, vllm ?? EMBEDDED_UPDATES, profile);
+  await orchestrator.start();
   return { service, orchestrator, profile };
 }
 
