@@ -209,6 +209,8 @@ test('a percent-encoded id works in GET, rollback, export and DELETE paths', asy
   const params = s.params.map((x, i) => x + 0.01 * ((i % 5) - 2));
   const next = service.engine.restoreAdapter(current.shape, { params, ema: params.slice(), m: new Float32Array(params.length), v: new Float32Array(params.length).fill(1e-6), step: 3 });
   assert.equal(await registry.addVersion(id, next, { parent: 1, status: 'candidate' }), 2);
+  // A job's assigned version is written once: an existing version, of no job or another, is refused.
+  await assert.rejects(registry.addVersion(id, next, { parent: 1, status: 'candidate', jobId: 'job-late' }, 2), /already has version 2; not written again/);
   const rolled = await call('POST', '/v1/lora/alice%2Fcoder-v1/rollback', 'alice', { version: 2 });
   assert.equal(rolled.status, 200, JSON.stringify(rolled.body));
   assert.equal(rolled.body.current_version, 2);

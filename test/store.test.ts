@@ -1,9 +1,10 @@
 // The store suite: the same cases against SQLite and against a real Postgres server this test
 // starts (test/postgres-server.ts). Migrations from empty and on reopen, completion records (exact
 // token ids and log-probabilities), feedback jobs (idempotency, queue order, the pending bound,
-// restarts, learned feedback, purges), adapters and versions, API keys and eval runs; two processes'
-// transactions at once. Then what only one database has: SQLite's file (WAL, 0600, older schema
-// versions) and Postgres's errors (an unreachable server named without its password).
+// restarts, learned feedback, purges; claims under leases: batching, one trainer per adapter,
+// heartbeats, expiry, MAX_ATTEMPTS), adapters and versions, API keys and eval runs; two processes'
+// transactions (and claims) at once. Then what only one database has: SQLite's file (WAL, 0600,
+// older schema versions) and Postgres's errors (an unreachable server named without its password).
 // Without Postgres's server programs its half skips, except with CI=true, where that fails.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -173,6 +174,93 @@ function storeCases(fresh: () => Promise<string>) {
         assert.deepEqual(await store.jobs.queuedIds(), []);
       }
     }
+  });
+
+  test('claims: the oldest job with the queued jobs of identical options; one trainer per adapter; heartbeats; finish only by the lease owner', async () => {
+    const store = await open(await fresh());
+    for (const id of ['t/a', 't/b']) await store.adapters.create({ id, rank: 2, alpha: 4, targetModules: ['q_proj'] });
+    const submit = async (adapterId: string, options: Record<string, unknown>, n: number) => ((await store.jobs.submit([{ adapterId, options, items: Array.from({ length: n }, (_, i) => item(`${adapterId} ${i}`)) }])) as { ids: string[] }).ids[0]!;
+    const a1 = await submit('t/a', {}, 1);
+    const a2 = await submit('t/a', { steps: 2 }, 1);
+    const a3 = await submit('t/a', {}, 2);
+    const a4 = await submit('t/a', {}, 1);
+    const b1 = await submit('t/b', {}, 1);
+    const opts = { leaseMs: 60_000, maxItems: 3, sameOptions: true };
+
+    const one = (await store.jobs.claim('w1', opts))!;
+    assert.deepEqual({ adapterId: one.adapterId, version: one.version, ids: one.jobs.map((j) => j.id) }, { adapterId: 't/a', version: 2, ids: [a1, a3] }, 'a4 would pass maxItems; a2 has other options');
+    for (const j of one.jobs) assert.deepEqual([j.status, j.leaseOwner, j.attempts, j.version], ['running', 'w1', 1, 2]);
+    assert.ok(one.jobs[0]!.leaseUntil! > Date.now() + 50_000);
+
+    assert.equal(await store.jobs.claim('w2', { ...opts, adapterId: 't/a' }), null, 't/a is leased');
+    const two = (await store.jobs.claim('w2', opts))!;
+    assert.deepEqual({ adapterId: two.adapterId, version: two.version, ids: two.jobs.map((j) => j.id) }, { adapterId: 't/b', version: 2, ids: [b1] });
+    assert.equal(await store.jobs.claim('w3', opts), null, 'both adapters are leased');
+
+    const before = (await store.jobs.get(a1))!.leaseUntil!;
+    assert.equal(await store.jobs.heartbeat('w1', [a1, a3], 120_000), true);
+    assert.ok((await store.jobs.get(a1))!.leaseUntil! > before + 50_000, 'the heartbeat extended the lease');
+    assert.equal(await store.jobs.heartbeat('w2', [a1], 120_000), false, 'not its lease');
+
+    assert.equal(await store.jobs.finish([a1, a3], 'done', { promoted: true }, null, 'w2'), 0, 'a non-owner finishes nothing');
+    assert.equal((await store.jobs.get(a1))!.status, 'running');
+    await store.adapters.addVersion('t/a', 2, { parent: 1, status: 'candidate', jobId: a1 });
+    assert.equal(await store.jobs.finish([a1, a3], 'done', { promoted: true }, null, 'w1'), 2);
+    assert.deepEqual([(await store.jobs.get(a1))!.status, (await store.jobs.get(a1))!.leaseOwner], ['done', null]);
+
+    const three = (await store.jobs.claim('w3', { ...opts, adapterId: 't/a' }))!;
+    assert.deepEqual({ version: three.version, ids: three.jobs.map((j) => j.id) }, { version: 3, ids: [a2] }, 'the oldest left, alone with its options; the next version');
+    const four = (await store.jobs.claim('w1', { ...opts, sameOptions: false }))!;
+    assert.equal(four, null, 't/a is leased again, t/b still');
+    assert.equal(await store.jobs.finish([a2], 'failed', null, 'broke', 'w3'), 1);
+    const five = (await store.jobs.claim('w1', opts))!;
+    assert.deepEqual({ version: five.version, ids: five.jobs.map((j) => j.id) }, { version: 3, ids: [a4] }, 'a batch that wrote nothing leaves its version to the next');
+  });
+
+  test('an expired lease is taken over with the same jobs and version, attempts counted, until MAX_ATTEMPTS gives up', async () => {
+    const store = await open(await fresh());
+    await store.adapters.create({ id: 't/a', rank: 2, alpha: 4, targetModules: ['q_proj'] });
+    const { ids } = (await store.jobs.submit([{ adapterId: 't/a', options: {}, items: [item('x')] }, { adapterId: 't/a', options: {}, items: [item('y')] }])) as { ids: string[] };
+    const opts = { leaseMs: 40, maxItems: 4, sameOptions: true };
+    const expire = () => new Promise((r) => setTimeout(r, 60));
+    const first = (await store.jobs.claim('w1', opts))!;
+    assert.deepEqual([first.version, first.jobs.map((j) => j.id)], [2, ids]);
+    await expire(); // w1 died
+    const late = ((await store.jobs.submit([{ adapterId: 't/a', options: {}, items: [item('late')] }])) as { ids: string[] }).ids[0]!;
+    assert.deepEqual(await store.jobs.claimableIds('t/a'), [...ids, late]);
+    for (let attempt = 2; attempt <= MAX_ATTEMPTS; attempt++) {
+      const again = (await store.jobs.claim(`w${attempt}`, opts))!;
+      assert.deepEqual([again.version, again.jobs.map((j) => j.id)], [2, ids], 'the same batch, the same version; the late job waits');
+      for (const j of again.jobs) assert.deepEqual([j.attempts, j.leaseOwner], [attempt, `w${attempt}`]);
+      assert.equal(await store.jobs.heartbeat(`w${attempt - 1}`, ids, 60_000), false, 'the dead trainer lost them');
+      assert.equal(await store.jobs.finish(ids, 'done', null, null, `w${attempt - 1}`), 0);
+      await expire();
+    }
+    const next = (await store.jobs.claim('w9', opts))!;
+    assert.deepEqual([next.version, next.jobs.map((j) => j.id)], [2, [late]], 'the batch gave up; its version was never written');
+    for (const id of ids) {
+      const job = (await store.jobs.get(id))!;
+      assert.equal(job.status, 'failed');
+      assert.match(job.error!, new RegExp(`stopped during this update ${MAX_ATTEMPTS} times`));
+    }
+  });
+
+  test('a restart requeues its running jobs with their version; a shared queue keeps live leases', async () => {
+    const store = await open(await fresh());
+    const { ids } = (await store.jobs.submit([{ adapterId: 't/a', options: {}, items: [item('x')] }, { adapterId: 't/b', options: {}, items: [item('y')] }])) as { ids: string[] };
+    const a = (await store.jobs.claim('w1', { leaseMs: 60_000, maxItems: 4, sameOptions: true }))!;
+    await store.jobs.markRunning([ids[1]!]);
+    assert.equal(await store.jobs.requeueInterrupted({ onlyExpired: true }), 1, 'only the job held without a lease');
+    assert.equal((await store.jobs.get(ids[0]!))!.status, 'running');
+    assert.equal(await store.jobs.requeueInterrupted({ onlyExpired: true, worker: 'w9' }), 0, "another worker's live lease stays");
+    assert.equal(await store.jobs.requeueInterrupted({ onlyExpired: true, worker: 'w1' }), 1, 'a restarted w1 takes its own back');
+    const held = (await store.jobs.claim('w1', { leaseMs: 60_000, maxItems: 4, sameOptions: true }))!;
+    assert.deepEqual([held.version, held.jobs[0]!.attempts], [a.version, 2]);
+    assert.equal(await store.jobs.requeueInterrupted(), 1);
+    const job = (await store.jobs.get(ids[0]!))!;
+    assert.deepEqual([job.status, job.version, job.leaseOwner, job.attempts], ['queued', a.version, null, 2]);
+    const b = (await store.jobs.claim('w2', { leaseMs: 60_000, maxItems: 4, sameOptions: true, adapterId: 't/a' }))!;
+    assert.deepEqual([b.version, b.jobs[0]!.attempts], [a.version, 3]);
   });
 
   test('finished jobs: results kept, the feedback of served updates remembered, their text purged by age and tenant', async () => {
@@ -446,6 +534,48 @@ describe('Postgres', { skip: pgSkip }, () => {
     assert.match(unreachable.stderr, /claas: cannot reach the Postgres database at postgres:\/\/claas:\*\*\*@127\.0\.0\.1:1\/claas/);
     assert.ok(!`${unreachable.stdout}${unreachable.stderr}`.includes('hunter2'));
     assert.doesNotMatch(unreachable.stdout, /loading/, 'it stops before the model loads');
+  });
+
+  test('two stores claiming at once never take one job twice nor two batches of one adapter', async () => {
+    const database = await server.createDatabase();
+    const stores = [await openStore(database), await openStore(database)];
+    try {
+      const adapters = ['t/0', 't/1', 't/2'];
+      for (const id of adapters) await stores[0]!.adapters.create({ id, rank: 2, alpha: 4, targetModules: ['q_proj'] });
+      const submitted: string[] = [];
+      for (let i = 0; i < 36; i++) submitted.push(...((await stores[i % 2]!.jobs.submit([{ adapterId: adapters[i % 3]!, options: { steps: 1 + (i % 2) }, items: [item(`f${i}`)] }])) as { ids: string[] }).ids);
+      const taken = new Map<string, string>();
+      const holder = new Map<string, string>();
+      const versions = new Map<string, number[]>();
+      const trainer = async (w: string, store: Store) => {
+        for (;;) {
+          const c = await store.jobs.claim(w, { leaseMs: 60_000, maxItems: 3, sameOptions: true });
+          if (!c) {
+            if ((await store.jobs.claimableIds()).length === 0) return;
+            await new Promise((r) => setTimeout(r, 2));
+            continue;
+          }
+          assert.equal(holder.get(c.adapterId), undefined, `${w} took ${c.adapterId} while ${holder.get(c.adapterId)} held it`);
+          holder.set(c.adapterId, w);
+          for (const j of c.jobs) {
+            assert.equal(taken.get(j.id), undefined, `${j.id} taken twice`);
+            taken.set(j.id, w);
+          }
+          versions.set(c.adapterId, [...(versions.get(c.adapterId) ?? []), c.version]);
+          await store.adapters.addVersion(c.adapterId, c.version, { parent: 1, status: 'candidate', jobId: c.jobs[0]!.id });
+          await new Promise((r) => setTimeout(r, Math.random() * 4));
+          // Released before the finish commits: no claim of the adapter can commit before it does.
+          holder.delete(c.adapterId);
+          assert.equal(await store.jobs.finish(c.jobs.map((j) => j.id), 'done', null, null, w), c.jobs.length);
+        }
+      };
+      await Promise.all([trainer('w1', stores[0]!), trainer('w2', stores[0]!), trainer('w3', stores[1]!), trainer('w4', stores[1]!)]);
+      assert.deepEqual([...taken.keys()].sort(), [...submitted].sort());
+      for (const [id, vs] of versions) assert.deepEqual(vs, vs.map((_, i) => i + 2), `${id}: one version per batch, in order`);
+      assert.ok(new Set(taken.values()).size > 1, 'more than one trainer got work');
+    } finally {
+      await Promise.all(stores.map((s) => s.close()));
+    }
   });
 
   test('transactions holding the same lock run one after the other; others do not wait', async () => {

@@ -79,13 +79,22 @@ export class AdapterRegistry {
     return this.get(id);
   }
 
-  /** Saves a trained adapter as the next version (not yet served). */
-  async addVersion(id: string, adapter: Adapter, info: NewVersion): Promise<number> {
-    await this.get(id);
-    const version = (await this.store.latestVersion(id)) + 1;
-    await this.engine.saveAdapter(adapter, this.dir(id, version));
-    await this.store.addVersion(id, version, info);
-    return version;
+  /**
+   * Saves a trained adapter as a new version (not yet served): `version` when given (the one its job
+   * was assigned at claim), else the next. A version that exists is never written again: one written
+   * by the same job is returned as it is, one of another job is refused.
+   */
+  async addVersion(id: string, adapter: Adapter, info: NewVersion, version?: number): Promise<number> {
+    const existing = (await this.get(id)).versions;
+    const v = version ?? (await this.store.latestVersion(id)) + 1;
+    const taken = existing.find((x) => x.version === v);
+    if (taken) {
+      if (info.jobId !== undefined && taken.jobId === info.jobId) return v;
+      throw new ClaasError('E_CONFLICT', `adapter ${id} already has version ${v}${taken.jobId ? ` (written by job ${taken.jobId})` : ''}; not written again`);
+    }
+    await this.engine.saveAdapter(adapter, this.dir(id, v));
+    await this.store.addVersion(id, v, info);
+    return v;
   }
 
   /** The version a job already wrote (after a crash between saving and finishing it), if any. */

@@ -1,8 +1,13 @@
 // Turns acknowledged feedback into adapter versions: per-adapter batching (size or max wait), one
 // update at a time under the mode-switch lock, the hindsight teacher, the SDPO step on a copy of the
 // served adapter (version N keeps serving while N+1 trains), a new immutable version, the collapse
-// guard, promotion, and job results. Jobs interrupted by a crash are resumed on start. With vLLM
-// serving, the update drains and sleeps vLLM around the step and loads the new version after it.
+// guard, promotion, and job results. Batches are claimed from the job store under a lease renewed
+// while they train, so trainer processes sharing a Postgres queue never train one adapter at once and
+// a dead trainer's jobs are taken up again; the version a batch writes is the one assigned at claim.
+// Jobs interrupted by a crash are resumed on start. With vLLM serving, the update drains and sleeps
+// vLLM around the step and loads the new version after it.
+import { randomUUID } from 'node:crypto';
+import { hostname } from 'node:os';
 import type { Adapter, SdpoSample } from '../engine/engine.js';
 import type { SdpoOptions } from '../engine/sdpo-options.js';
 import { BusyError, InputError, NotFoundError } from '../errors.js';
@@ -39,7 +44,16 @@ export interface OrchestratorConfig {
   maxQueuedJobs: number;
   /** Scorer of the `remote` teacher mode (unset: that mode is refused). */
   remoteTeacher?: RemoteTeacher;
+  /** How long a claimed batch stays this trainer's without a heartbeat (heartbeats come at a third of it). */
+  leaseMs?: number;
+  /**
+   * This trainer's name in job leases (default: host, process and a random part). Set and kept across
+   * restarts, a restarted trainer takes its own interrupted jobs back at once, not when their lease expires.
+   */
+  worker?: string;
 }
+
+const DEFAULT_LEASE_MS = 30_000;
 
 export const DEFAULT_ORCHESTRATOR: OrchestratorConfig = {
   batchSize: 4,
@@ -61,6 +75,9 @@ export class Orchestrator {
   private readonly again = new Set<string>();
   private closed = false;
   private readonly inFlight = new Set<Promise<void>>();
+  /** Looks for work other trainers' servers queued (a shared queue only). */
+  private poll: NodeJS.Timeout | undefined;
+  readonly worker: string;
 
   constructor(
     readonly jobs: JobStore,
@@ -71,7 +88,13 @@ export class Orchestrator {
     private readonly backend: UpdateBackend = EMBEDDED_UPDATES,
     /** The served model's training profile, as read (the owner of the defaults is `config`). */
     readonly profile: TrainingProfile | null = null,
-  ) {}
+  ) {
+    this.worker = config.worker ?? `${hostname()}:${process.pid}:${randomUUID().slice(0, 8)}`;
+  }
+
+  private get leaseMs(): number {
+    return this.config.leaseMs ?? DEFAULT_LEASE_MS;
+  }
 
   get guardConfig(): GuardConfig {
     return this.guard.config;
@@ -191,25 +214,38 @@ export class Orchestrator {
     checkFeedbackSize(where, { prompt: s.promptIds.length, teacherPrompt: s.teacherPromptIds.length, response: s.responseIds.length }, this.service.maxPromptTokens, this.service.engine.config.maxPositionEmbeddings);
   }
 
-  /** Resumes what a previous run left: interrupted jobs run again. */
+  /**
+   * Resumes what a previous run left: interrupted jobs run again. A queue of its own (SQLite) is
+   * requeued whole at once; in a shared one, other trainers' live leases are left alone, and jobs
+   * submitted to other servers or left by dead trainers are looked for every lease period.
+   */
   async start(): Promise<void> {
-    await this.jobs.requeueInterrupted();
+    await this.jobs.requeueInterrupted({ onlyExpired: this.jobs.shared, worker: this.config.worker });
+    await this.lookEverywhere();
+    if (this.jobs.shared && !this.closed) {
+      this.poll = setInterval(() => void this.lookEverywhere().catch((err: unknown) => console.error(`feedback jobs: ${err instanceof Error ? err.message : String(err)}`)), this.leaseMs);
+      this.poll.unref();
+    }
+  }
+
+  private async lookEverywhere(): Promise<void> {
     const adapters = new Set<string>();
-    for (const id of await this.jobs.queuedIds()) adapters.add((await this.jobs.get(id))!.adapterId);
+    for (const id of await this.jobs.claimableIds()) adapters.add((await this.jobs.get(id))!.adapterId);
     for (const id of adapters) this.schedule(id);
   }
 
   /** Stops scheduling and waits for a running update to finish. */
   async close(): Promise<void> {
     this.closed = true;
+    clearInterval(this.poll);
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
     await Promise.all([...this.inFlight]);
   }
 
   private async queuedFor(adapterId: string): Promise<JobRecord[]> {
-    const jobs = await Promise.all((await this.jobs.queuedIds()).map((id) => this.jobs.get(id)));
-    return jobs.filter((j): j is JobRecord => j?.adapterId === adapterId);
+    const jobs = await Promise.all((await this.jobs.claimableIds(adapterId)).map((id) => this.jobs.get(id)));
+    return jobs.filter((j): j is JobRecord => j !== undefined);
   }
 
   /**
@@ -242,9 +278,8 @@ export class Orchestrator {
     if (items >= this.config.batchSize || waited >= this.config.maxWaitMs || urgent) {
       clearTimeout(this.timers.get(adapterId));
       this.timers.delete(adapterId);
-      await this.runBatch(adapterId, queued);
       // What was queued meanwhile, or left out of this batch, is looked at next.
-      this.again.add(adapterId);
+      if (await this.runBatch(adapterId)) this.again.add(adapterId);
     } else if (!this.timers.has(adapterId)) {
       this.timers.set(
         adapterId,
@@ -254,20 +289,6 @@ export class Orchestrator {
         }, this.config.maxWaitMs - waited),
       );
     }
-  }
-
-  /** Jobs with the same options, up to the batch size (at least one job). */
-  private pick(queued: JobRecord[]): JobRecord[] {
-    const key = JSON.stringify(queued[0]!.options);
-    const batch: JobRecord[] = [];
-    let items = 0;
-    for (const j of queued) {
-      if (JSON.stringify(j.options) !== key) continue;
-      if (batch.length > 0 && items + j.items.length > this.config.batchSize) break;
-      batch.push(j);
-      items += j.items.length;
-    }
-    return batch;
   }
 
   private async sample(item: FeedbackItem, memory: readonly string[]): Promise<SdpoSample> {
@@ -289,10 +310,27 @@ export class Orchestrator {
     return { promptIds, teacherPromptIds, responseIds: [...response, ...(eos !== undefined ? [eos] : [])] };
   }
 
-  private async runBatch(adapterId: string, queued: JobRecord[]): Promise<void> {
-    const batch = this.pick(queued);
+  /** Claims and trains one batch of the adapter; false when there was none to claim. */
+  private async runBatch(adapterId: string): Promise<boolean> {
+    const claimed = await this.jobs.claim(this.worker, { leaseMs: this.leaseMs, maxItems: this.config.batchSize, sameOptions: true, adapterId });
+    // Another trainer holds this adapter: its batch ends with a look here again (or at the next poll).
+    if (!claimed) return false;
+    const batch = claimed.jobs;
     const ids = batch.map((j) => j.id);
-    await this.jobs.markRunning(ids);
+    let lost = false;
+    const beat = setInterval(() => {
+      this.jobs.heartbeat(this.worker, ids, this.leaseMs).then(
+        (held) => (lost ||= !held),
+        (err: unknown) => console.error(`feedback jobs of ${adapterId}: heartbeat: ${err instanceof Error ? err.message : String(err)}`),
+      );
+    }, Math.max(1, Math.floor(this.leaseMs / 3)));
+    // Checked before anything another trainer could also do: a lost batch is that trainer's now.
+    const stillHeld = async () => {
+      if (lost || !(await this.jobs.heartbeat(this.worker, ids, this.leaseMs))) {
+        lost = true;
+        throw new Error(`the lease of this update was lost (another trainer took jobs ${ids.join(', ')} over)`);
+      }
+    };
     try {
       const { memory: remember = 0, ...options } = { ...this.config.defaults, ...batch[0]!.options };
       const parent = await this.registry.currentVersion(adapterId);
@@ -312,7 +350,8 @@ export class Orchestrator {
           phases.sleep = performance.now() - t;
         },
         async () => {
-          step = await this.train(adapterId, parent, done, samples, options, batch[0]!.id, phases);
+          await stillHeld();
+          step = await this.train(adapterId, parent, done, samples, options, batch[0]!.id, claimed.version, phases);
         },
         async () => {
           try {
@@ -321,6 +360,7 @@ export class Orchestrator {
             phases.wake = performance.now() - w;
             const t = performance.now();
             if (step?.passed) {
+              await stillHeld();
               const next = { name: adapterId, version: versionDir(step.version), path: this.registry.dir(adapterId, step.version) };
               await this.backend.load(next);
               await this.registry.promote(adapterId, step.version, step.candidate);
@@ -334,12 +374,21 @@ export class Orchestrator {
       );
       // Where the time went, so a slow update can be read from its job (the step's own phases are in metrics.timings).
       const phasesMs = Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, Math.round(v * 10) / 10]));
-      await this.jobs.finish(ids, 'done', { ...step!.result, ...(memory.length > 0 ? { memory } : {}), phases_ms: phasesMs }, null);
+      await this.finish(adapterId, ids, 'done', { ...step!.result, ...(memory.length > 0 ? { memory } : {}), phases_ms: phasesMs }, null);
     } catch (err) {
-      await this.jobs.finish(ids, 'failed', null, err instanceof Error ? err.message : String(err));
+      // A lost lease leaves the jobs to the trainer that took them.
+      if (!lost) await this.finish(adapterId, ids, 'failed', null, err instanceof Error ? err.message : String(err));
+      else console.error(`feedback jobs of ${adapterId}: ${err instanceof Error ? err.message : String(err)}`);
     } finally {
+      clearInterval(beat);
       this.notify(ids);
     }
+    return true;
+  }
+
+  private async finish(adapterId: string, ids: readonly string[], status: 'done' | 'failed', result: Record<string, unknown> | null, error: string | null): Promise<void> {
+    const n = await this.jobs.finish(ids, status, result, error, this.worker);
+    if (n < ids.length) console.error(`feedback jobs of ${adapterId}: ${ids.length - n} of ${ids.length} were taken over by another trainer before they finished here`);
   }
 
   private async scoreRemotely(adapterId: string, parent: number, samples: SdpoSample[], k: number): Promise<void> {
@@ -356,6 +405,7 @@ export class Orchestrator {
     samples: SdpoSample[],
     options: Partial<SdpoOptions>,
     jobId: string,
+    assigned: number,
     phases: Record<string, number>,
   ): Promise<{ version: number; candidate: Adapter; passed: boolean; result: Record<string, unknown> }> {
     const registry = this.registry;
@@ -376,7 +426,7 @@ export class Orchestrator {
       phases.step = performance.now() - t;
       t = performance.now();
       metrics = { loss: r.loss, distillLoss: r.distillLoss, klToBase: r.klToBase, meanIsWeight: r.meanIsWeight, clipFraction: r.clipFraction, gradNorm: r.gradNorm, teacherStudentKl: r.teacherStudentKl, tokens: r.tokens, samples: samples.length, timings: r.timings, options: r.options };
-      version = await registry.addVersion(adapterId, candidate, { parent, status: 'candidate', metrics, jobId });
+      version = await registry.addVersion(adapterId, candidate, { parent, status: 'candidate', metrics, jobId }, assigned);
       phases.save = performance.now() - t;
     } else {
       candidate = await this.service.engine.loadAdapter(registry.dir(adapterId, version));

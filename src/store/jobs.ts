@@ -1,12 +1,28 @@
 // Feedback jobs: a job and its items are written in one transaction before the API acknowledges
-// them; status moves queued -> running -> done | failed; on start, running jobs go back to queued
-// (the version they may have written is found by job id, so nothing is trained twice), until the
-// server has stopped during one MAX_ATTEMPTS times.
+// them; status moves queued -> running -> done | failed. Trainers take work with claim(): a batch of
+// one adapter's jobs under a lease (owner + expiry) they renew with heartbeat() while training and
+// give up by finishing. A job whose trainer died (lease expired) is claimed again with the version
+// its batch was assigned at its first claim, so the version it may already have written is found
+// and never written twice, until its trainer has stopped during it MAX_ATTEMPTS times.
+//
+// Why leases in our own job rows rather than pg-boss or graphile-worker: both are Postgres-only,
+// while SQLite must stay the default with the same queue semantics and the same tests; both keep
+// their own job tables, which would duplicate the durable job rows that the API acknowledges, their
+// idempotency keys, the pending bound and the job status API; and neither takes "the oldest job of
+// an adapter plus its queued jobs with identical options" as one batch under one per-adapter lease.
+// The claim itself is short (a few reads and updates), so claims, heartbeats and finishes run one
+// after the other under one named transaction lock (sql.ts: a Postgres advisory lock, SQLite's
+// write lock): two claimers can never take one job or two batches of one adapter, on either database.
 import { randomUUID } from 'node:crypto';
 import { DIALECT, placeholders, type SqlDatabase } from './sql.js';
 
-/** Starts of one job's update before a restart gives it up. */
+/** Starts of one job's update before a restart or lease expiry gives it up. */
 export const MAX_ATTEMPTS = 5;
+
+/** The worker that markRunning and finish stand for when none is named (the single-process server). */
+export const LOCAL_WORKER = 'local';
+
+const gaveUp = (how: string) => `the ${how} stopped during this update ${MAX_ATTEMPTS} times (killed or crashed); not tried again`;
 
 export type JobStatus = 'queued' | 'running' | 'done' | 'failed';
 
@@ -54,6 +70,31 @@ export interface JobRecord {
   error: string | null;
   result: Record<string, unknown> | null;
   items: FeedbackItem[];
+  /** Starts of its update so far. */
+  attempts: number;
+  /** The version its batch writes, assigned at its first claim (null before). */
+  version: number | null;
+  /** The worker training it and until when (null: nobody, or held until a restart). */
+  leaseOwner: string | null;
+  leaseUntil: number | null;
+}
+
+export interface ClaimOptions {
+  /** How long the lease lasts without a heartbeat. */
+  leaseMs: number;
+  /** Feedback items that make a batch (at least one job is taken, however many items it has). */
+  maxItems: number;
+  /** Only jobs with the same options as the oldest join its batch. */
+  sameOptions: boolean;
+  /** Only this adapter's jobs. */
+  adapterId?: string;
+}
+
+/** Jobs of one adapter taken together under one lease; they write `version`. */
+export interface ClaimedBatch {
+  adapterId: string;
+  version: number;
+  jobs: JobRecord[];
 }
 
 export interface NewJob {
@@ -86,14 +127,35 @@ export interface JobStore {
   learnedFeedback(adapterId: string, limit: number, except?: readonly string[]): Promise<string[]>;
   /** Deletes the feedback text (items) of jobs finished before `before`, optionally of one tenant's adapters. */
   purgeFeedback(opts: { before: number; tenant?: string | null }): Promise<number>;
+  /** Whether other processes may claim from this queue (Postgres): then nobody else's lease is cut short at a start. */
+  readonly shared: boolean;
   /**
-   * After a restart: jobs that were running run again, unless the server already stopped during
-   * their update MAX_ATTEMPTS times (a job that kills the process must not block every start).
+   * After a restart: jobs that were running run again (keeping their assigned version), unless their
+   * update was already started MAX_ATTEMPTS times (a job that kills the process must not block every
+   * start). `onlyExpired`: only jobs whose lease expired or that were held without one, for a queue
+   * other live trainers share; and those of `worker`, this process's name before it restarted.
    */
-  requeueInterrupted(): Promise<number>;
-  markRunning(ids: readonly string[]): Promise<void>;
-  finish(ids: readonly string[], status: 'done' | 'failed', result: Record<string, unknown> | null, error: string | null): Promise<void>;
+  requeueInterrupted(opts?: { onlyExpired?: boolean; worker?: string }): Promise<number>;
+  /** Ids of queued jobs, and of running ones whose lease expired, oldest first; optionally of one adapter. */
+  claimableIds(adapterId?: string): Promise<string[]>;
+  /**
+   * Takes the oldest claimable job of an adapter that no live lease holds, with that adapter's other
+   * claimable jobs of its batch (a batch claimed before keeps its jobs and version; a new one takes
+   * queued jobs with identical options up to maxItems), marks them running under `worker`'s lease,
+   * counts an attempt and assigns the version they write (the adapter's highest + 1). Null: nothing.
+   * Expired jobs already started MAX_ATTEMPTS times fail instead.
+   */
+  claim(worker: string, opts: ClaimOptions): Promise<ClaimedBatch | null>;
+  /** Extends `worker`'s leases of these jobs; false when it no longer holds all of them. */
+  heartbeat(worker: string, ids: readonly string[], leaseMs: number): Promise<boolean>;
+  /** Marks jobs running under `worker` with no expiry (held until requeueInterrupted; tests and tools). */
+  markRunning(ids: readonly string[], worker?: string): Promise<void>;
+  /** Finishes the running jobs `worker` holds; returns how many (the others are left alone: their lease was lost). */
+  finish(ids: readonly string[], status: 'done' | 'failed', result: Record<string, unknown> | null, error: string | null, worker?: string): Promise<number>;
 }
+
+/** The transaction lock under which leases change hands. */
+const LEASES = 'feedback job leases';
 
 interface JobRow {
   id: string;
@@ -105,6 +167,18 @@ interface JobRow {
   options_json: string;
   error: string | null;
   result_json: string | null;
+  attempts: number;
+  version: number | null;
+  lease_owner: string | null;
+  lease_until: number | null;
+}
+
+interface CandidateRow {
+  id: string;
+  adapter_id: string;
+  options_json: string;
+  version: number | null;
+  n: number;
 }
 
 interface ItemRow {
@@ -115,11 +189,18 @@ interface ItemRow {
   feedback: string;
 }
 
+// Jobs a claim may take: queued, or running under a lease that expired (their trainer died).
+const CLAIMABLE = "(j.status = 'queued' OR (j.status = 'running' AND j.lease_until IS NOT NULL AND j.lease_until <= ?))";
+// No job of the adapter is held by a live lease (a lease without expiry is held until a restart).
+const ADAPTER_FREE = "NOT EXISTS (SELECT 1 FROM jobs h WHERE h.adapter_id = j.adapter_id AND h.status = 'running' AND (h.lease_until IS NULL OR h.lease_until > ?))";
+
 export class SqlJobStore implements JobStore {
   private readonly order: string;
+  readonly shared: boolean;
 
   constructor(private readonly db: SqlDatabase) {
     this.order = DIALECT[db.dialect].insertOrder;
+    this.shared = db.dialect === 'postgres';
   }
 
   async submit(jobs: readonly NewJob[], opts: { idempotencyKey?: string; maxPending?: number } = {}): Promise<SubmitResult> {
@@ -185,6 +266,10 @@ export class SqlJobStore implements JobStore {
       error: r.error ?? null,
       result: r.result_json ? (JSON.parse(r.result_json) as Record<string, unknown>) : null,
       items,
+      attempts: r.attempts,
+      version: r.version ?? null,
+      leaseOwner: r.lease_owner ?? null,
+      leaseUntil: r.lease_until ?? null,
     };
   }
 
@@ -224,26 +309,112 @@ export class SqlJobStore implements JobStore {
     return this.db.run(`DELETE FROM feedback_items WHERE job_id IN (${finished} AND substr(adapter_id, 1, ?) = ?)`, [opts.before, prefix.length, prefix]);
   }
 
-  requeueInterrupted(): Promise<number> {
+  requeueInterrupted(opts: { onlyExpired?: boolean; worker?: string } = {}): Promise<number> {
     return this.db.transaction(async (tx) => {
-      await tx.run("UPDATE jobs SET status = 'failed', finished_at = ?, error = ? WHERE status = 'running' AND attempts >= ?", [
-        Date.now(),
-        `the server stopped during this update ${MAX_ATTEMPTS} times (killed or crashed); not tried again`,
+      await tx.lock(LEASES);
+      const now = Date.now();
+      const which = opts.onlyExpired ? "status = 'running' AND (lease_until IS NULL OR lease_until <= ? OR lease_owner = ?)" : "status = 'running'";
+      const at = opts.onlyExpired ? [now, opts.worker ?? null] : [];
+      await tx.run(`UPDATE jobs SET status = 'failed', finished_at = ?, error = ?, lease_owner = NULL, lease_until = NULL WHERE ${which} AND attempts >= ?`, [now, gaveUp('server'), ...at, MAX_ATTEMPTS]);
+      return tx.run(`UPDATE jobs SET status = 'queued', started_at = NULL, lease_owner = NULL, lease_until = NULL WHERE ${which}`, at);
+    });
+  }
+
+  async claimableIds(adapterId?: string): Promise<string[]> {
+    const rows = await this.db.query<{ id: string }>(
+      `SELECT j.id FROM jobs j WHERE ${CLAIMABLE}${adapterId === undefined ? '' : ' AND j.adapter_id = ?'} ORDER BY j.created_at, j.${this.order}`,
+      adapterId === undefined ? [Date.now()] : [Date.now(), adapterId],
+    );
+    return rows.map((r) => r.id);
+  }
+
+  async claim(worker: string, opts: ClaimOptions): Promise<ClaimedBatch | null> {
+    const claimed = await this.db.transaction(async (tx) => {
+      await tx.lock(LEASES);
+      const now = Date.now();
+      // A job whose trainers kept dying fails here, as requeueInterrupted fails it at a restart.
+      await tx.run("UPDATE jobs SET status = 'failed', finished_at = ?, error = ?, lease_owner = NULL, lease_until = NULL WHERE status = 'running' AND lease_until IS NOT NULL AND lease_until <= ? AND attempts >= ?", [
+        now,
+        gaveUp('trainer'),
+        now,
         MAX_ATTEMPTS,
       ]);
-      return tx.run("UPDATE jobs SET status = 'queued', started_at = NULL WHERE status = 'running'");
+      const only = opts.adapterId === undefined ? '' : ' AND j.adapter_id = ?';
+      const [first] = await tx.query<{ adapter_id: string }>(`SELECT j.adapter_id FROM jobs j WHERE ${CLAIMABLE} AND ${ADAPTER_FREE}${only} ORDER BY j.created_at, j.${this.order} LIMIT 1`, [
+        now,
+        now,
+        ...(opts.adapterId === undefined ? [] : [opts.adapterId]),
+      ]);
+      if (!first) return null;
+      const adapterId = first.adapter_id;
+      const candidates = await tx.query<CandidateRow>(
+        `SELECT j.id, j.adapter_id, j.options_json, j.version, (SELECT COUNT(*) FROM feedback_items i WHERE i.job_id = j.id) AS n
+           FROM jobs j WHERE ${CLAIMABLE} AND j.adapter_id = ? ORDER BY j.created_at, j.${this.order}`,
+        [now, adapterId],
+      );
+      // A batch claimed before goes first: a new one must not be assigned the version it may yet write.
+      const head = candidates.find((c) => c.version !== null) ?? candidates[0]!;
+      let batch: CandidateRow[];
+      if (head.version !== null) {
+        // Claimed before: the same jobs again, so the version their batch may have written is theirs.
+        batch = candidates.filter((c) => c.version === head.version);
+      } else {
+        batch = [];
+        let items = 0;
+        for (const c of candidates) {
+          if (c.version !== null || (opts.sameOptions && c.options_json !== head.options_json)) continue;
+          if (batch.length > 0 && items + Number(c.n) > opts.maxItems) break;
+          batch.push(c);
+          items += Number(c.n);
+        }
+      }
+      let version = head.version;
+      if (version === null) {
+        const [row] = await tx.query<{ v: number | null }>('SELECT MAX(version) AS v FROM adapter_versions WHERE adapter_id = ?', [adapterId]);
+        version = (row?.v ?? 0) + 1;
+      }
+      for (const c of batch) {
+        await tx.run("UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1, lease_owner = ?, lease_until = ?, version = ? WHERE id = ?", [now, worker, now + opts.leaseMs, version, c.id]);
+      }
+      return { adapterId, version, ids: batch.map((c) => c.id) };
+    });
+    if (!claimed) return null;
+    const jobs = await Promise.all(claimed.ids.map(async (id) => (await this.get(id))!));
+    return { adapterId: claimed.adapterId, version: claimed.version, jobs };
+  }
+
+  heartbeat(worker: string, ids: readonly string[], leaseMs: number): Promise<boolean> {
+    if (ids.length === 0) return Promise.resolve(true);
+    return this.db.transaction(async (tx) => {
+      await tx.lock(LEASES);
+      // An expired lease nobody took yet is still this worker's: extending it loses nothing.
+      const n = await tx.run(`UPDATE jobs SET lease_until = ? WHERE status = 'running' AND lease_owner = ? AND lease_until IS NOT NULL AND id IN (${placeholders(ids.length)})`, [Date.now() + leaseMs, worker, ...ids]);
+      return n === ids.length;
     });
   }
 
-  async markRunning(ids: readonly string[]): Promise<void> {
+  async markRunning(ids: readonly string[], worker: string = LOCAL_WORKER): Promise<void> {
     await this.db.transaction(async (tx) => {
-      for (const id of ids) await tx.run("UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1 WHERE id = ?", [Date.now(), id]);
+      await tx.lock(LEASES);
+      for (const id of ids) await tx.run("UPDATE jobs SET status = 'running', started_at = ?, attempts = attempts + 1, lease_owner = ?, lease_until = NULL WHERE id = ?", [Date.now(), worker, id]);
     });
   }
 
-  async finish(ids: readonly string[], status: 'done' | 'failed', result: Record<string, unknown> | null, error: string | null): Promise<void> {
-    await this.db.transaction(async (tx) => {
-      for (const id of ids) await tx.run('UPDATE jobs SET status = ?, finished_at = ?, error = ?, result_json = ? WHERE id = ?', [status, Date.now(), error, result ? JSON.stringify(result) : null, id]);
+  finish(ids: readonly string[], status: 'done' | 'failed', result: Record<string, unknown> | null, error: string | null, worker: string = LOCAL_WORKER): Promise<number> {
+    return this.db.transaction(async (tx) => {
+      await tx.lock(LEASES);
+      let n = 0;
+      for (const id of ids) {
+        n += await tx.run("UPDATE jobs SET status = ?, finished_at = ?, error = ?, result_json = ?, lease_owner = NULL, lease_until = NULL WHERE id = ? AND status = 'running' AND lease_owner = ?", [
+          status,
+          Date.now(),
+          error,
+          result ? JSON.stringify(result) : null,
+          id,
+          worker,
+        ]);
+      }
+      return n;
     });
   }
 }

@@ -92,6 +92,11 @@ export const SQLITE_MIGRATIONS: readonly string[] = [
   `ALTER TABLE jobs ADD COLUMN attempts INTEGER NOT NULL DEFAULT 0;`,
   // Feedback given as prompt + response text finds the stored reply of that adapter.
   `CREATE INDEX completions_by_adapter ON completions(adapter, created_at);`,
+  // Leases (jobs.ts): who trains a job and until when, and the version its batch writes.
+  `ALTER TABLE jobs ADD COLUMN lease_owner TEXT;
+   ALTER TABLE jobs ADD COLUMN lease_until INTEGER;
+   ALTER TABLE jobs ADD COLUMN version INTEGER;
+   CREATE INDEX jobs_by_adapter ON jobs(adapter_id, status);`,
 ];
 
 export const POSTGRES_MIGRATIONS: readonly string[] = [
@@ -181,4 +186,9 @@ export const POSTGRES_MIGRATIONS: readonly string[] = [
      tenant TEXT,
      summary_json TEXT NOT NULL
    );`,
+  // Leases (jobs.ts): who trains a job and until when, and the version its batch writes.
+  `ALTER TABLE jobs ADD COLUMN lease_owner TEXT;
+   ALTER TABLE jobs ADD COLUMN lease_until BIGINT;
+   ALTER TABLE jobs ADD COLUMN version INTEGER;
+   CREATE INDEX jobs_by_adapter ON jobs(adapter_id, status);`,
 ];
