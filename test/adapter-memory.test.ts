@@ -4,14 +4,12 @@
 // The adapters (rank 64 on every projection of a hidden-256 model) hold 25.9 MB each.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import { tempDir } from '../src/model/random-model.js';
 import { writeRandomChatModel } from '../src/serve/open.js';
+import { startServe } from './serve-child.js';
 
-const cli = fileURLToPath(new URL('../src/cli.js', import.meta.url));
 const ADAPTERS = 16;
 const BUDGET_MIB = 64;
 
@@ -22,18 +20,9 @@ function rssBytes(pid: number): number {
 
 async function serveAndMeasure(model: string, flags: string[]): Promise<{ baseRss: number; peakRss: number; metrics: Map<string, number>; replies: string[] }> {
   const data = join(tempDir(), 'data');
-  const proc = spawn(process.execPath, [cli, 'serve', '--model', model, '--data', data, '--port', '0', '--threads', '1', ...flags], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LOG_LEVEL: 'warn' } });
-  let out = '';
-  proc.stderr.on('data', (d) => (out += d));
+  const server = await startServe(['--model', model, '--data', data, '--port', '0', '--threads', '1', ...flags]);
+  const { proc, address } = server;
   try {
-    const address = await new Promise<string>((resolve, reject) => {
-      proc.stdout.on('data', (d: Buffer) => {
-        out += d;
-        const m = out.match(/serving "[^"]+" at (\S+)\/v1/);
-        if (m) resolve(m[1]!);
-      });
-      proc.on('exit', (code) => reject(new Error(`server exited early (${code}):\n${out}`)));
-    });
     const post = async (path: string, body: unknown) => {
       const r = await fetch(`${address}${path}`, { method: 'POST', headers: { 'content-type': 'application/json' }, body: JSON.stringify(body) });
       assert.ok(r.ok, `${path}: ${r.status} ${await r.clone().text()}`);
@@ -60,8 +49,7 @@ async function serveAndMeasure(model: string, flags: string[]): Promise<{ baseRs
     const metrics = new Map([...text.matchAll(/^(claas_\w+) (\S+)$/gm)].map((m) => [m[1]!, Number(m[2])]));
     return { baseRss, peakRss, metrics, replies };
   } finally {
-    proc.kill('SIGTERM');
-    await new Promise((r) => proc.on('exit', r));
+    await server.stop();
   }
 }
 

@@ -8,10 +8,9 @@
 // Without Postgres's server programs its half skips, except with CI=true, where that fails.
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { statSync } from 'node:fs';
 import { join } from 'node:path';
-import { fileURLToPath } from 'node:url';
 import Database from 'better-sqlite3';
 import { ApiKeys } from '../src/auth/keys.js';
 import { tempDir } from '../src/model/random-model.js';
@@ -22,8 +21,8 @@ import { POSTGRES_MIGRATIONS, SQLITE_MIGRATIONS } from '../src/store/schema.js';
 import { isUniqueViolation } from '../src/store/sql.js';
 import { openStore, resolveDatabase, type Store } from '../src/store/store.js';
 import { postgresBinDir, startPostgres, type PostgresServer } from './postgres-server.js';
+import { cli, startServe } from './serve-child.js';
 
-const cli = fileURLToPath(new URL('../src/cli.js', import.meta.url));
 const pgBin = postgresBinDir();
 const pgSkip = pgBin ? false : 'no Postgres server programs (initdb, pg_ctl): install the postgresql package';
 
@@ -485,22 +484,12 @@ describe('Postgres', { skip: pgSkip }, () => {
     const key = created.stdout.match(/sk-claas-\S+/)![0];
 
     const data = join(tempDir(), 'data');
-    const proc = spawn(process.execPath, [cli, 'serve', '--model', 'random', '--data', data, '--database', url, '--port', '0', '--threads', '1', '--batch-wait-ms', '0'], { stdio: ['ignore', 'pipe', 'pipe'], env: { ...process.env, LOG_LEVEL: 'warn' } });
-    let out = '';
-    proc.stderr.on('data', (d) => (out += d));
-    const exited = new Promise<number | null>((resolve) => proc.on('exit', (code) => resolve(code)));
+    const child = await startServe(['--model', 'random', '--data', data, '--database', url, '--port', '0', '--threads', '1', '--batch-wait-ms', '0']);
+    const { address } = child;
     let completionId = '';
     let jobId = '';
     try {
-      const address = await new Promise<string>((resolve, reject) => {
-        proc.stdout.on('data', (d: Buffer) => {
-          out += d;
-          const m = out.match(/serving "[^"]+" at (\S+)\/v1/);
-          if (m) resolve(m[1]!);
-        });
-        void exited.then((code) => reject(new Error(`server exited early (${code}):\n${out}`)));
-      });
-      assert.match(out, /state: postgres:\/\/postgres:\*\*\*@127\.0\.0\.1/);
+      assert.match(child.output(), /state: postgres:\/\/postgres:\*\*\*@127\.0\.0\.1/);
       const call = async (path: string, body: unknown, headers: Record<string, string> = {}) => {
         const res = await fetch(`${address}${path}`, { method: 'POST', headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json', ...headers }, body: JSON.stringify(body) });
         return { status: res.status, body: (await res.json()) as Record<string, unknown> };
@@ -513,12 +502,11 @@ describe('Postgres', { skip: pgSkip }, () => {
       assert.equal(fb.status, 200, JSON.stringify(fb.body));
       assert.equal(fb.body.status, 'ok', JSON.stringify(fb.body));
       jobId = fb.body.request_id as string;
-      proc.kill('SIGTERM');
-      assert.equal(await exited, 0, out);
+      assert.equal(await child.stop(), 0, child.output());
     } finally {
-      proc.kill('SIGKILL');
+      child.proc.kill('SIGKILL');
     }
-    assert.ok(!out.includes('not-checked'), 'the password is not printed');
+    assert.ok(!child.output().includes('not-checked'), 'the password is not printed');
     const store = await openStore(url);
     try {
       const record = (await store.completions.get(completionId))!;
