@@ -44,6 +44,9 @@ commands:
                   --adapter-memory <size>  most memory resident adapters hold (e.g. 512MiB, 2GiB; a
                                   bare number is MiB; default: no bound); the least recently used
                                   are freed and loaded again from their version folder when asked for
+                  --objects <location>  also publish every adapter version to an object store (a folder,
+                                  e.g. a volume every node mounts, or s3://bucket/prefix?endpoint=…),
+                                  and fetch versions this node lacks from it
                   --guard-max-kl <x> (1.0): collapse guard's bound on one update's KL to the
                                   version it replaces, nats per token on the probes (0 turns the guard off)
                   Without API keys the server listens on loopback only; beyond it, keys are required.
@@ -193,6 +196,7 @@ async function main(argv: string[]): Promise<number> {
       'max-tokens': { type: 'string', default: '8192' },
       'guard-max-kl': { type: 'string' },
       'adapter-memory': { type: 'string' },
+      objects: { type: 'string' },
       tenant: { type: 'string' },
       role: { type: 'string', default: 'user' },
       name: { type: 'string' },
@@ -249,6 +253,7 @@ async function main(argv: string[]): Promise<number> {
         requestTimeoutS: Number(values['request-timeout-s']),
         guardMaxKl: values['guard-max-kl'] === undefined ? undefined : Number(values['guard-max-kl']),
         adapterMemory: values['adapter-memory'],
+        objects: values.objects,
       });
       return 0;
     case 'keys':

@@ -13,6 +13,7 @@ import { VllmGenerator } from './serve/vllm-generator.js';
 import { ApiKeys } from './auth/keys.js';
 import { openStore, resolveDatabase } from './store/store.js';
 import { startRetention } from './store/retention.js';
+import { openObjectStore } from './store/objects/object-store.js';
 
 export interface ServeOptions {
   model?: string;
@@ -46,6 +47,8 @@ export interface ServeOptions {
   guardMaxKl?: number;
   /** Most bytes resident adapters hold, as given (512MiB, 2GiB; a bare number is MiB). */
   adapterMemory?: string;
+  /** Object store that versions are published to (a folder or s3://bucket/prefix). */
+  objects?: string;
 }
 
 const SIZE_UNITS: Record<string, number> = { b: 1, kb: 1e3, kib: 2 ** 10, mb: 1e6, mib: 2 ** 20, gb: 1e9, gib: 2 ** 30 };
@@ -111,6 +114,12 @@ export async function serve(opts: ServeOptions): Promise<void> {
   if (opts.backend !== undefined && !(BACKEND_REQUESTS as readonly string[]).includes(opts.backend)) throw new ClaasError('E_USAGE', `--backend must be one of ${BACKEND_REQUESTS.join(', ')} (got ${opts.backend})`);
   const adapterMemoryBytes = opts.adapterMemory === undefined ? undefined : parseSize(opts.adapterMemory);
   if (adapterMemoryBytes === null) throw new ClaasError('E_USAGE', `--adapter-memory must be a size such as 512MiB or 2GiB (got ${opts.adapterMemory})`);
+  let objectsAt: string | undefined;
+  try {
+    objectsAt = opts.objects === undefined ? undefined : openObjectStore(opts.objects).description;
+  } catch (err) {
+    throw new ClaasError('E_USAGE', `--objects: ${(err as Error).message}`);
+  }
   const requestTimeoutS = opts.requestTimeoutS ?? 30;
   if (!Number.isFinite(requestTimeoutS) || requestTimeoutS <= 0 || requestTimeoutS > 3600) throw new ClaasError('E_USAGE', `--request-timeout-s must be a number in (0, 3600] (got ${opts.requestTimeoutS})`);
   if (!Number.isInteger(opts.maxQueuedJobs) || opts.maxQueuedJobs < 1) throw new ClaasError('E_USAGE', `--max-queued-jobs must be a positive integer (got ${opts.maxQueuedJobs})`);
@@ -141,6 +150,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
     webgpuWeights: opts.webgpuWeights as WeightStorageRequest | undefined,
     maxPromptTokens: opts.maxPromptTokens,
     adapterMemoryBytes,
+    objects: opts.objects,
     guard: opts.guardMaxKl === undefined ? {} : opts.guardMaxKl === 0 ? { enabled: false } : { maxUpdateKl: opts.guardMaxKl },
     maxTokensLimit: opts.maxTokens,
     vllm: opts.vllmUrl ? { url: opts.vllmUrl, apiKey: process.env.VLLM_API_KEY } : undefined,
@@ -160,6 +170,7 @@ export async function serve(opts: ServeOptions): Promise<void> {
   console.log(`training defaults (${profile.source}${opts.teacher || opts.batchSize !== undefined || opts.batchWaitMs !== undefined ? ', with the flags given' : ''}): lr ${d.learning_rate}, alpha ${d.alpha}, ${d.steps} step(s), top-K ${d.top_k}, teacher ${d.teacher}, memory ${d.memory}; new adapters rank ${d.lora.rank}, alpha ${d.lora.alpha}; feedback batches of ${d.feedback_batch.size} or ${d.feedback_batch.wait_ms} ms`);
   const r = service.adapters.stats();
   console.log(`adapters: ${r.adapters} served, loaded on first use; resident memory ${r.budgetBytes === null ? 'unbounded (--adapter-memory bounds it)' : `bounded to ${(r.budgetBytes / 2 ** 20).toFixed(1)} MiB, least recently used freed first`}`);
+  if (objectsAt) console.log(`adapter versions: also published to the object store (${objectsAt}), and fetched from it when this node lacks one`);
   const g = orchestrator.guardConfig;
   console.log(g.enabled ? `collapse guard: ${g.probes.length} probes, update KL to the replaced version <= ${g.maxUpdateKl} nats/token, no looping or endless replies` : 'collapse guard: off');
   if (service.generator instanceof VllmGenerator) console.log(`serving through vLLM at ${service.generator.client.baseUrl} (base model "${service.generator.baseModel}"); training here`);

@@ -12,6 +12,7 @@ import { ClaasError, InputError, NotFoundError } from '../errors.js';
 import { ADAPTER_CONFIG, ADAPTER_WEIGHTS, EMA_WEIGHTS, OPTIMIZER_STATE } from '../engine/peft.js';
 import type { InferenceService } from '../serve/inference.js';
 import type { AdapterLease } from '../serve/resident-adapters.js';
+import { VersionConflictError, type VersionStore } from '../store/objects/version-store.js';
 import type { AdapterInfo, AdapterStore, NewVersion } from '../store/adapters.js';
 import { importFileLimits, MAX_ADAPTER_CONFIG_BYTES } from '../serve/work-bounds.js';
 import { checkAdapterId, versionDir } from './adapter-ids.js';
@@ -44,7 +45,38 @@ export class AdapterRegistry {
     private readonly service: InferenceService,
     readonly root: string,
     readonly defaults: AdapterDefaults = { rank: 32, alpha: 64, targetModules: [...LORA_MODULES] },
-  ) {}
+    /** Where versions are published for other nodes (null: this server's folders only). */
+    readonly published: VersionStore | null = null,
+  ) {
+    // A served version whose folder this node lacks (written by another node) comes from the object store.
+    service.adapters.setPrepare(async (name, label, path) => {
+      const version = /^v(\d+)$/.exec(label);
+      if (version && path === this.dir(name, Number(version[1]))) await this.ensureLocal(name, Number(version[1]));
+    });
+  }
+
+  /** Publishes a version's folder to the object store, when there is one (before its row is written). */
+  private async publish(id: string, version: number, jobId: string | null): Promise<void> {
+    if (!this.published) return;
+    try {
+      await this.published.publish(id, version, this.dir(id, version), jobId);
+    } catch (err) {
+      if (err instanceof VersionConflictError) throw new ClaasError('E_CONFLICT', `adapter ${id}: ${err.message}`);
+      throw err;
+    }
+  }
+
+  /** The version's folder on this node, fetched from the object store if it is not here. */
+  async ensureLocal(id: string, version: number): Promise<string> {
+    const dir = this.dir(id, version);
+    if (!existsSync(dir) && this.published) await this.published.fetch(id, version, dir);
+    return dir;
+  }
+
+  /** Loads a version into the engine (from this node's folder, fetched first when missing). */
+  async loadVersion(id: string, version: number): Promise<Adapter> {
+    return this.engine.loadAdapter(await this.ensureLocal(id, version));
+  }
 
   /** The name the base model is served under (what a new adapter's base_model must name). */
   get baseModel(): string {
@@ -74,6 +106,7 @@ export class AdapterRegistry {
     const dir = this.dir(id, 1);
     rmSync(join(dir, '..'), { recursive: true, force: true }); // leftovers of an adapter deleted before
     await this.engine.saveAdapter(adapter, dir);
+    await this.publish(id, 1, null);
     if (!(await this.store.create({ id, rank: adapter.rank, alpha: adapter.alpha, targetModules: targets }))) throw new InputError(`adapter ${id} already exists`);
     this.service.setAdapter(id, versionDir(1), adapter, this.dir(id, 1), true);
     return this.get(id);
@@ -93,6 +126,7 @@ export class AdapterRegistry {
       throw new ClaasError('E_CONFLICT', `adapter ${id} already has version ${v}${taken.jobId ? ` (written by job ${taken.jobId})` : ''}; not written again`);
     }
     await this.engine.saveAdapter(adapter, this.dir(id, v));
+    await this.publish(id, v, info.jobId ?? null);
     await this.store.addVersion(id, v, info);
     return v;
   }
@@ -110,7 +144,7 @@ export class AdapterRegistry {
   /** Serves `version` under the adapter's id from now on. */
   async promote(id: string, version: number, adapter?: Adapter): Promise<void> {
     if (!(await this.get(id)).versions.some((v) => v.version === version)) throw new NotFoundError(`adapter ${id} has no version ${version}`);
-    const loaded = adapter ?? (await this.engine.loadAdapter(this.dir(id, version)));
+    const loaded = adapter ?? (await this.loadVersion(id, version));
     await this.store.promote(id, version);
     this.service.setAdapter(id, versionDir(version), loaded, this.dir(id, version), true);
   }
@@ -133,7 +167,7 @@ export class AdapterRegistry {
     const info = await this.get(id);
     const v = version ?? info.currentVersion;
     if (!info.versions.some((x) => x.version === v)) throw new NotFoundError(`adapter ${id} has no version ${v}`);
-    const dir = this.dir(id, v);
+    const dir = await this.ensureLocal(id, v);
     return { version: v, dir, files: [ADAPTER_CONFIG, ADAPTER_WEIGHTS, OPTIMIZER_STATE, EMA_WEIGHTS].filter((f) => existsSync(join(dir, f))) };
   }
 
@@ -190,6 +224,7 @@ export class AdapterRegistry {
       const bad = adapter.firstNonFinite();
       if (bad) throw new InputError(`the archive's weights hold a non-finite value (${bad.value} at index ${bad.index})`);
       await this.engine.saveAdapter(adapter, this.dir(id, 1));
+      await this.publish(id, 1, null);
       if (!(await this.store.create({ id, rank: adapter.rank, alpha: adapter.alpha, targetModules: adapter.targetModules, reason: 'imported' }))) throw new InputError(`adapter ${id} already exists`);
       this.service.setAdapter(id, versionDir(1), adapter, this.dir(id, 1), true);
       return this.get(id);
@@ -248,6 +283,7 @@ export class AdapterRegistry {
     if (!(await this.store.delete(checkAdapterId(id)))) throw new NotFoundError(`adapter ${id} does not exist`);
     this.service.removeAdapter(id);
     rmSync(join(this.root, ...id.split('/')), { recursive: true, force: true });
+    await this.published?.remove(id);
   }
 
   /**

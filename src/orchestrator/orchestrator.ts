@@ -429,7 +429,7 @@ export class Orchestrator {
       version = await registry.addVersion(adapterId, candidate, { parent, status: 'candidate', metrics, jobId }, assigned);
       phases.save = performance.now() - t;
     } else {
-      candidate = await this.service.engine.loadAdapter(registry.dir(adapterId, version));
+      candidate = await registry.loadVersion(adapterId, version);
       metrics = (await registry.get(adapterId)).versions.find((v) => v.version === version)?.metrics ?? undefined;
     }
     const t = performance.now();

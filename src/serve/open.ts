@@ -10,6 +10,8 @@ import { Tokenizer } from '../model/tokenizer.js';
 import { writeTokenizerFiles } from '../model/toy-tokenizer.js';
 import { defaultDatabase, openStore } from '../store/store.js';
 import { AdapterRegistry } from '../orchestrator/adapters.js';
+import { openObjectStore } from '../store/objects/object-store.js';
+import { VersionStore } from '../store/objects/version-store.js';
 import { CollapseGuard, DEFAULT_GUARD, type GuardConfig } from '../orchestrator/collapse-guard.js';
 import { DEFAULT_ORCHESTRATOR, Orchestrator, type OrchestratorConfig } from '../orchestrator/orchestrator.js';
 import { InferenceService, type InferenceOptions } from './inference.js';
@@ -47,6 +49,11 @@ export interface OpenServerOptions extends OpenInferenceOptions {
   orchestrator?: Partial<OrchestratorConfig>;
   /** Scorer of the `remote` teacher; defaults to the vLLM server in vLLM mode. */
   teacher?: { url: string; apiKey?: string; model?: string };
+  /**
+   * An object store every version is also published to, and fetched from when this node lacks its
+   * folder (a folder path or s3://bucket/prefix; src/store/objects/object-store.ts).
+   */
+  objects?: string;
 }
 
 /**
@@ -59,7 +66,8 @@ export async function openServer(modelDir: string, options: OpenServerOptions): 
   // Read before the weights load: a bad profile fails at once.
   const profile = readTrainingProfile(modelDir, readModelConfig(modelDir).hiddenSize);
   const service = await openInference(modelDir, options);
-  const registry = new AdapterRegistry(service.store.adapters, service.engine, service, join(options.dataDir, 'adapters'), profile.lora);
+  const published = options.objects ? new VersionStore(openObjectStore(options.objects)) : null;
+  const registry = new AdapterRegistry(service.store.adapters, service.engine, service, join(options.dataDir, 'adapters'), profile.lora, published);
   await registry.restore();
   const fromProfile = { ...(profile.guardProbes.length > 0 ? { probes: profile.guardProbes } : {}), ...(profile.guardMaxUpdateKl !== undefined ? { maxUpdateKl: profile.guardMaxUpdateKl } : {}) };
   const guard = new CollapseGuard(service.engine, service.template, service.tokenizer, { ...DEFAULT_GUARD, ...fromProfile, ...options.guard }, service.stopTokenIds);

@@ -44,6 +44,8 @@ export class ResidentAdapters {
   /** Replaced versions still leased. */
   private readonly retired = new Set<Resident>();
   private clock = 0;
+  /** Makes sure a version's folder is there before it loads (fetching it from an object store). */
+  private prepare: ((name: string, version: string, path: string) => Promise<void>) | null = null;
   private loads = 0;
   private evictions = 0;
 
@@ -61,6 +63,11 @@ export class ResidentAdapters {
     this.served.set(name, { name, version, path, adapter, loading: null, leases: 0, lastUsed: ++this.clock, retired: false, managed });
     if (old) this.retire(old, adapter);
     this.evict();
+  }
+
+  /** What runs before a version is loaded from its folder (the registry fetching a missing one). */
+  setPrepare(prepare: (name: string, version: string, path: string) => Promise<void>): void {
+    this.prepare = prepare;
   }
 
   /** Serves the version in `path` under `name`, loaded when first asked for. */
@@ -141,6 +148,7 @@ export class ResidentAdapters {
   private async load(r: Resident): Promise<Adapter> {
     if (!r.path) throw new NotFoundError(`adapter ${r.name} (${r.version}) was evicted and has no folder to load it from`);
     try {
+      await this.prepare?.(r.name, r.version, r.path);
       const adapter = await this.engine.loadAdapter(r.path);
       this.loads++;
       if (r.retired || this.served.get(r.name) !== r) {

@@ -76,6 +76,11 @@ export class VersionStore {
     return raw ? (JSON.parse(raw.toString('utf8')) as VersionManifest) : null;
   }
 
+  /** Deletes every object of the adapter (its versions and any leftovers). */
+  async remove(adapterId: string): Promise<void> {
+    await this.objects.delete(await this.objects.list(`${this.base(adapterId)}/`));
+  }
+
   /** Published versions, ascending. */
   async versions(adapterId: string): Promise<number[]> {
     const keys = await this.objects.list(`${this.base(adapterId)}/v`);
