@@ -36,7 +36,7 @@ export const scoreRoutes = (service: InferenceService): FastifyPluginAsync =>
         // Same wait as chat (sleep, an adapter update in progress), so the score comes from the version
         // the next chat would be served by.
         await service.awake();
-        if (body.model !== service.modelName && !service.adapters.has(body.model)) throw new NotFoundError(`The model \`${body.model}\` does not exist.`);
+        if (body.model !== service.modelName && !(await service.adapters.ensure(body.model))) throw new NotFoundError(`The model \`${body.model}\` does not exist.`);
 
         // Rendered as chat renders it (thinking at the server's default), so the score is that of the
         // reply the model would be asked to produce.

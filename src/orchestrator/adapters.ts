@@ -53,6 +53,63 @@ export class AdapterRegistry {
       const version = /^v(\d+)$/.exec(label);
       if (version && path === this.dir(name, Number(version[1]))) await this.ensureLocal(name, Number(version[1]));
     });
+    // An adapter another process created (a shared database) is served here from its first request.
+    service.adapters.setResolver(async (name) => {
+      try {
+        checkAdapterId(name);
+      } catch {
+        return false;
+      }
+      const info = await this.store.get(name);
+      if (info) this.serve(info.id, info.currentVersion);
+      return info !== undefined;
+    });
+  }
+
+  private unwatch: (() => Promise<void>) | null = null;
+  private recheck: NodeJS.Timeout | undefined;
+
+  private serve(id: string, version: number): void {
+    this.service.adapters.register(id, versionDir(version), this.dir(id, version), true);
+  }
+
+  /**
+   * Follows what other processes sharing the database promote or delete: each change is announced
+   * (Postgres NOTIFY) and applied here at once, and every `recheckMs` the served versions are
+   * compared with the database, for a notification lost while the connection was down. Nothing to
+   * follow with a database only this process writes.
+   */
+  async watch(recheckMs = 5000): Promise<void> {
+    this.unwatch = await this.store.watch((id, version) => void this.follow(id, version).catch((err: unknown) => console.error(`adapter ${id}: ${(err as Error).message}`)));
+    if (!this.unwatch) return;
+    this.recheck = setInterval(() => void this.recheckAll().catch((err: unknown) => console.error(`adapters: ${(err as Error).message}`)), recheckMs);
+    this.recheck.unref();
+  }
+
+  async stopWatching(): Promise<void> {
+    clearInterval(this.recheck);
+    await this.unwatch?.();
+    this.unwatch = null;
+  }
+
+  /** Serves what the database says `id` serves (null: deleted), if this process serves it. */
+  private async follow(id: string, version: number | null): Promise<void> {
+    const served = this.service.adapters.version(id);
+    if (!served || !this.service.adapters.managed(id)) return;
+    if (version === null) {
+      if (!(await this.store.get(id))) this.service.removeAdapter(id);
+      return;
+    }
+    const current = await this.currentVersion(id).catch(() => null);
+    if (current !== null && served.version !== versionDir(current)) this.serve(id, current);
+  }
+
+  private async recheckAll(): Promise<void> {
+    for (const { name } of this.service.adapters.names()) {
+      if (!this.service.adapters.managed(name)) continue;
+      const info = await this.store.get(name);
+      await this.follow(name, info ? info.currentVersion : null);
+    }
   }
 
   /** Publishes a version's folder to the object store, when there is one (before its row is written). */

@@ -238,6 +238,7 @@ export class Orchestrator {
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.poll);
+    await this.registry.stopWatching();
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
     await Promise.all([...this.inFlight]);

@@ -225,7 +225,7 @@ export class InferenceService {
   /** The adapter a model name serves (null: the base model), leased until released; 404 when unknown. */
   async lease(model: string): Promise<AdapterLease | null> {
     if (model === this.modelName) return null;
-    if (!this.adapters.has(model)) throw new NotFoundError(`The model \`${model}\` does not exist.`);
+    if (!(await this.adapters.ensure(model))) throw new NotFoundError(`The model \`${model}\` does not exist.`);
     return this.adapters.acquire(model);
   }
 
@@ -244,7 +244,7 @@ export class InferenceService {
 
   async chat(req: ChatRequest, sink?: DeltaSink): Promise<GenerationOutcome> {
     await this.awake();
-    if (req.model !== this.modelName && !this.adapters.has(req.model)) throw new NotFoundError(`The model \`${req.model}\` does not exist.`);
+    if (req.model !== this.modelName && !(await this.adapters.ensure(req.model))) throw new NotFoundError(`The model \`${req.model}\` does not exist.`);
     const enableThinking = req.enableThinking ?? this.enableThinking;
     const prompt = this.template.render(req.messages, { tools: req.tools, addGenerationPrompt: true, enableThinking });
     const promptIds = await this.tokenizer.encodeAsync(prompt, { addSpecialTokens: false });
@@ -253,7 +253,7 @@ export class InferenceService {
 
   async complete(req: CompletionRequest, sink?: DeltaSink): Promise<GenerationOutcome> {
     await this.awake();
-    if (req.model !== this.modelName && !this.adapters.has(req.model)) throw new NotFoundError(`The model \`${req.model}\` does not exist.`);
+    if (req.model !== this.modelName && !(await this.adapters.ensure(req.model))) throw new NotFoundError(`The model \`${req.model}\` does not exist.`);
     const promptIds = typeof req.prompt === 'string' ? await this.tokenizer.encodeAsync(req.prompt, { addSpecialTokens: false }) : req.prompt;
     if (promptIds.length === 0) throw new InputError('prompt is empty');
     return this.leased(req.model, (served) => this.run(req, promptIds, served, false, sink, { prompt: req.prompt }, false, true));

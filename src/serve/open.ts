@@ -69,6 +69,7 @@ export async function openServer(modelDir: string, options: OpenServerOptions): 
   const published = options.objects ? new VersionStore(openObjectStore(options.objects)) : null;
   const registry = new AdapterRegistry(service.store.adapters, service.engine, service, join(options.dataDir, 'adapters'), profile.lora, published);
   await registry.restore();
+  await registry.watch();
   const fromProfile = { ...(profile.guardProbes.length > 0 ? { probes: profile.guardProbes } : {}), ...(profile.guardMaxUpdateKl !== undefined ? { maxUpdateKl: profile.guardMaxUpdateKl } : {}) };
   const guard = new CollapseGuard(service.engine, service.template, service.tokenizer, { ...DEFAULT_GUARD, ...fromProfile, ...options.guard }, service.stopTokenIds);
   const vllm = service.generator instanceof VllmGenerator ? service.generator : null;

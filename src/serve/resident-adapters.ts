@@ -65,6 +65,19 @@ export class ResidentAdapters {
     this.evict();
   }
 
+  /** Asked about a name this process does not serve (the registry: an adapter another node created). */
+  private resolver: ((name: string) => Promise<boolean>) | null = null;
+
+  setResolver(resolver: (name: string) => Promise<boolean>): void {
+    this.resolver = resolver;
+  }
+
+  /** Whether `name` is served, asking the resolver (which may start serving it) when it is not yet. */
+  async ensure(name: string): Promise<boolean> {
+    if (this.served.has(name)) return true;
+    return (await this.resolver?.(name)) === true && this.served.has(name);
+  }
+
   /** What runs before a version is loaded from its folder (the registry fetching a missing one). */
   setPrepare(prepare: (name: string, version: string, path: string) => Promise<void>): void {
     this.prepare = prepare;

@@ -1,7 +1,10 @@
 // Adapters and their versions as rows: an adapter's rank, alpha, target modules and the version it
 // serves; each version's parent, status, metrics and the job that wrote it. The version folders
 // themselves, and serving them, are the AdapterRegistry's (src/orchestrator/adapters.ts).
-import { isUniqueViolation, type SqlDatabase } from './sql.js';
+import { isUniqueViolation, type SqlDatabase, type SqlRunner } from './sql.js';
+
+/** Where promotions and deletions are announced to the other processes of a shared database. */
+const SERVED_CHANNEL = 'claas_served_versions';
 
 export type VersionStatus = 'initial' | 'promoted' | 'rejected' | 'candidate';
 
@@ -51,6 +54,11 @@ export interface AdapterStore {
   promote(id: string, version: number): Promise<void>;
   /** Deletes an adapter and its versions' rows; false when there was none. */
   delete(id: string): Promise<boolean>;
+  /**
+   * Calls `onChange` when any process sharing the database promotes a version (or deletes the
+   * adapter: null); resolves to a function that stops it, or null where no other process can write.
+   */
+  watch(onChange: (id: string, version: number | null) => void): Promise<(() => Promise<void>) | null>;
 }
 
 interface AdapterRow {
@@ -158,10 +166,28 @@ export class SqlAdapterStore implements AdapterStore {
     await this.db.transaction(async (tx) => {
       await tx.run('UPDATE adapters SET current_version = ? WHERE id = ?', [version, id]);
       if (version !== 1) await tx.run('UPDATE adapter_versions SET status = ?, reason = ? WHERE adapter_id = ? AND version = ?', ['promoted', null, id, version]);
+      await this.announce(tx, id, version);
     });
   }
 
   async delete(id: string): Promise<boolean> {
-    return (await this.db.run('DELETE FROM adapters WHERE id = ?', [id])) > 0;
+    return this.db.transaction(async (tx) => {
+      const gone = (await tx.run('DELETE FROM adapters WHERE id = ?', [id])) > 0;
+      if (gone) await this.announce(tx, id, null);
+      return gone;
+    });
+  }
+
+  /** Tells every process that shares the database what `id` serves now (sent when the transaction commits). */
+  private async announce(tx: SqlRunner, id: string, version: number | null): Promise<void> {
+    if (tx.dialect === 'postgres') await tx.query('SELECT pg_notify(?, ?)', [SERVED_CHANNEL, JSON.stringify({ id, version })]);
+  }
+
+  async watch(onChange: (id: string, version: number | null) => void): Promise<(() => Promise<void>) | null> {
+    if (!this.db.listen) return null;
+    return this.db.listen(SERVED_CHANNEL, (payload) => {
+      const m = JSON.parse(payload) as { id: string; version: number | null };
+      onChange(m.id, m.version);
+    });
   }
 }

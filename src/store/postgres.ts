@@ -108,6 +108,21 @@ class PostgresDatabase implements SqlDatabase {
     }
   }
 
+  async listen(channel: string, onMessage: (payload: string) => void): Promise<() => Promise<void>> {
+    // A connection of its own: LISTEN holds for the session, and notifications arrive on it.
+    const client = await this.pool.connect();
+    const handler = (msg: pg.Notification) => {
+      if (msg.channel === channel && msg.payload !== undefined) onMessage(msg.payload);
+    };
+    client.on('notification', handler);
+    await client.query(`LISTEN ${pg.escapeIdentifier(channel)}`);
+    return async () => {
+      client.off('notification', handler);
+      await client.query(`UNLISTEN ${pg.escapeIdentifier(channel)}`).catch(() => undefined);
+      client.release();
+    };
+  }
+
   async close(): Promise<void> {
     await this.pool.end();
   }

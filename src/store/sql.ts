@@ -34,6 +34,12 @@ export interface SqlDatabase extends SqlRunner {
    */
   transaction<T>(fn: (tx: SqlTransaction) => Promise<T>): Promise<T>;
   close(): Promise<void>;
+  /**
+   * Where other processes share the database (Postgres): calls `onMessage` with each payload sent on
+   * `channel` by any process (NOTIFY); resolves to a function that stops listening. Absent where one
+   * process owns the database (SQLite).
+   */
+  listen?(channel: string, onMessage: (payload: string) => void): Promise<() => Promise<void>>;
 }
 
 /** The SQL fragments that differ between the databases. */
