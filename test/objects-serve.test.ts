@@ -6,33 +6,11 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { existsSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
-import { buildApp } from '../src/api/app.js';
 import { tempDir } from '../src/model/random-model.js';
-import { openServer, writeRandomChatModel } from '../src/serve/open.js';
+import { writeRandomChatModel } from '../src/serve/open.js';
+import { startAppNode, type Json } from './app-node.js';
 import { openObjectStore } from '../src/store/objects/object-store.js';
 import { VersionStore } from '../src/store/objects/version-store.js';
-
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Json = Record<string, any>;
-
-async function node(model: string, data: string, objects: string) {
-  const { service, orchestrator } = await openServer(model, { dataDir: data, threads: 1, objects, orchestrator: { batchSize: 1, maxWaitMs: 10 }, guard: { enabled: false } });
-  const app = await buildApp(service, { orchestrator });
-  const base = await app.listen({ host: '127.0.0.1', port: 0 });
-  const call = async (method: string, path: string, body?: unknown): Promise<{ status: number; body: Json }> => {
-    const res = await fetch(`${base}${path}`, { method, headers: body === undefined ? {} : { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
-    return { status: res.status, body: (await res.json()) as Json };
-  };
-  return {
-    call,
-    service,
-    close: async () => {
-      await app.close();
-      await orchestrator.close();
-      await service.close();
-    },
-  };
-}
 
 test('versions are published to the object store and served from it on a node without their folders', async () => {
   const dir = tempDir();
@@ -42,7 +20,7 @@ test('versions are published to the object store and served from it on a node wi
   const versions = new VersionStore(openObjectStore(objects));
   const messages = [{ role: 'user', content: 'Name three colours.' }];
 
-  const first = await node(model, data, objects);
+  const first = await startAppNode(model, { dataDir: data, objects });
   let before: Json;
   try {
     assert.equal((await first.call('POST', '/v1/lora/init', { lora_id: 'ana/style', rank: 4, alpha: 8, seed: 3 })).status, 201);
@@ -65,7 +43,7 @@ test('versions are published to the object store and served from it on a node wi
 
   // A node with the same database and object store but none of the version folders.
   rmSync(join(data, 'adapters'), { recursive: true, force: true });
-  const second = await node(model, data, objects);
+  const second = await startAppNode(model, { dataDir: data, objects });
   try {
     const after = await second.call('POST', '/v1/chat/completions', { model: 'ana/style', messages, max_tokens: 8, temperature: 0 });
     assert.equal(after.status, 200, JSON.stringify(after.body));

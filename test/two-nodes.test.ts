@@ -6,35 +6,13 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { join } from 'node:path';
-import { buildApp } from '../src/api/app.js';
 import { tempDir } from '../src/model/random-model.js';
-import { openServer, writeRandomChatModel } from '../src/serve/open.js';
+import { writeRandomChatModel } from '../src/serve/open.js';
+import { startAppNode, type AppNode, type Json } from './app-node.js';
 import { postgresBinDir, startPostgres } from './postgres-server.js';
 
 const pgBin = postgresBinDir();
 const skip = pgBin === null && process.env.CI !== 'true' ? 'Postgres server programs (initdb, pg_ctl) are not installed' : false;
-
-// eslint-disable-next-line @typescript-eslint/no-explicit-any
-type Json = Record<string, any>;
-
-async function node(model: string, database: string, objects: string) {
-  const { service, orchestrator } = await openServer(model, { dataDir: join(tempDir(), 'data'), database, threads: 1, objects, orchestrator: { batchSize: 1, maxWaitMs: 10 }, guard: { enabled: false } });
-  const app = await buildApp(service, { orchestrator });
-  const base = await app.listen({ host: '127.0.0.1', port: 0 });
-  const call = async (method: string, path: string, body?: unknown): Promise<{ status: number; body: Json }> => {
-    const res = await fetch(`${base}${path}`, { method, headers: body === undefined ? {} : { 'content-type': 'application/json' }, body: body === undefined ? undefined : JSON.stringify(body) });
-    return { status: res.status, body: (await res.json()) as Json };
-  };
-  return {
-    call,
-    service,
-    close: async () => {
-      await app.close();
-      await orchestrator.close();
-      await service.close();
-    },
-  };
-}
 
 test('two nodes on one Postgres and object store: created, trained and deleted adapters are followed', { skip }, async (t) => {
   assert.ok(pgBin, 'CI is set but initdb and pg_ctl are not installed');
@@ -43,10 +21,10 @@ test('two nodes on one Postgres and object store: created, trained and deleted a
   const model = writeRandomChatModel(join(dir, 'model'));
   const database = await server.createDatabase();
   const objects = join(dir, 'objects');
-  const a = await node(model, database, objects);
-  const b = await node(model, database, objects);
+  const a = await startAppNode(model, { dataDir: join(tempDir(), 'data'), database, objects });
+  const b = await startAppNode(model, { dataDir: join(tempDir(), 'data'), database, objects });
   const messages = [{ role: 'user', content: 'Name three colours.' }];
-  const chat = (n: typeof a) => n.call('POST', '/v1/chat/completions', { model: 'ana/style', messages, max_tokens: 8, temperature: 0 });
+  const chat = (n: AppNode) => n.call('POST', '/v1/chat/completions', { model: 'ana/style', messages, max_tokens: 8, temperature: 0 });
   try {
     assert.equal((await a.call('POST', '/v1/lora/init', { lora_id: 'ana/style', rank: 4, alpha: 8, seed: 3 })).status, 201);
     const first = await chat(b);

@@ -44,6 +44,8 @@ export class ResidentAdapters {
   /** Replaced versions still leased. */
   private readonly retired = new Set<Resident>();
   private clock = 0;
+  /** What the resident adapters hold, kept as they come and go (checked on every release). */
+  private residentBytes = 0;
   /** Makes sure a version's folder is there before it loads (fetching it from an object store). */
   private prepare: ((name: string, version: string, path: string) => Promise<void>) | null = null;
   private loads = 0;
@@ -61,6 +63,7 @@ export class ResidentAdapters {
   set(name: string, version: string, adapter: Adapter, path?: string, managed = false): void {
     const old = this.served.get(name);
     this.served.set(name, { name, version, path, adapter, loading: null, leases: 0, lastUsed: ++this.clock, retired: false, managed });
+    this.residentBytes += adapter.bytes;
     if (old) this.retire(old, adapter);
     this.evict();
   }
@@ -151,7 +154,7 @@ export class ResidentAdapters {
     return {
       adapters: this.served.size,
       resident: resident.length,
-      residentBytes: resident.reduce((s, r) => s + r.adapter!.bytes, 0),
+      residentBytes: this.residentBytes,
       budgetBytes: Number.isFinite(this.budgetBytes) ? this.budgetBytes : null,
       loads: this.loads,
       evictions: this.evictions,
@@ -167,9 +170,11 @@ export class ResidentAdapters {
       if (r.retired || this.served.get(r.name) !== r) {
         // Replaced while loading: serve this lease, then free it with the rest of the retired version.
         r.adapter = adapter;
+        this.residentBytes += adapter.bytes;
         return adapter;
       }
       r.adapter = adapter;
+      this.residentBytes += adapter.bytes;
       this.evict();
       return adapter;
     } finally {
@@ -181,20 +186,30 @@ export class ResidentAdapters {
     r.leases--;
     if (r.retired && r.leases === 0) {
       this.retired.delete(r);
-      r.adapter?.dispose();
-      r.adapter = null;
+      this.free(r);
     } else {
       this.evict();
     }
   }
 
+  /** Disposes a resident adapter and stops counting it. */
+  private free(r: Resident): void {
+    if (!r.adapter) return;
+    this.residentBytes -= r.adapter.bytes;
+    r.adapter.dispose();
+    r.adapter = null;
+  }
+
   /** `keep`: the adapter that replaces it, when it is the same object (re-served, not replaced). */
   private retire(r: Resident, keep: Adapter | null): void {
     r.retired = true;
-    if (r.adapter === keep) r.adapter = null;
-    if (r.leases === 0) {
-      r.adapter?.dispose();
+    if (r.adapter === keep && keep !== null) {
+      // Served again under the new entry, which counts it.
+      this.residentBytes -= keep.bytes;
       r.adapter = null;
+    }
+    if (r.leases === 0) {
+      this.free(r);
     } else {
       this.retired.add(r);
     }
@@ -207,14 +222,11 @@ export class ResidentAdapters {
    */
   private evict(): void {
     if (!Number.isFinite(this.budgetBytes)) return;
-    let bytes = this.stats().residentBytes;
-    if (bytes <= this.budgetBytes) return;
+    if (this.residentBytes <= this.budgetBytes) return;
     const candidates = [...this.served.values()].filter((r) => r.adapter && r.leases === 0 && r.path).sort((a, b) => a.lastUsed - b.lastUsed);
     for (const r of candidates) {
-      if (bytes <= this.budgetBytes) break;
-      bytes -= r.adapter!.bytes;
-      r.adapter!.dispose();
-      r.adapter = null;
+      if (this.residentBytes <= this.budgetBytes) break;
+      this.free(r);
       this.evictions++;
     }
   }
