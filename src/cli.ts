@@ -7,6 +7,7 @@ import { Engine } from './engine/engine.js';
 import { ClaasError } from './errors.js';
 import { writeRandomModel } from './model/random-model.js';
 import { serve } from './serve-command.js';
+import { trainWorker } from './train-worker-command.js';
 import { ApiKeys, type Role } from './auth/keys.js';
 import { openStore, resolveDatabase } from './store/store.js';
 import { adherenceSvg } from './eval/plot.js';
@@ -49,7 +50,23 @@ commands:
                                   and fetch versions this node lacks from it
                   --guard-max-kl <x> (1.0): collapse guard's bound on one update's KL to the
                                   version it replaces, nats per token on the probes (0 turns the guard off)
+                  --no-train      serve only: feedback is queued in the Postgres --database for
+                                  claas train-worker processes (default: this process trains too)
+                  --lease-ms <n> (30000)  --worker-name <name>: this trainer's job leases (see train-worker)
                   Without API keys the server listens on loopback only; beyond it, keys are required.
+  train-worker  a trainer of a cluster: takes feedback batches from the Postgres queue the serving
+                nodes fill, trains, publishes each version to the object store and promotes it
+                  --database postgres://…  (required) the queue and adapters the serving nodes share
+                  --objects <location>     (required) where versions go: a folder every node mounts or
+                                  s3://bucket/prefix?endpoint=…
+                  --model <dir> --data <dir> --threads <n> --backend <b> --batch-size <n> --batch-wait-ms <n>
+                  --teacher <mode> --teacher-url <url> --teacher-model <name> --guard-max-kl <x>
+                  --adapter-memory <size>: as for serve
+                  --lease-ms <n> (30000)  a claimed batch is this worker's for that long without a
+                                  heartbeat (heartbeats every third of it); then another worker takes it up
+                  --worker-name <name>    its name in leases (default: host:pid:random); kept across
+                                  restarts, a restarted worker takes its own interrupted batch back at once
+                  --health-port <n>  --host <addr>: answer GET /healthz there (default: no port)
   keys          API keys (shown once when created; only a hash is stored)
                   keys create --tenant <t> [--role user|admin] [--name <label>]
                   keys list
@@ -136,7 +153,8 @@ async function keysCommand(database: string, args: string[], opts: { tenant?: st
   }
 }
 
-/** A command line parseArgs refuses (unknown option, missing value): a usage error, not a crash. */
+const optionalNumber = (v: string | undefined) => (v === undefined ? undefined : Number(v));
+
 /** The training options `claas eval` sends: only those given, so by default it measures the server's defaults. */
 function evalTraining(v: { lr?: string; 'train-steps'?: string; alpha?: string; memory?: string; teacher?: string }): Record<string, unknown> {
   const out: Record<string, unknown> = {};
@@ -151,6 +169,7 @@ function evalTraining(v: { lr?: string; 'train-steps'?: string; alpha?: string; 
   return out;
 }
 
+/** A command line parseArgs refuses (unknown option, missing value): a usage error, not a crash. */
 function parseOrUsage<T>(parse: () => T): T {
   try {
     return parse();
@@ -197,6 +216,10 @@ async function main(argv: string[]): Promise<number> {
       'guard-max-kl': { type: 'string' },
       'adapter-memory': { type: 'string' },
       objects: { type: 'string' },
+      'no-train': { type: 'boolean', default: false },
+      'lease-ms': { type: 'string' },
+      'worker-name': { type: 'string' },
+      'health-port': { type: 'string' },
       tenant: { type: 'string' },
       role: { type: 'string', default: 'user' },
       name: { type: 'string' },
@@ -254,6 +277,30 @@ async function main(argv: string[]): Promise<number> {
         guardMaxKl: values['guard-max-kl'] === undefined ? undefined : Number(values['guard-max-kl']),
         adapterMemory: values['adapter-memory'],
         objects: values.objects,
+        noTrain: values['no-train'],
+        leaseMs: optionalNumber(values['lease-ms']),
+        workerName: values['worker-name'],
+      });
+      return 0;
+    case 'train-worker':
+      await trainWorker({
+        model: values.model,
+        data: values.data!,
+        database: values.database,
+        objects: values.objects,
+        threads,
+        backend: values.backend,
+        batchSize: optionalNumber(values['batch-size']),
+        batchWaitMs: optionalNumber(values['batch-wait-ms']),
+        teacher: values.teacher,
+        teacherUrl: values['teacher-url'],
+        teacherModel: values['teacher-model'],
+        guardMaxKl: optionalNumber(values['guard-max-kl']),
+        adapterMemory: values['adapter-memory'],
+        leaseMs: optionalNumber(values['lease-ms']),
+        workerName: values['worker-name'],
+        healthPort: optionalNumber(values['health-port']),
+        host: values.host!,
       });
       return 0;
     case 'keys':

@@ -11,9 +11,10 @@ import { weightFiles } from './model/weights.js';
 import { openServer, writeRandomChatModel } from './serve/open.js';
 import { VllmGenerator } from './serve/vllm-generator.js';
 import { ApiKeys } from './auth/keys.js';
-import { openStore, resolveDatabase } from './store/store.js';
+import { isSharedDatabase, openStore, resolveDatabase } from './store/store.js';
 import { startRetention } from './store/retention.js';
 import { openObjectStore } from './store/objects/object-store.js';
+import type { Orchestrator } from './orchestrator/orchestrator.js';
 
 export interface ServeOptions {
   model?: string;
@@ -49,6 +50,23 @@ export interface ServeOptions {
   adapterMemory?: string;
   /** Object store that versions are published to (a folder or s3://bucket/prefix). */
   objects?: string;
+  /** Serve only: feedback is stored for `claas train-worker` processes sharing the Postgres queue. */
+  noTrain?: boolean;
+  /** How long a claimed batch stays this process's without a heartbeat. */
+  leaseMs?: number;
+  /** This trainer's name in job leases (kept across restarts, it takes its own interrupted jobs back at once). */
+  workerName?: string;
+}
+
+/** Checks the job-lease flags shared by serve and train-worker. */
+export function checkLeaseFlags(opts: { leaseMs?: number; workerName?: string }): void {
+  if (opts.leaseMs !== undefined && (!Number.isInteger(opts.leaseMs) || opts.leaseMs < 1000 || opts.leaseMs > 3_600_000)) throw new ClaasError('E_USAGE', `--lease-ms must be an integer in [1000, 3600000] (got ${opts.leaseMs})`);
+  if (opts.workerName !== undefined && !/^[\w.:@-]{1,128}$/.test(opts.workerName)) throw new ClaasError('E_USAGE', `--worker-name must be 1-128 letters, digits or . _ : @ - (got ${JSON.stringify(opts.workerName)})`);
+}
+
+/** The start-up line that says what feedback without options does. */
+export function describeTrainingDefaults(d: ReturnType<Orchestrator['effectiveDefaults']>, source: string): string {
+  return `training defaults (${source}): lr ${d.learning_rate}, alpha ${d.alpha}, ${d.steps} step(s), top-K ${d.top_k}, teacher ${d.teacher}, memory ${d.memory}; new adapters rank ${d.lora.rank}, alpha ${d.lora.alpha}; feedback batches of ${d.feedback_batch.size} or ${d.feedback_batch.wait_ms} ms`;
 }
 
 const SIZE_UNITS: Record<string, number> = { b: 1, kb: 1e3, kib: 2 ** 10, mb: 1e6, mib: 2 ** 20, gb: 1e9, gib: 2 ** 30 };
@@ -77,7 +95,7 @@ export const TOY_MODEL = fileURLToPath(new URL('../../models/toy', import.meta.u
  * --model as given; "random" for a small random model written to the state directory; without
  * --model the toy assistant shipped in models/toy (or, if its weights are missing, the random model).
  */
-function resolveModel(model: string | undefined, data: string): string {
+export function resolveModel(model: string | undefined, data: string): string {
   if (model && model !== 'random') return resolve(model);
   if (!model && existsSync(join(TOY_MODEL, 'model.safetensors'))) {
     console.log(`no --model given: serving the toy assistant in ${TOY_MODEL} (a tiny model trained here: simple tasks, styles set by feedback)`);
@@ -120,12 +138,14 @@ export async function serve(opts: ServeOptions): Promise<void> {
   } catch (err) {
     throw new ClaasError('E_USAGE', `--objects: ${(err as Error).message}`);
   }
+  checkLeaseFlags(opts);
   const requestTimeoutS = opts.requestTimeoutS ?? 30;
   if (!Number.isFinite(requestTimeoutS) || requestTimeoutS <= 0 || requestTimeoutS > 3600) throw new ClaasError('E_USAGE', `--request-timeout-s must be a number in (0, 3600] (got ${opts.requestTimeoutS})`);
   if (!Number.isInteger(opts.maxQueuedJobs) || opts.maxQueuedJobs < 1) throw new ClaasError('E_USAGE', `--max-queued-jobs must be a positive integer (got ${opts.maxQueuedJobs})`);
   const data = resolve(opts.data);
   const loopback = isLoopback(opts.host);
   const database = resolveDatabase(opts.database, data);
+  if (opts.noTrain && !isSharedDatabase(database)) throw new ClaasError('E_USAGE', '--no-train leaves feedback to claas train-worker processes, which need a queue they share: give --database postgres://…');
   {
     // Opened first: an unreachable database fails the start before the model loads.
     const store = await openStore(database);
@@ -160,14 +180,19 @@ export async function serve(opts: ServeOptions): Promise<void> {
       maxWaitMs: opts.batchWaitMs,
       maxQueuedJobs: opts.maxQueuedJobs,
       defaults: opts.teacher ? { teacher: opts.teacher as (typeof TEACHERS)[number] } : {},
+      train: !opts.noTrain,
+      ...(opts.leaseMs !== undefined ? { leaseMs: opts.leaseMs } : {}),
+      ...(opts.workerName !== undefined ? { worker: opts.workerName } : {}),
+      log: (line) => console.log(line),
     },
   });
   const c = service.engine.config;
   const e = service.engine;
   console.log(`done in ${((performance.now() - t0) / 1000).toFixed(1)} s (${c.modelType}, ${c.numLayers} layers, ${e.backend}${e.backend === 'cpu' ? `, ${e.threads} threads` : ''})`);
   console.log(describeChoice(e.backendChoice));
-  const d = orchestrator.effectiveDefaults();
-  console.log(`training defaults (${profile.source}${opts.teacher || opts.batchSize !== undefined || opts.batchWaitMs !== undefined ? ', with the flags given' : ''}): lr ${d.learning_rate}, alpha ${d.alpha}, ${d.steps} step(s), top-K ${d.top_k}, teacher ${d.teacher}, memory ${d.memory}; new adapters rank ${d.lora.rank}, alpha ${d.lora.alpha}; feedback batches of ${d.feedback_batch.size} or ${d.feedback_batch.wait_ms} ms`);
+  console.log(describeTrainingDefaults(orchestrator.effectiveDefaults(), `${profile.source}${opts.teacher || opts.batchSize !== undefined || opts.batchWaitMs !== undefined ? ', with the flags given' : ''}`));
+  if (opts.noTrain) console.log('training: none here (--no-train); feedback is queued in Postgres for claas train-worker processes');
+  else if (isSharedDatabase(database)) console.log(`training: here, as worker ${orchestrator.worker}, sharing the Postgres queue with any other trainer`);
   const r = service.adapters.stats();
   console.log(`adapters: ${r.adapters} served, loaded on first use; resident memory ${r.budgetBytes === null ? 'unbounded (--adapter-memory bounds it)' : `bounded to ${(r.budgetBytes / 2 ** 20).toFixed(1)} MiB, least recently used freed first`}`);
   if (objectsAt) console.log(`adapter versions: also published to the object store (${objectsAt}), and fetched from it when this node lacks one`);

@@ -469,6 +469,13 @@ describe('Postgres', { skip: pgSkip }, () => {
       assert.deepEqual((x as { ids: string[] }).ids, (y as { ids: string[] }).ids);
       assert.deepEqual([(x as { repeated: boolean }).repeated, (y as { repeated: boolean }).repeated].sort(), [false, true]);
 
+      // The same key naming other adapters (a client that reuses keys): one of them stores, the
+      // other finds it; neither fails on the unique index.
+      for (let round = 0; round < 5; round++) {
+        const [p, q] = await Promise.all([one.jobs.submit([{ ...job, adapterId: 't/p' }], { idempotencyKey: `reused-${round}` }), two.jobs.submit([{ ...job, adapterId: 't/q' }], { idempotencyKey: `reused-${round}` })]);
+        assert.deepEqual((p as { ids: string[] }).ids, (q as { ids: string[] }).ids);
+      }
+
       const tries = await Promise.all(Array.from({ length: 6 }, (_, i) => (i % 2 ? one : two).jobs.submit([{ ...job, adapterId: 't/b' }], { maxPending: 3 })));
       assert.equal(tries.filter((t) => !t.refused).length, 3);
       assert.equal(await one.jobs.pending('t/b'), 3);

@@ -223,7 +223,8 @@ export const feedbackRoutes = (orchestrator: Orchestrator): FastifyPluginAsync =
         }
         const given = request.headers['idempotency-key'] as string | undefined;
         // Keys are per tenant: another tenant's key names none of your jobs, and cannot claim yours.
-        const key = given === undefined ? undefined : `${request.principal?.tenant ?? ''}\u0000${given}`;
+        // A tenant name never holds "/", so the prefix is unambiguous (and text Postgres accepts, unlike NUL).
+        const key = given === undefined ? undefined : `${request.principal?.tenant ?? ''}/${given}`;
         const t0 = performance.now();
         const { ids, repeated } = await orchestrator.submit(jobs, key, { now: wait });
         if (wait) {

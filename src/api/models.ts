@@ -6,6 +6,7 @@ import type { InferenceService } from '../serve/inference.js';
 import { mayUseAdapter, type Principal } from './access.js';
 import { errorSchema } from './schemas.js';
 import type { Orchestrator } from '../orchestrator/orchestrator.js';
+import { versionDir } from '../orchestrator/adapter-ids.js';
 
 const trainingSchema = {
   type: 'object',
@@ -37,21 +38,31 @@ const modelSchema = {
 
 export const modelRoutes = (service: InferenceService, orchestrator?: Orchestrator): FastifyPluginAsync =>
   async (app) => {
+    // Every adapter in the database, served here yet or not (created on another node, or not used
+    // since this one started), at the version the database says it serves; then names served here
+    // that the registry does not manage (loaded through the vLLM-compatible admin route).
+    const listed = async () => {
+      const models = service.listModels();
+      if (!orchestrator) return models;
+      const base = models.filter((m) => m.parent === null);
+      const adapters = (await orchestrator.registry.servedVersions()).map((a) => ({ id: a.id, created: Math.floor(a.createdAt / 1000), owned_by: 'claas', root: `${a.id}@${versionDir(a.currentVersion)}`, parent: service.modelName }));
+      const known = new Set(adapters.map((a) => a.id));
+      return [...base, ...adapters, ...models.filter((m) => m.parent !== null && !known.has(m.id) && !service.adapters.managed(m.id))];
+    };
     // A key sees the base model and its own tenant's adapters.
-    const visible = (p: Principal) =>
-      service
-        .listModels()
+    const visible = async (p: Principal) =>
+      (await listed())
         .filter((m) => m.parent === null || mayUseAdapter(p, m.id))
         .map((m) => (m.parent === null && orchestrator ? { ...m, training: orchestrator.effectiveDefaults() } : m));
     app.get('/v1/models', { config: { owns: ['own-data'] }, schema: { response: { 200: { type: 'object', properties: { object: { type: 'string' }, data: { type: 'array', items: modelSchema } } } } } }, async (request) => ({
       object: 'list',
-      data: visible(request.principal).map((m) => ({ ...m, object: 'model' })),
+      data: (await visible(request.principal)).map((m) => ({ ...m, object: 'model' })),
     }));
     app.get<{ Params: { '*': string } }>(
       '/v1/models/*',
       { config: { owns: ['own-data'] }, schema: { params: { type: 'object', properties: { '*': { type: 'string' } } }, response: { 200: modelSchema, '4xx': errorSchema } } },
       async (request) => {
-        const m = visible(request.principal).find((x) => x.id === request.params['*']);
+        const m = (await visible(request.principal)).find((x) => x.id === request.params['*']);
         if (!m) throw new NotFoundError(`The model \`${request.params['*']}\` does not exist.`);
         return { ...m, object: 'model' };
       },

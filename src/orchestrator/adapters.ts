@@ -67,6 +67,8 @@ export class AdapterRegistry {
   }
 
   private unwatch: (() => Promise<void>) | null = null;
+  /** Receives a line when a version is published to the object store, and when this node follows another's promotion. */
+  log: (line: string) => void = () => {};
   private recheck: NodeJS.Timeout | undefined;
 
   private serve(id: string, version: number): void {
@@ -101,7 +103,10 @@ export class AdapterRegistry {
       return;
     }
     const current = await this.currentVersion(id).catch(() => null);
-    if (current !== null && served.version !== versionDir(current)) this.serve(id, current);
+    if (current !== null && served.version !== versionDir(current)) {
+      this.serve(id, current);
+      this.log(`adapter ${id}: serving v${current} (announced)`);
+    }
   }
 
   private async recheckAll(): Promise<void> {
@@ -116,7 +121,10 @@ export class AdapterRegistry {
   private async publish(id: string, version: number, jobId: string | null): Promise<void> {
     if (!this.published) return;
     try {
-      await this.published.publish(id, version, this.dir(id, version), jobId);
+      this.log(`adapter ${id}: publishing v${version} to the object store`);
+      const t0 = performance.now();
+      const how = await this.published.publish(id, version, this.dir(id, version), jobId);
+      this.log(`adapter ${id}: v${version} ${how === 'published' ? 'published' : 'was already published'} (${Math.round(performance.now() - t0)} ms)`);
     } catch (err) {
       if (err instanceof VersionConflictError) throw new ClaasError('E_CONFLICT', `adapter ${id}: ${err.message}`);
       throw err;
@@ -152,6 +160,11 @@ export class AdapterRegistry {
 
   list(): Promise<AdapterInfo[]> {
     return this.store.list();
+  }
+
+  /** Every adapter's id, creation time and current version (the database's word, for listings). */
+  servedVersions(): Promise<{ id: string; createdAt: number; currentVersion: number }[]> {
+    return this.store.servedVersions();
   }
 
   /** A new adapter at version 1 (B = 0: it starts as the base model), served under its id. */
@@ -214,8 +227,9 @@ export class AdapterRegistry {
   /** The adapter served now (loaded if it was evicted), leased: release it when done. */
   async lease(id: string): Promise<AdapterLease> {
     const version = await this.currentVersion(id);
-    // The database says what the adapter serves; should the served set have lost it, it is served again.
-    if (!this.service.adapters.managed(id)) this.service.adapters.register(id, versionDir(version), this.dir(id, version), true);
+    // The database says what the adapter serves: should the served set have lost it, or not yet have
+    // followed a promotion or rollback made elsewhere, it serves that version from now on.
+    if (!this.service.adapters.managed(id) || this.service.adapters.version(id)?.version !== versionDir(version)) this.serve(id, version);
     return this.service.adapters.acquire(id);
   }
 

@@ -51,6 +51,13 @@ export interface OrchestratorConfig {
    * restarts, a restarted trainer takes its own interrupted jobs back at once, not when their lease expires.
    */
   worker?: string;
+  /**
+   * Whether this process trains (default true). A serving-only node (`claas serve --no-train`)
+   * stores feedback and leaves the queue to trainer processes (`claas train-worker`) sharing it.
+   */
+  train?: boolean;
+  /** Receives a line per update: claimed, version published, promoted or refused (trainer processes print them). */
+  log?: (line: string) => void;
 }
 
 const DEFAULT_LEASE_MS = 30_000;
@@ -77,6 +84,8 @@ export class Orchestrator {
   private readonly inFlight = new Set<Promise<void>>();
   /** Looks for work other trainers' servers queued (a shared queue only). */
   private poll: NodeJS.Timeout | undefined;
+  /** Stops following the shared queue's announcements. */
+  private unwatch: (() => Promise<void>) | null = null;
   readonly worker: string;
 
   constructor(
@@ -94,6 +103,15 @@ export class Orchestrator {
 
   private get leaseMs(): number {
     return this.config.leaseMs ?? DEFAULT_LEASE_MS;
+  }
+
+  /** Whether this process trains the queue's jobs (a serving-only node does not). */
+  get trains(): boolean {
+    return this.config.train !== false;
+  }
+
+  private log(line: string): void {
+    this.config.log?.(line);
   }
 
   get guardConfig(): GuardConfig {
@@ -180,14 +198,31 @@ export class Orchestrator {
       let wake!: () => void;
       const woken = new Promise<void>((resolve) => (wake = resolve));
       this.waiters.set(id, [...(this.waiters.get(id) ?? []), wake]);
-      const status = (await this.jobs.get(id))?.status ?? 'done';
-      if (status === 'done' || status === 'failed') {
+      const forget = () => {
         const rest = (this.waiters.get(id) ?? []).filter((w) => w !== wake);
         if (rest.length > 0) this.waiters.set(id, rest);
         else this.waiters.delete(id);
+      };
+      const ended = async () => {
+        const status = (await this.jobs.get(id))?.status ?? 'done';
+        return status === 'done' || status === 'failed';
+      };
+      if (await ended()) {
+        forget();
         continue;
       }
-      await woken;
+      // Another process may train it: its end is announced (a shared queue), and read again every
+      // second in case an announcement was missed.
+      for (;;) {
+        let timer: NodeJS.Timeout | undefined;
+        const woke = await Promise.race([woken.then(() => true), new Promise<boolean>((resolve) => (timer = setTimeout(() => resolve(false), 1000)))]);
+        clearTimeout(timer);
+        if (woke) break;
+        if (await ended()) {
+          forget();
+          break;
+        }
+      }
     }
     return Promise.all(ids.map(async (id) => (await this.jobs.get(id))!));
   }
@@ -220,6 +255,12 @@ export class Orchestrator {
    * submitted to other servers or left by dead trainers are looked for every lease period.
    */
   async start(): Promise<void> {
+    // Jobs queued on any node wake a trainer at once; jobs finished by any trainer wake their waiters.
+    this.unwatch = await this.jobs.watch((e) => {
+      if (e.event === 'finished') this.notify(e.ids);
+      else this.schedule(e.adapterId);
+    });
+    if (!this.trains) return;
     await this.jobs.requeueInterrupted({ onlyExpired: this.jobs.shared, worker: this.config.worker });
     await this.lookEverywhere();
     if (this.jobs.shared && !this.closed) {
@@ -238,6 +279,8 @@ export class Orchestrator {
   async close(): Promise<void> {
     this.closed = true;
     clearInterval(this.poll);
+    await this.unwatch?.();
+    this.unwatch = null;
     await this.registry.stopWatching();
     for (const t of this.timers.values()) clearTimeout(t);
     this.timers.clear();
@@ -254,7 +297,7 @@ export class Orchestrator {
    * batch per adapter at a time; asked again meanwhile, it looks again when that ends.
    */
   private schedule(adapterId: string): void {
-    if (this.closed) return;
+    if (this.closed || !this.trains) return;
     if (this.busy.has(adapterId)) {
       this.again.add(adapterId);
       return;
@@ -318,6 +361,7 @@ export class Orchestrator {
     if (!claimed) return false;
     const batch = claimed.jobs;
     const ids = batch.map((j) => j.id);
+    this.log(`adapter ${adapterId}: training v${claimed.version} from ${batch.reduce((n, j) => n + j.items.length, 0)} feedback item(s) (jobs ${ids.join(', ')}; attempt ${Math.max(...batch.map((j) => j.attempts))})`);
     let lost = false;
     const beat = setInterval(() => {
       this.jobs.heartbeat(this.worker, ids, this.leaseMs).then(
@@ -365,6 +409,7 @@ export class Orchestrator {
               const next = { name: adapterId, version: versionDir(step.version), path: this.registry.dir(adapterId, step.version) };
               await this.backend.load(next);
               await this.registry.promote(adapterId, step.version, step.candidate);
+              this.log(`adapter ${adapterId}: promoted v${step.version}`);
               await this.backend.unloadStale(adapterId, next.version);
             }
             phases.promote = performance.now() - t;
@@ -375,9 +420,11 @@ export class Orchestrator {
       );
       // Where the time went, so a slow update can be read from its job (the step's own phases are in metrics.timings).
       const phasesMs = Object.fromEntries(Object.entries(phases).map(([k, v]) => [k, Math.round(v * 10) / 10]));
+      if (!step!.passed) this.log(`adapter ${adapterId}: v${step!.version} refused by the collapse guard (${String((step!.result.guard as { reason?: string }).reason)})`);
       await this.finish(adapterId, ids, 'done', { ...step!.result, ...(memory.length > 0 ? { memory } : {}), phases_ms: phasesMs }, null);
     } catch (err) {
       // A lost lease leaves the jobs to the trainer that took them.
+      this.log(`adapter ${adapterId}: v${claimed.version} not written (${err instanceof Error ? err.message : String(err)})`);
       if (!lost) await this.finish(adapterId, ids, 'failed', null, err instanceof Error ? err.message : String(err));
       else console.error(`feedback jobs of ${adapterId}: ${err instanceof Error ? err.message : String(err)}`);
     } finally {

@@ -83,6 +83,7 @@ export async function openServer(modelDir: string, options: OpenServerOptions): 
     maxWaitMs: o.maxWaitMs ?? profile.feedback.batchWaitMs,
     defaults: { ...profile.training, ...o.defaults },
   };
+  if (o.log) registry.log = o.log;
   const orchestrator = new Orchestrator(service.store.jobs, registry, service, guard, config, vllm ?? EMBEDDED_UPDATES, profile);
   await orchestrator.start();
   return { service, orchestrator, profile };

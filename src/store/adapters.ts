@@ -40,6 +40,8 @@ export interface AdapterStore {
   get(id: string): Promise<AdapterInfo | undefined>;
   /** Every adapter, by id. */
   list(): Promise<AdapterInfo[]>;
+  /** Every adapter's id, creation time and current version, without their version histories. */
+  servedVersions(): Promise<{ id: string; createdAt: number; currentVersion: number }[]>;
   /** A new adapter at version 1 ('initial'); false when the id is taken. */
   create(adapter: { id: string; rank: number; alpha: number; targetModules: readonly string[]; reason?: string }): Promise<boolean>;
   /** The highest version the adapter has (0 for none). */
@@ -119,6 +121,11 @@ export class SqlAdapterStore implements AdapterStore {
       versions.set(v.adapter_id, list);
     }
     return rows.map((r) => adapterInfo(r, versions.get(r.id) ?? []));
+  }
+
+  async servedVersions(): Promise<{ id: string; createdAt: number; currentVersion: number }[]> {
+    const rows = await this.db.query<Pick<AdapterRow, 'id' | 'created_at' | 'current_version'>>('SELECT id, created_at, current_version FROM adapters ORDER BY id');
+    return rows.map((r) => ({ id: r.id, createdAt: Number(r.created_at), currentVersion: r.current_version }));
   }
 
   async create(a: { id: string; rank: number; alpha: number; targetModules: readonly string[]; reason?: string }): Promise<boolean> {

@@ -14,7 +14,13 @@
 // after the other under one named transaction lock (sql.ts: a Postgres advisory lock, SQLite's
 // write lock): two claimers can never take one job or two batches of one adapter, on either database.
 import { randomUUID } from 'node:crypto';
-import { DIALECT, placeholders, type SqlDatabase } from './sql.js';
+import { DIALECT, placeholders, type SqlDatabase, type SqlRunner } from './sql.js';
+
+/** Postgres channel on which job events are announced to every process sharing the queue. */
+const JOBS_CHANNEL = 'claas_jobs';
+
+/** What the queue announces: jobs of an adapter were queued, or jobs finished. */
+export type JobEvent = { event: 'queued'; adapterId: string } | { event: 'finished'; ids: string[] };
 
 /** Starts of one job's update before a restart or lease expiry gives it up. */
 export const MAX_ATTEMPTS = 5;
@@ -152,6 +158,11 @@ export interface JobStore {
   markRunning(ids: readonly string[], worker?: string): Promise<void>;
   /** Finishes the running jobs `worker` holds; returns how many (the others are left alone: their lease was lost). */
   finish(ids: readonly string[], status: 'done' | 'failed', result: Record<string, unknown> | null, error: string | null, worker?: string): Promise<number>;
+  /**
+   * Calls `onEvent` for jobs queued or finished by any process sharing the queue (announced when
+   * their transaction commits); resolves to a function that stops it. Null where nobody else shares it.
+   */
+  watch(onEvent: (e: JobEvent) => void): Promise<(() => Promise<void>) | null>;
 }
 
 /** The transaction lock under which leases change hands. */
@@ -210,6 +221,9 @@ export class SqlJobStore implements JobStore {
     return this.db.transaction(async (tx) => {
       // Submissions to the same adapters run one after the other: the count below stays true until
       // this one commits, and a repeated key finds what the first stored. Sorted: no two wait on each other.
+      // A key is locked before the adapters: a repeat naming other adapters must still find what the
+      // first stored, not race it to the unique index.
+      if (key) await tx.lock(`idempotency key ${key}`);
       for (const adapterId of [...adding.keys()].sort()) await tx.lock(`jobs of ${adapterId}`);
       if (key) {
         const keys = jobs.map((_, i) => `${key}#${i}`);
@@ -241,6 +255,7 @@ export class SqlJobStore implements JobStore {
         }
         ids.push(id);
       }
+      for (const adapterId of adding.keys()) await this.announce(tx, { event: 'queued', adapterId });
       return { ids, repeated: false };
     });
   }
@@ -414,7 +429,18 @@ export class SqlJobStore implements JobStore {
           worker,
         ]);
       }
+      if (n > 0) await this.announce(tx, { event: 'finished', ids: [...ids] });
       return n;
     });
+  }
+
+  /** Sent when the transaction commits (Postgres); a queue nobody else shares has nobody to tell. */
+  private async announce(tx: SqlRunner, e: JobEvent): Promise<void> {
+    if (tx.dialect === 'postgres') await tx.query('SELECT pg_notify(?, ?)', [JOBS_CHANNEL, JSON.stringify(e)]);
+  }
+
+  async watch(onEvent: (e: JobEvent) => void): Promise<(() => Promise<void>) | null> {
+    if (!this.db.listen) return null;
+    return this.db.listen(JOBS_CHANNEL, (payload) => onEvent(JSON.parse(payload) as JobEvent));
   }
 }

@@ -33,6 +33,9 @@ function kindOf(database: string): 'postgres' | 'sqlite' {
   throw new ClaasError('E_USAGE', `--database must be a SQLite file path or a postgres:// URL (got a ${scheme}:// URL)`);
 }
 
+/** Whether other processes can share the database `database` names (Postgres: the cluster roles need it). */
+export const isSharedDatabase = (database: string): boolean => kindOf(database) === 'postgres';
+
 /**
  * What `--database` names, for openStore: a postgres:// URL as given, a SQLite file relative to the
  * working directory, or (not given) the SQLite file in the state directory.
