@@ -57,9 +57,12 @@ test('two serving-only nodes and a trainer: feedback given anywhere changes what
     const b = await startServe([...common, '--data', join(tempDir(), 'b'), '--no-train', '--port', '0']);
     children.push(b);
     assert.match(a.output(), /training: none here \(--no-train\)/);
-    const worker = await startTrainWorker([...common, '--data', join(tempDir(), 'w'), '--worker-name', 'trainer-1']);
+    const worker = await startTrainWorker([...common, '--data', join(tempDir(), 'w'), '--worker-name', 'trainer-1', '--health-port', '0']);
     children.push(worker);
     assert.equal(worker.address, 'trainer-1');
+    // The probe a supervisor (Kubernetes) polls.
+    const health = worker.output().match(/health at (\S+)/)![1]!;
+    assert.deepEqual(await (await fetch(health)).json(), { status: 'ok', role: 'train-worker', worker: 'trainer-1' });
 
     assert.equal((await call(a, 'POST', '/v1/lora/init', { lora_id: 'ana/assistant' })).status, 201);
     // Listed by the other node before it ever served it.
