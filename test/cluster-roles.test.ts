@@ -20,8 +20,8 @@ const skip = pgBin === null && process.env.CI !== 'true' ? 'Postgres server prog
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Json = Record<string, any>;
 
-async function call(node: ServeChild, method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<{ status: number; body: Json }> {
-  const res = await fetch(`${node.address}${path}`, { method, headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers }, body: body === undefined ? undefined : JSON.stringify(body) });
+async function call(node: ServeChild, method: string, path: string, body?: unknown, headers: Record<string, string> = {}, signal?: AbortSignal): Promise<{ status: number; body: Json }> {
+  const res = await fetch(`${node.address}${path}`, { method, headers: { ...(body === undefined ? {} : { 'content-type': 'application/json' }), ...headers }, body: body === undefined ? undefined : JSON.stringify(body), signal });
   return { status: res.status, body: (await res.json()) as Json };
 }
 
@@ -57,7 +57,7 @@ test('two serving-only nodes and a trainer: feedback given anywhere changes what
     const b = await startServe([...common, '--data', join(tempDir(), 'b'), '--no-train', '--port', '0']);
     children.push(b);
     assert.match(a.output(), /training: none here \(--no-train\)/);
-    const worker = await startTrainWorker([...common, '--data', join(tempDir(), 'w'), '--worker-name', 'trainer-1', '--health-port', '0']);
+    const worker = await startTrainWorker([...common, '--data', join(tempDir(), 'w'), '--worker-name', 'trainer-1', '--health-port', '0', '--batch-wait-ms', '60000']);
     children.push(worker);
     assert.equal(worker.address, 'trainer-1');
     // The probe a supervisor (Kubernetes) polls.
@@ -110,6 +110,14 @@ test('two serving-only nodes and a trainer: feedback given anywhere changes what
     assert.match(reply, /\b42\b/, `and still answers the question: ${reply}`);
     const models = (await call(a, 'GET', '/v1/models')).body.data as Json[];
     assert.equal(models.find((m) => m.id === 'ana/assistant')?.root, 'ana/assistant@v0003');
+
+    // A request answered when its update is done, on a node that does not train: the worker runs its
+    // lone item at once rather than after its 60 s batch wait, and the job's end wakes the node.
+    const t0 = performance.now();
+    const waited = await call(a, 'POST', '/v1/feedback', { lora_id: 'ana/assistant', completion_id: after.body.id, feedback: 'Please answer in upper case.' }, { prefer: 'wait' }, AbortSignal.timeout(30_000));
+    assert.equal(waited.status, 200, JSON.stringify(waited.body));
+    t.diagnostic(`a waiting feedback request on a serving-only node was answered in ${(performance.now() - t0).toFixed(0)} ms`);
+    assert.match(worker.output(), /adapter ana\/assistant: (promoted v4|v4 refused)/);
   } finally {
     await Promise.all(children.map((c) => c.stop()));
     await server.stop();

@@ -170,7 +170,7 @@ export class Orchestrator {
     const refused = settled.find((r): r is PromiseRejectedResult => r.status === 'rejected');
     if (refused) throw refused.reason;
     for (const job of jobs) await this.registry.get(job.adapterId);
-    const out = await this.jobs.submit(jobs, { idempotencyKey, maxPending: this.config.maxQueuedJobs });
+    const out = await this.jobs.submit(jobs, { idempotencyKey, maxPending: this.config.maxQueuedJobs, urgent: opts.now });
     if (out.refused) {
       const { adapterId, pending } = out.refused;
       throw new BusyError(`adapter ${adapterId} has ${pending} feedback jobs waiting (limit ${this.config.maxQueuedJobs}); retry later`, Math.max(1, Math.ceil(this.config.maxWaitMs / 1000)));
@@ -258,7 +258,10 @@ export class Orchestrator {
     // Jobs queued on any node wake a trainer at once; jobs finished by any trainer wake their waiters.
     this.unwatch = await this.jobs.watch((e) => {
       if (e.event === 'finished') this.notify(e.ids);
-      else this.schedule(e.adapterId);
+      else {
+        if (e.urgent && this.trains) this.urgent.add(e.adapterId);
+        this.schedule(e.adapterId);
+      }
     });
     if (!this.trains) return;
     await this.jobs.requeueInterrupted({ onlyExpired: this.jobs.shared, worker: this.config.worker });

@@ -20,7 +20,7 @@ import { DIALECT, placeholders, type SqlDatabase, type SqlRunner } from './sql.j
 const JOBS_CHANNEL = 'claas_jobs';
 
 /** What the queue announces: jobs of an adapter were queued, or jobs finished. */
-export type JobEvent = { event: 'queued'; adapterId: string } | { event: 'finished'; ids: string[] };
+export type JobEvent = { event: 'queued'; adapterId: string; urgent?: boolean } | { event: 'finished'; ids: string[] };
 
 /** Starts of one job's update before a restart or lease expiry gives it up. */
 export const MAX_ATTEMPTS = 5;
@@ -118,7 +118,7 @@ export interface JobStore {
    * jobs stored before. With `maxPending`, an adapter that would have more queued or running jobs is
    * refused, nothing stored (checked in the same transaction as the write).
    */
-  submit(jobs: readonly NewJob[], opts?: { idempotencyKey?: string; maxPending?: number }): Promise<SubmitResult>;
+  submit(jobs: readonly NewJob[], opts?: { idempotencyKey?: string; maxPending?: number; urgent?: boolean }): Promise<SubmitResult>;
   get(id: string): Promise<JobRecord | undefined>;
   /** Queued jobs, oldest first. */
   queuedIds(): Promise<string[]>;
@@ -214,7 +214,7 @@ export class SqlJobStore implements JobStore {
     this.shared = db.dialect === 'postgres';
   }
 
-  async submit(jobs: readonly NewJob[], opts: { idempotencyKey?: string; maxPending?: number } = {}): Promise<SubmitResult> {
+  async submit(jobs: readonly NewJob[], opts: { idempotencyKey?: string; maxPending?: number; urgent?: boolean } = {}): Promise<SubmitResult> {
     const key = opts.idempotencyKey;
     const adding = new Map<string, number>();
     for (const job of jobs) adding.set(job.adapterId, (adding.get(job.adapterId) ?? 0) + 1);
@@ -255,7 +255,8 @@ export class SqlJobStore implements JobStore {
         }
         ids.push(id);
       }
-      for (const adapterId of adding.keys()) await this.announce(tx, { event: 'queued', adapterId });
+      // Urgent: a client waits for the update, so a trainer elsewhere runs the batch without waiting for it to fill.
+      for (const adapterId of adding.keys()) await this.announce(tx, { event: 'queued', adapterId, ...(opts.urgent ? { urgent: true } : {}) });
       return { ids, repeated: false };
     });
   }
