@@ -2,7 +2,8 @@
 // loopback, with its training profile) and runs the eval over three seeds for each configuration: the
 // profile's defaults (no training options sent, what users get), then α = 0, 0.5 and 1 overriding
 // them. Prints per-seed JSON lines, a markdown table of the means, and the means as JSON on the last
-// line. EVAL_CONFIGS (defaults,a0,a0.5,a1), EVAL_SEEDS, EVAL_STYLES and EVAL_TEACHER narrow or change it.
+// line. EVAL_CONFIGS (defaults,a0,a0.5,a1), EVAL_SEEDS, EVAL_STYLES and EVAL_TEACHER narrow or change it;
+// EVAL_MODEL serves another model folder (a retrained toy) instead of models/toy.
 // Feedback events go one at a time and each waits for its update, so batching is set to 1 item with no
 // wait: the same update as the default batching gives a lone item, without its 2 s wait.
 import { join } from 'node:path';
@@ -21,7 +22,8 @@ const styles = (process.env.EVAL_STYLES ?? 'caps,oneline,name,signoff').split(',
 const teacher = process.env.EVAL_TEACHER ? { teacher: process.env.EVAL_TEACHER } : {};
 const t0 = performance.now();
 
-const { service, orchestrator } = await openServer(TOY_MODEL, { dataDir: join(tempDir(), 'data'), orchestrator: { batchSize: 1, maxWaitMs: 0 } });
+const model = process.env.EVAL_MODEL ?? TOY_MODEL;
+const { service, orchestrator } = await openServer(model, { dataDir: join(tempDir(), 'data'), orchestrator: { batchSize: 1, maxWaitMs: 0 } });
 const app = await buildApp(service, { orchestrator });
 const url = await app.listen({ host: '127.0.0.1', port: 0 });
 const defaults = orchestrator.effectiveDefaults();
