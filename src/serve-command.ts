@@ -15,6 +15,7 @@ import { isSharedDatabase, openStore, resolveDatabase } from './store/store.js';
 import { startRetention } from './store/retention.js';
 import { openObjectStore } from './store/objects/object-store.js';
 import type { Orchestrator } from './orchestrator/orchestrator.js';
+import { untilStopped } from './shutdown.js';
 
 export interface ServeOptions {
   model?: string;
@@ -216,33 +217,16 @@ export async function serve(opts: ServeOptions): Promise<void> {
   const address = await app.listen({ host: opts.host, port: opts.port });
   console.log(`serving "${service.modelName}" at ${address}/v1 (OpenAPI docs at ${address}/docs)`);
 
-  await new Promise<void>((done) => {
-    let closing = false;
-    const shutdown = (signal: string) => {
-      if (closing) return;
-      closing = true;
-      console.log(`${signal}: no new requests; finishing ${service.generator.size} generation(s) in flight`);
-      // Fastify's close waits for in-flight requests, streamed ones included. Their keep-alive
-      // connections would then hold the exit until they time out: close each once it goes idle.
-      stopRetention();
-      const idle = setInterval(() => app.server.closeIdleConnections(), 50);
-      app
-        .close()
-        .finally(() => clearInterval(idle))
-        .then(() => orchestrator.close())
-        .then(() => service.close())
-        .then(
-          () => {
-            console.log('stopped');
-            done();
-          },
-          (err: unknown) => {
-            console.error(err);
-            done();
-          },
-        );
-    };
-    process.once('SIGINT', () => shutdown('SIGINT'));
-    process.once('SIGTERM', () => shutdown('SIGTERM'));
+  await untilStopped((signal) => {
+    console.log(`${signal}: no new requests; finishing ${service.generator.size} generation(s) in flight`);
+    // Fastify's close waits for in-flight requests, streamed ones included. Their keep-alive
+    // connections would then hold the exit until they time out: close each once it goes idle.
+    stopRetention();
+    const idle = setInterval(() => app.server.closeIdleConnections(), 50);
+    return app
+      .close()
+      .finally(() => clearInterval(idle))
+      .then(() => orchestrator.close())
+      .then(() => service.close());
   });
 }

@@ -9,6 +9,7 @@ import Fastify from 'fastify';
 import { BACKEND_REQUESTS, describeChoice, type BackendRequest } from './engine/backend.js';
 import { ClaasError } from './errors.js';
 import { openServer } from './serve/open.js';
+import { untilStopped } from './shutdown.js';
 import { openObjectStore } from './store/objects/object-store.js';
 import { isSharedDatabase, resolveDatabase } from './store/store.js';
 import { checkLeaseFlags, describeTrainingDefaults, parseSize, resolveModel } from './serve-command.js';
@@ -99,30 +100,13 @@ export async function trainWorker(opts: TrainWorkerOptions): Promise<void> {
   }
   console.log(`training as worker ${orchestrator.worker}: taking feedback from the shared queue`);
 
-  await new Promise<void>((done) => {
-    let closing = false;
-    const shutdown = (signal: string) => {
-      if (closing) return;
-      closing = true;
-      // The running update finishes (its lease would otherwise wait out its expiry before another
-      // worker takes it up); nothing new is claimed.
-      console.log(`${signal}: finishing the update in progress, claiming no more`);
-      orchestrator
-        .close()
-        .then(() => health?.close())
-        .then(() => service.close())
-        .then(
-          () => {
-            console.log('stopped');
-            done();
-          },
-          (err: unknown) => {
-            console.error(err);
-            done();
-          },
-        );
-    };
-    process.once('SIGINT', () => shutdown('SIGINT'));
-    process.once('SIGTERM', () => shutdown('SIGTERM'));
+  await untilStopped((signal) => {
+    // The running update finishes (its lease would otherwise wait out its expiry before another
+    // worker takes it up); nothing new is claimed.
+    console.log(`${signal}: finishing the update in progress, claiming no more`);
+    return orchestrator
+      .close()
+      .then(() => health?.close())
+      .then(() => service.close());
   });
 }

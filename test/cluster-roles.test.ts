@@ -10,11 +10,10 @@ import assert from 'node:assert/strict';
 import { spawnSync } from 'node:child_process';
 import { join } from 'node:path';
 import { tempDir } from '../src/model/random-model.js';
-import { postgresBinDir, startPostgres } from './postgres-server.js';
+import { postgresForTests, startPostgres } from './postgres-server.js';
 import { cli, startServe, startTrainWorker, type ServeChild } from './serve-child.js';
 
-const pgBin = postgresBinDir();
-const skip = pgBin === null && process.env.CI !== 'true' ? 'Postgres server programs (initdb, pg_ctl) are not installed' : false;
+const { bin: pgBin, skip } = postgresForTests();
 
 // JSON replies are read field by field by the assertions.
 // eslint-disable-next-line @typescript-eslint/no-explicit-any

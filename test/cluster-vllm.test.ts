@@ -8,11 +8,10 @@ import assert from 'node:assert/strict';
 import { join } from 'node:path';
 import { tempDir } from '../src/model/random-model.js';
 import { writeRandomChatModel } from '../src/serve/open.js';
-import { postgresBinDir, startPostgres } from './postgres-server.js';
+import { postgresForTests, startPostgres } from './postgres-server.js';
 import { startServe, startTrainWorker, type ServeChild } from './serve-child.js';
 
-const pgBin = postgresBinDir();
-const skip = pgBin === null && process.env.CI !== 'true' ? 'Postgres server programs (initdb, pg_ctl) are not installed' : false;
+const { bin: pgBin, skip } = postgresForTests();
 
 // eslint-disable-next-line @typescript-eslint/no-explicit-any
 type Json = Record<string, any>;

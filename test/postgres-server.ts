@@ -39,6 +39,15 @@ export function postgresBinDir(): string | null {
   }
 }
 
+/**
+ * The server programs for a test file, and its skip reason: without them a test skips, except with
+ * CI=true, where it runs and fails (CI installs the postgresql package).
+ */
+export function postgresForTests(): { bin: string | null; skip: string | false } {
+  const bin = postgresBinDir();
+  return { bin, skip: bin === null && process.env.CI !== 'true' ? 'Postgres server programs (initdb, pg_ctl) are not installed' : false };
+}
+
 function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
     const server = createServer();

@@ -9,10 +9,9 @@ import { join } from 'node:path';
 import { tempDir } from '../src/model/random-model.js';
 import { writeRandomChatModel } from '../src/serve/open.js';
 import { startAppNode, type AppNode, type Json } from './app-node.js';
-import { postgresBinDir, startPostgres } from './postgres-server.js';
+import { postgresForTests, startPostgres } from './postgres-server.js';
 
-const pgBin = postgresBinDir();
-const skip = pgBin === null && process.env.CI !== 'true' ? 'Postgres server programs (initdb, pg_ctl) are not installed' : false;
+const { bin: pgBin, skip } = postgresForTests();
 
 test('two nodes on one Postgres and object store: created, trained and deleted adapters are followed', { skip }, async (t) => {
   assert.ok(pgBin, 'CI is set but initdb and pg_ctl are not installed');
