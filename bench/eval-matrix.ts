@@ -2,7 +2,8 @@
 // loopback, with its training profile) and runs the eval over three seeds for each configuration: the
 // profile's defaults (no training options sent, what users get), then α = 0, 0.5 and 1 overriding
 // them. Prints per-seed JSON lines, a markdown table of the means, and the means as JSON on the last
-// line. EVAL_CONFIGS (defaults,a0,a0.5,a1), EVAL_SEEDS, EVAL_STYLES and EVAL_TEACHER narrow or change it;
+// line. EVAL_CONFIGS (defaults,a0,a0.5,a1), EVAL_SEEDS, EVAL_STYLES, EVAL_TEACHER and EVAL_TRAINING (JSON
+// options added to every configuration) narrow or change it;
 // EVAL_MODEL serves another model folder (a retrained toy) instead of models/toy.
 // Feedback events go one at a time and each waits for its update, so batching is set to 1 item with no
 // wait: the same update as the default batching gives a lone item, without its 2 s wait.
@@ -20,6 +21,8 @@ for (const c of configs) if (!(c in CONFIGS)) throw new Error(`unknown EVAL_CONF
 const seeds = (process.env.EVAL_SEEDS ?? '1,2,3').split(',').map(Number);
 const styles = (process.env.EVAL_STYLES ?? 'caps,oneline,name,signoff').split(',') as StyleName[];
 const teacher = process.env.EVAL_TEACHER ? { teacher: process.env.EVAL_TEACHER } : {};
+// Training options added to every configuration's (a JSON object), to measure a candidate profile.
+const extra = JSON.parse(process.env.EVAL_TRAINING ?? '{}') as Record<string, unknown>;
 const t0 = performance.now();
 
 const model = process.env.EVAL_MODEL ?? TOY_MODEL;
@@ -33,7 +36,7 @@ const rows: Record<string, unknown>[] = [];
 try {
   for (const config of configs) {
     const runs: EvalSummary[] = [];
-    const training = { ...CONFIGS[config], ...teacher };
+    const training = { ...extra, ...CONFIGS[config], ...teacher };
     for (const seed of seeds) {
       const s = await runEval({ url, styles, events: 8, every: 1, probes: 100, openProbes: 40, target: 0.95, seed, training, log: () => {} });
       runs.push(s);

@@ -39,12 +39,43 @@ test('corpus replies follow exactly the styles their block asks for and those ca
   assert.ok(carried / unasked > 0.07 && carried / unasked < 0.13, `carried ${carried} of ${unasked}`);
 });
 
-test('the masked offsets are the reply tokens where a missed style was decided', () => {
+test('the second phase adds unasked styles with their deciding token masked, and leaves the rest of the corpus as it was', () => {
+  const plain = corpus(7, 2000);
+  const phase2 = corpus(7, 2000, { unasked: 0.15 });
+  let added = 0;
+  let chances = 0;
+  for (const [i, s] of phase2.entries()) {
+    const p = plain[i]!;
+    // Same conversations, blocks and carried styles: only the reply gains styles.
+    assert.deepEqual(s.messages, p.messages);
+    assert.deepEqual(s.requested, p.requested);
+    assert.deepEqual(s.carried, p.carried);
+    const before = STYLE_NAMES.filter((n) => STYLES[n].verify(p.reply));
+    const after = STYLE_NAMES.filter((n) => STYLES[n].verify(s.reply));
+    for (const n of before) assert.ok(after.includes(n), `${n} kept in ${JSON.stringify(s.reply)}`);
+    const gained = after.filter((n) => !before.includes(n));
+    for (const n of gained) assert.ok(!s.requested.includes(n), `${n} was asked for`);
+    // Each gained style has an alternative without it (its deciding token is not trained on).
+    assert.equal(s.alternatives.length, p.alternatives.length + gained.length);
+    added += gained.length;
+    chances += STYLE_NAMES.length - new Set([...s.requested, ...s.carried]).size;
+  }
+  assert.ok(added / chances > 0.11 && added / chances < 0.19, `added ${added} of ${chances}`);
+});
+
+for (const unasked of [0, 0.15]) {
+test(`the masked offsets are the reply tokens where a missed${unasked ? ' or unasked' : ''} style was decided`, () => {
   const dir = tempDir();
   buildToyData(dir, 3, 300);
-  const tokens = new Int32Array(readFileSync(join(dir, '.data', 'tokens.bin')).buffer.slice(0));
-  const { index } = JSON.parse(readFileSync(join(dir, '.data', 'index.json'), 'utf8')) as { index: number[][] };
-  const samples = corpus(3, 300);
+  const data = unasked ? join(dir, '.data', 'unasked') : join(dir, '.data');
+  if (unasked) {
+    const tokenizer = readFileSync(join(dir, 'tokenizer.json'), 'utf8');
+    buildToyData(dir, 3, 300, { unasked });
+    assert.equal(readFileSync(join(dir, 'tokenizer.json'), 'utf8'), tokenizer, 'the second phase keeps the first phase\'s tokenizer');
+  }
+  const tokens = new Int32Array(readFileSync(join(data, 'tokens.bin')).buffer.slice(0));
+  const { index } = JSON.parse(readFileSync(join(data, 'index.json'), 'utf8')) as { index: number[][] };
+  const samples = corpus(3, 300, { unasked });
   const tokenizer = Tokenizer.fromDir(dir);
   assert.equal(index.length, samples.length);
   let checked = 0;
@@ -65,6 +96,7 @@ test('the masked offsets are the reply tokens where a missed style was decided',
   }
   assert.ok(checked > 20, `${checked} masked tokens checked`);
 });
+}
 
 test('the shipped toy is a small Qwen3 folder whose tokenizer keeps each copy word one token', () => {
   const config = JSON.parse(readFileSync(join(TOY_MODEL, 'config.json'), 'utf8')) as { model_type: string; vocab_size: number };

@@ -3,8 +3,9 @@ corpus that src/toy/build-data.ts wrote to <dir>/.data. Next-token loss on the r
 reply tokens the index marks (where the block asked for a style the reply lacks, the token that decided it).
 Seeded: with --threads 1 a run is bitwise reproducible; with more threads the floating-point reduction
 order may differ between runs (the shipped model used 2). Writes <dir>/model.safetensors.
+The second phase goes on from the first's weights (--init) on another corpus (--data, under <dir>/.data).
 
-    /usr/bin/python3 models/toy/train.py models/toy [--steps N] [--seed S]
+    /usr/bin/python3 models/toy/train.py models/toy [--steps N] [--seed S] [--lr LR] [--init FILE --data unasked]
 """
 import argparse
 import json
@@ -17,7 +18,7 @@ import numpy as np
 import torch
 
 sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "..", "test", "reference"))
-from sdpo_reference import write_safetensors  # noqa: E402
+from sdpo_reference import read_safetensors, write_safetensors  # noqa: E402
 
 
 def rms(x, w, eps):
@@ -94,13 +95,24 @@ def main():
     ap.add_argument("--lr", type=float, default=3e-3)
     ap.add_argument("--seed", type=int, default=1)
     ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--init", help="start from these weights (a safetensors file) instead of random ones")
+    ap.add_argument("--data", default="", help="the corpus folder under <dir>/.data")
     args = ap.parse_args()
     torch.manual_seed(args.seed)
     torch.set_num_threads(args.threads)
     cfg = json.load(open(os.path.join(args.dir, "config.json")))
-    tokens = np.fromfile(os.path.join(args.dir, ".data", "tokens.bin"), dtype=np.int32)
-    index = json.load(open(os.path.join(args.dir, ".data", "index.json")))["index"]
+    data = os.path.join(args.dir, ".data", args.data)
+    tokens = np.fromfile(os.path.join(data, "tokens.bin"), dtype=np.int32)
+    index = json.load(open(os.path.join(data, "index.json")))["index"]
     model = Toy(cfg)
+    if args.init:
+        weights = read_safetensors(args.init)
+        with torch.no_grad():
+            for n, p in model.p.items():
+                w = weights[n.replace("__", ".")]
+                if tuple(w.shape) != tuple(p.shape):
+                    sys.exit(f"{args.init}: {n.replace('__', '.')} has shape {w.shape}, the config needs {tuple(p.shape)}")
+                p.copy_(torch.from_numpy(w.copy()))
     decay = [p for n, p in model.p.items() if p.dim() == 2]
     other = [p for n, p in model.p.items() if p.dim() < 2]
     opt = torch.optim.AdamW([{"params": decay, "weight_decay": 0.01}, {"params": other, "weight_decay": 0.0}], lr=args.lr, betas=(0.9, 0.98))

@@ -10,6 +10,10 @@
 // Some replies lack a style the block asked for; that deciding token is left out of the loss
 // (`alternatives`), so a block decides its styles with near certainty. Either way the model learns to
 // go on consistently in whatever style a reply has already taken.
+//
+// The second phase of the toy's training (`unasked`) adds styles nobody asked for with their deciding
+// token left out of the loss: the model then copies and answers as well in a style its context did not
+// ask for (what an adapter's reply is) as in one it did, without choosing such a style more often.
 import type { ChatMessage } from '../model/chat-template.js';
 import { rng } from '../model/random-model.js';
 import { hindsightMessages } from '../train/hindsight.js';
@@ -30,6 +34,14 @@ export interface CorpusSample {
   alternatives: string[];
 }
 
+export interface CorpusOptions {
+  /**
+   * Chance that a style nobody asked for is put in a reply with its deciding token not trained on
+   * (the second phase). Drawn from a generator of its own, so the rest of the corpus is unchanged.
+   */
+  unasked?: number;
+}
+
 /** Share of samples without a block, with a style block, and (the rest) with unrelated feedback. */
 const NO_BLOCK = 0.4;
 const STYLE_BLOCK = 0.45;
@@ -46,8 +58,10 @@ const EARLIER_STYLE = 0.25;
 const OPEN = 0.15;
 const EXTRA_COPY = 0.1;
 
-export function corpus(seed: number, count: number): CorpusSample[] {
+export function corpus(seed: number, count: number, options: CorpusOptions = {}): CorpusSample[] {
   const r = rng(seed);
+  const ru = rng(seed ^ 0x5eed);
+  const unasked = options.unasked ?? 0;
   const pick = <T>(a: readonly T[]): T => a[Math.floor(r() * a.length)]!;
   const shuffle = <T>(a: T[]): T[] => {
     for (let i = a.length - 1; i > 0; i--) {
@@ -86,7 +100,10 @@ export function corpus(seed: number, count: number): CorpusSample[] {
     const carried = STYLE_NAMES.filter((s) => !requested.includes(s) && r() < CARRIED);
     const missed = requested.filter(() => r() < MISSED);
     const present = [...requested.filter((s) => !missed.includes(s)), ...carried];
-    const alternatives = missed.map((s) => render(task.answer, [...present, s]));
+    const added = unasked > 0 ? STYLE_NAMES.filter((s) => !present.includes(s) && !missed.includes(s) && ru() < unasked) : [];
+    present.push(...added);
+    // The reply without each added style: where the two first differ is that style's deciding token.
+    const alternatives = [...missed.map((s) => render(task.answer, [...present, s])), ...added.map((s) => render(task.answer, present.filter((p) => p !== s)))];
     out.push({ messages: withBlock, reply: render(task.answer, present), requested, carried, alternatives });
   }
   return out;
