@@ -1,8 +1,8 @@
 // A shortened `claas eval` against the shipped toy assistant with NO training options (the toy's
 // training profile decides, as for any user; seeded adapters, 12 probes, seed 4), as a regression guard
-// on learning: capitals, one line and the sign-off each go from absent to (nearly) every held-out probe
-// within 8 feedback events, task accuracy and the variety of open replies stay where the base model has
-// them, unrelated feedback changes nothing, the three taught one after another on one adapter still
+// on learning: capitals, one line, the name and the sign-off each go from absent to (nearly) every
+// held-out probe within 8 feedback events, task accuracy and the variety of open replies stay where the
+// base model has them, unrelated feedback changes nothing, the four taught one after another on one adapter still
 // hold at the end, and the collapse guard lets most of these updates through. (Measured values: README. The
 // bounds leave room for the 2-core machine's floating-point order — one probe of 12 — not for a
 // regression.)
@@ -21,9 +21,7 @@ test('feedback teaches the toy assistant each style within 8 events without cost
   const url = await app.listen({ host: '127.0.0.1', port: 0 });
   try {
     const lines: string[] = [];
-    // "name" is left out: under the toy's defaults it is not learned within 8 events (the guard refuses
-    // the updates that would garble the greeting on the way; README, eval table). Its gap is tracked there.
-    const styles = ['caps', 'oneline', 'signoff'] as const;
+    const styles = ['caps', 'oneline', 'name', 'signoff'] as const;
     const summary = await runEval({
       url,
       styles: [...styles],
@@ -48,7 +46,7 @@ test('feedback teaches the toy assistant each style within 8 events without cost
     assert.ok(Math.abs(summary.distinct2_ratio - 1) <= 0.15, `open replies keep their variety (distinct-2 ratio ${summary.distinct2_ratio})\n${detail}`);
     assert.ok(Math.abs(summary.entropy_ratio - 1) <= 0.15, `open replies keep their entropy (ratio ${summary.entropy_ratio})\n${detail}`);
     assert.ok(summary.control_delta <= 0.02, `unrelated feedback changes nothing (${summary.control_delta})\n${detail}`);
-    assert.ok(summary.sequence !== null && summary.sequence.min_after_all >= 0.9, `all three styles taught in sequence hold at the end (${JSON.stringify(summary.sequence)})\n${detail}`);
+    assert.ok(summary.sequence !== null && summary.sequence.min_after_all >= 0.9, `all four styles taught in sequence hold at the end (${JSON.stringify(summary.sequence)})\n${detail}`);
     // The guard may hold back an update on the way (a probe reply that loops); each refusal says why.
     assert.ok(summary.refusals.every((r) => /update KL|degenerate replies/.test(r)), JSON.stringify(summary.refusals));
     assert.ok(summary.refused < summary.events_given / 2, `the guard let most updates through (${summary.refused} of ${summary.events_given} refused: ${JSON.stringify(summary.refusals)})\n${detail}`);

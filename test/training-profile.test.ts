@@ -1,7 +1,7 @@
 // Training defaults that belong to the served model: a model folder's training_profile.json (what it
 // leaves out comes from the rule over config.json), checked loudly; the defaults in force on the base
 // model's /v1/models entry; requests overriding them within the server's bounds; and, on the toy
-// assistant with its shipped profile, an update that garbles replies (lr 1e-2 × 10 steps) refused by
+// assistant with its shipped profile, an update that garbles replies (rank 32 on all projections, lr 1e-2 × 10 steps) refused by
 // the collapse guard with its reason while the served version keeps answering.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -101,10 +101,13 @@ test("the toy's profile is in force: /v1/models shows it, new adapters and updat
     assert.equal(over.status, 400);
     assert.match(over.body.error.message, /learning_rate must be in \(0, 0\.01\]/);
 
-    // A fresh adapter's first update at lr 1e-2 × 10 steps garbles the toy's replies (served anyway, it
-    // answered ".Tthot." and ", cat, dog, horse." to held-out tasks); at × 4 steps it is a clean, if
-    // abrupt, switch to capitals on this toy, and passes.
-    assert.equal((await call('POST', '/v1/lora/init', { lora_id: 'ana/garble', seed: 1 })).status, 201);
+    // A fresh rank-32 adapter on all seven projections, updated once at lr 1e-2 × 10 steps, garbles the
+    // toy's replies (served anyway, it answered 7 of 12 held-out tasks, in mixed case: "HI there!" /
+    // "cat, dog, "); the guard measured 1.52 nats/token against the replaced version. The profile's own
+    // adapter (rank 8 on the MLP) at the same rate is an abrupt switch to capitals (0.25, 11 of 12
+    // answered) and passes: docs/learning.md, "The collapse guard".
+    const all = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
+    assert.equal((await call('POST', '/v1/lora/init', { lora_id: 'ana/garble', seed: 1, rank: 32, alpha: 64, target_modules: all })).status, 201);
     const reply = (await call('POST', '/v1/chat/completions', { model: 'ana/garble', messages: [{ role: 'user', content: 'Name three animals.' }], temperature: 0 })).body;
     const garbling = await wait((await call('POST', '/v1/feedback', { lora_id: 'ana/garble', completion_id: reply.id, feedback: 'Please answer in upper case.', training: { learning_rate: 1e-2, steps: 10 } })).body.job_id);
     assert.equal(garbling.status, 'done');
