@@ -13,7 +13,8 @@
 //
 // The second phase of the toy's training (`unasked`) adds styles nobody asked for with their deciding
 // token left out of the loss: the model then copies and answers as well in a style its context did not
-// ask for (what an adapter's reply is) as in one it did, without choosing such a style more often.
+// ask for (what an adapter's reply is) as in one it did. The mask keeps the choice of a style where the
+// first phase taught it, mostly: sampled at temperature 1 a little more often (README, toy section).
 import type { ChatMessage } from '../model/chat-template.js';
 import { rng } from '../model/random-model.js';
 import { hindsightMessages } from '../train/hindsight.js';
