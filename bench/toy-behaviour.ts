@@ -61,11 +61,14 @@ try {
     tasks.forEach((t, i) => answered(t, rs[i]!) || misses.push(`${s}: ${t.prompt} -> ${JSON.stringify(rs[i])}`));
   }
   result.forced_unasked_accuracy = unasked;
-  const sampled = await Promise.all(Array.from({ length: 200 }, (_, i) => reply([{ role: 'user', content: tasks[i % tasks.length]!.prompt }], { temperature: 1, seed: 500 + i })));
-  result.sampled_t1_styled = share(sampled.map((r) => STYLE_NAMES.some((s) => STYLES[s].verify(r))));
+  /** Share of 200 seeded samples (over the tasks, no block) that carry some style. */
+  const styledShare = async (temperature: number | undefined) => {
+    const rs = await Promise.all(Array.from({ length: 200 }, (_, i) => reply([{ role: 'user', content: tasks[i % tasks.length]!.prompt }], { temperature, seed: 500 + i })));
+    return share(rs.map((r) => STYLE_NAMES.some((s) => STYLES[s].verify(r))));
+  };
+  result.sampled_t1_styled = await styledShare(1);
   // As users get replies: the model's generation_config (no temperature sent).
-  const served = await Promise.all(Array.from({ length: 200 }, (_, i) => reply([{ role: 'user', content: tasks[i % tasks.length]!.prompt }], { temperature: undefined, seed: 500 + i })));
-  result.sampled_served_styled = share(served.map((r) => STYLE_NAMES.some((s) => STYLES[s].verify(r))));
+  result.sampled_served_styled = await styledShare(undefined);
   for (const m of misses.slice(0, 12)) console.log(m);
   console.log(JSON.stringify(result));
 } finally {

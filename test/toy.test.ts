@@ -64,38 +64,38 @@ test('the second phase adds unasked styles with their deciding token masked, and
 });
 
 for (const unasked of [0, 0.15]) {
-test(`the masked offsets are the reply tokens where a missed${unasked ? ' or unasked' : ''} style was decided`, () => {
-  const dir = tempDir();
-  buildToyData(dir, 3, 300);
-  const data = unasked ? join(dir, '.data', 'unasked') : join(dir, '.data');
-  if (unasked) {
-    const tokenizer = readFileSync(join(dir, 'tokenizer.json'), 'utf8');
-    buildToyData(dir, 3, 300, { unasked });
-    assert.equal(readFileSync(join(dir, 'tokenizer.json'), 'utf8'), tokenizer, 'the second phase keeps the first phase\'s tokenizer');
-  }
-  const tokens = new Int32Array(readFileSync(join(data, 'tokens.bin')).buffer.slice(0));
-  const { index } = JSON.parse(readFileSync(join(data, 'index.json'), 'utf8')) as { index: number[][] };
-  const samples = corpus(3, 300, { unasked });
-  const tokenizer = Tokenizer.fromDir(dir);
-  assert.equal(index.length, samples.length);
-  let checked = 0;
-  for (const [i, [start, plen, n, ...skipped]] of index.entries()) {
-    const reply = [...tokens.subarray(start! + plen!, start! + n!)];
-    assert.equal(tokenizer.decode(reply), samples[i]!.reply + '<|im_end|>');
-    assert.equal(skipped.length > 0, samples[i]!.alternatives.length > 0);
-    for (const k of skipped) {
-      assert.ok(k >= 0 && k < n! - plen!, `offset ${k} inside the reply`);
-      // Some alternative reply has the same tokens before the masked one and another token there.
-      const differsAt = (alt: string) => {
-        const a = tokenizer.encode(alt, { addSpecialTokens: false });
-        return a.slice(0, k).every((t, j) => t === reply[j]) && a[k] !== reply[k];
-      };
-      assert.ok(samples[i]!.alternatives.some(differsAt), `${JSON.stringify(samples[i]!.reply)} at ${k}`);
-      checked++;
+  test(`the masked offsets are the reply tokens where a missed${unasked ? ' or unasked' : ''} style was decided`, () => {
+    const dir = tempDir();
+    buildToyData(dir, 3, 300);
+    const data = unasked ? join(dir, '.data', 'unasked') : join(dir, '.data');
+    if (unasked) {
+      const tokenizer = readFileSync(join(dir, 'tokenizer.json'), 'utf8');
+      buildToyData(dir, 3, 300, { unasked });
+      assert.equal(readFileSync(join(dir, 'tokenizer.json'), 'utf8'), tokenizer, 'the second phase keeps the first phase\'s tokenizer');
     }
-  }
-  assert.ok(checked > 20, `${checked} masked tokens checked`);
-});
+    const tokens = new Int32Array(readFileSync(join(data, 'tokens.bin')).buffer.slice(0));
+    const { index } = JSON.parse(readFileSync(join(data, 'index.json'), 'utf8')) as { index: number[][] };
+    const samples = corpus(3, 300, { unasked });
+    const tokenizer = Tokenizer.fromDir(dir);
+    assert.equal(index.length, samples.length);
+    let checked = 0;
+    for (const [i, [start, plen, n, ...skipped]] of index.entries()) {
+      const reply = [...tokens.subarray(start! + plen!, start! + n!)];
+      assert.equal(tokenizer.decode(reply), samples[i]!.reply + '<|im_end|>');
+      assert.equal(skipped.length > 0, samples[i]!.alternatives.length > 0);
+      for (const k of skipped) {
+        assert.ok(k >= 0 && k < n! - plen!, `offset ${k} inside the reply`);
+        // Some alternative reply has the same tokens before the masked one and another token there.
+        const differsAt = (alt: string) => {
+          const a = tokenizer.encode(alt, { addSpecialTokens: false });
+          return a.slice(0, k).every((t, j) => t === reply[j]) && a[k] !== reply[k];
+        };
+        assert.ok(samples[i]!.alternatives.some(differsAt), `${JSON.stringify(samples[i]!.reply)} at ${k}`);
+        checked++;
+      }
+    }
+    assert.ok(checked > 20, `${checked} masked tokens checked`);
+  });
 }
 
 test('the shipped toy is a small Qwen3 folder whose tokenizer keeps each copy word one token', () => {

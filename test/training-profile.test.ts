@@ -1,14 +1,15 @@
 // Training defaults that belong to the served model: a model folder's training_profile.json (what it
 // leaves out comes from the rule over config.json), checked loudly; the defaults in force on the base
 // model's /v1/models entry; requests overriding them within the server's bounds; and, on the toy
-// assistant with its shipped profile, an update that garbles replies (rank 32 on all projections, lr 1e-2 × 10 steps) refused by
-// the collapse guard with its reason while the served version keeps answering.
+// assistant with its shipped profile, an update that garbles replies (rank 32 on all projections,
+// lr 1e-2 × 10 steps) refused by the collapse guard with its reason while the served version keeps answering.
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { buildApp } from '../src/api/app.js';
 import { ConfigError } from '../src/errors.js';
+import { LORA_MODULES } from '../src/engine/lora-modules.js';
 import { tempDir } from '../src/model/random-model.js';
 import { PROFILE_FILE, readTrainingProfile, ruleProfile } from '../src/model/training-profile.js';
 import { TOY_MODEL } from '../src/serve-command.js';
@@ -106,8 +107,7 @@ test("the toy's profile is in force: /v1/models shows it, new adapters and updat
     // "cat, dog, "); the guard measured 1.52 nats/token against the replaced version. The profile's own
     // adapter (rank 8 on the MLP) at the same rate is an abrupt switch to capitals (0.25, 11 of 12
     // answered) and passes: docs/learning.md, "The collapse guard".
-    const all = ['q_proj', 'k_proj', 'v_proj', 'o_proj', 'gate_proj', 'up_proj', 'down_proj'];
-    assert.equal((await call('POST', '/v1/lora/init', { lora_id: 'ana/garble', seed: 1, rank: 32, alpha: 64, target_modules: all })).status, 201);
+    assert.equal((await call('POST', '/v1/lora/init', { lora_id: 'ana/garble', seed: 1, rank: 32, alpha: 64, target_modules: LORA_MODULES })).status, 201);
     const reply = (await call('POST', '/v1/chat/completions', { model: 'ana/garble', messages: [{ role: 'user', content: 'Name three animals.' }], temperature: 0 })).body;
     const garbling = await wait((await call('POST', '/v1/feedback', { lora_id: 'ana/garble', completion_id: reply.id, feedback: 'Please answer in upper case.', training: { learning_rate: 1e-2, steps: 10 } })).body.job_id);
     assert.equal(garbling.status, 'done');
